@@ -1,0 +1,30 @@
+# Every target sets up what it needs: a fresh Debian/Ubuntu machine with Python 3.10+ runs `make demo` or
+# `make test` straight after cloning.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV) || { echo "python venv missing: sudo apt install python3-venv"; exit 1; }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/piorch demo --seconds 10 --out ./recv
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check orchestrator tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/receiver.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,103 @@
+"""The `piorch` command line: parse options into settings, pick a display, call one core function.
+
+This is the one place where errors become messages and exit codes. Commands live in `commands/`, one
+module each; heavy imports (paramiko, sh, rich.live) happen inside them, so `piorch --help` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+
+from orchestrator import __version__
+from orchestrator.errors import PiorchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="piorch",
+    help="Record a Raspberry Pi camera straight to this laptop over one Ethernet cable.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def fail(message: str, fix: str = "", code: int = 1) -> typer.Exit:
+    """Print the one-line error and return the Exit to raise."""
+    sys.stderr.write(f"piorch: error: {message}{': ' + fix if fix else ''}\n")
+    return typer.Exit(code)
+
+
+def reports_errors(function: F) -> F:
+    """Map every user-facing error to its one-line message and exit code; Ctrl+C is exit 130."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except PiorchError as exc:
+            raise fail(exc.message, exc.fix, exc.exit_code) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("piorch: interrupted\n")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl+C and SIGTERM set an event the core watches, so stopping runs the normal, orderly path."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"piorch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """Record a Raspberry Pi camera straight to this laptop over one Ethernet cable.
+
+    The Pi runs `camera | nc`, started over SSH; the laptop receives each connection into a UUID-named
+    file (`.tmp` until complete) with a JSON manifest beside it.
+    """
+
+
+def _register() -> None:
+    from orchestrator.commands import demo, listen, record, trust
+
+    app.command("record")(reports_errors(record.record))
+    app.command("listen")(reports_errors(listen.listen))
+    app.command("demo")(reports_errors(demo.demo))
+    app.command("trust")(reports_errors(trust.trust))
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,111 @@
+"""`piorch record`: start the camera on the Pi over SSH and receive its stream into UUID files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orchestrator.commands.common import duration_ms, load, pick_display, stdout_console
+from orchestrator.errors import PiorchError, UsageError
+from orchestrator.events import State
+from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings, SshSettings
+
+CONFIG_HELP = "Config file (default: ~/.config/piorch/config.toml). Precedence: defaults < file < PIORCH_* < flags."
+
+
+def record(
+    pi: str = typer.Option(None, "--pi", help="[user@]host[:port] or an ~/.ssh/config alias (config: pi)."),
+    minutes: float = typer.Option(None, "--minutes", help="Record this many minutes; 0 = until Ctrl+C."),
+    seconds: float = typer.Option(None, "--seconds", help="Record this many seconds; 0 = until Ctrl+C."),
+    laptop_ip: str = typer.Option(None, "--laptop-ip",
+                                  help="Where the Pi sends (default: config, else this end of the SSH link)."),
+    port: int = typer.Option(None, "--port", help="TCP port the laptop receives on [10401]."),
+    out: Path = typer.Option(None, "--out", help="Folder for the files [./recv]."),
+    bitrate: int = typer.Option(None, "--bitrate", help="H.264 bitrate in bit/s [16000000]."),
+    width: int = typer.Option(None, "--width", help="Width in pixels [1920]."),
+    height: int = typer.Option(None, "--height", help="Height in pixels [1080]."),
+    fps: int = typer.Option(None, "--fps", help="Frames per second [30]."),
+    vflip: bool = typer.Option(None, "--vflip/--no-vflip", help="Flip vertically."),
+    hflip: bool = typer.Option(None, "--hflip/--no-hflip", help="Flip horizontally."),
+    camera_tool: str = typer.Option(None, "--camera-tool",
+                                    help="auto|raspivid|libcamera-vid|rpicam-vid [auto: the Pi's own]."),
+    backend: str = typer.Option(None, "--backend",
+                                help="Laptop receiver: builtin (Python) or nc (local netcat) [builtin]."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Record an unknown Pi host key in known_hosts (a changed key "
+                                                  "is always refused)."),
+    discard_partial: bool = typer.Option(False, "--discard-partial",
+                                         help="Delete what arrived when the recording is interrupted."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+) -> None:
+    """Record from the Pi's camera into OUT/<uuid>.h264 with a JSON manifest beside it.
+
+    Over SSH, piorch starts `camera | nc LAPTOP PORT` on the Pi in a process session of its own and
+    receives the stream here. At the time limit the camera stops by itself and piorch exits 0. Ctrl+C
+    stops the whole pipeline on the Pi (the camera is free again), keeps what arrived as `interrupted`
+    and exits 130.
+    """
+
+    from orchestrator.cli import stop_on_signals
+    from orchestrator.recording import run_recording
+    from orchestrator.ssh import SshHost
+
+    settings, ssh = build_record_settings(
+        {"pi": pi, "laptop_ip": laptop_ip, "port": port, "out": None if out is None else str(out),
+         "bitrate": bitrate, "width": width, "height": height, "fps": fps, "vflip": vflip, "hflip": hflip,
+         "camera_tool": camera_tool, "backend": backend},
+        config, duration_ms(minutes, seconds), accept_new_host_key, discard_partial,
+    )
+    display = pick_display(f"piorch record: {ssh.target}")
+    with stop_on_signals() as stop:
+        host = SshHost.connect(ssh)
+        try:
+            with display.running():
+                result = run_recording(settings, host, display, stop)
+        finally:
+            host.close()
+    finish(result)
+
+
+def build_record_settings(
+    flags: dict[str, object], config_file: Path | None, duration: int, accept_new_host_key: bool,
+    discard_partial: bool,
+) -> tuple[RecordSettings, SshSettings]:
+    config = load(flags, config_file)
+    if not config["pi"]:
+        raise UsageError("no Pi given", "pass --pi HOST or set `pi` in the config (piorch setup-link does)")
+    backend = Backend(config["backend"])
+    if backend is Backend.NC and config["port"] == 0:
+        raise UsageError("--port 0 needs the builtin backend", "give a port number with --backend nc")
+    settings = RecordSettings(
+        camera=CameraSettings(
+            bitrate=config["bitrate"], width=config["width"], height=config["height"], fps=config["fps"],
+            vflip=config["vflip"], hflip=config["hflip"], duration_ms=duration,
+        ),
+        receive=ReceiveSettings(port=config["port"], out_dir=Path(config["out"]).expanduser(), backend=backend,
+                                discard_partial=discard_partial),
+        camera_tool=CameraTool(config["camera_tool"]),
+        laptop_ip=config["laptop_ip"] or None,
+    )
+    ssh = SshSettings(
+        target=config["pi"], ssh_config=Path(config["ssh_config"]).expanduser() if config["ssh_config"] else None,
+        accept_new_host_key=accept_new_host_key, connect_timeout=config["connect_timeout"],
+    )
+    return settings, ssh
+
+
+def finish(result: object) -> None:
+    """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
+    from orchestrator.display import render_summary
+    from orchestrator.recording import RecordResult
+
+    assert isinstance(result, RecordResult)
+    if result.files:
+        render_summary(result.files, stdout_console())
+    if not result.camera_freed:
+        raise PiorchError("the camera on the Pi may still be held", "see the message above")
+    if result.state is State.INTERRUPTED:
+        raise typer.Exit(130)
+    if result.state is State.FAILED and result.problem is not None:
+        raise PiorchError(result.problem.message, result.problem.fix)

@@ -1,0 +1,81 @@
+"""What the core reports. The dashboard, the plain log, JSON output and tests are all subscribers.
+
+A subscriber is any callable taking one event; it must return quickly (the dashboard only stores the
+event and draws on its own clock), so a slow terminal never slows the data path.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class State(str, enum.Enum):
+    CONNECTING = "connecting"
+    PROBING = "probing the Pi"
+    LISTENING = "listening"
+    STARTING = "starting camera"
+    RECORDING = "recording"
+    STOPPING = "stopping"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+class FileStatus(str, enum.Enum):
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: State
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot taken on the core's clock (twice a second)."""
+
+    elapsed_s: float
+    duration_s: float | None  # None: until stopped
+    bytes_total: int
+    rate_bps: float  # over the last second, in bit/s
+    average_bps: float
+    target_bps: int | None
+    active_connections: int
+    free_bytes: int | None
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    path: Path
+    peer: str
+
+
+@dataclass(frozen=True)
+class FileFinished:
+    path: Path
+    manifest: Path | None
+    bytes: int
+    sha256: str
+    status: FileStatus
+    duration_s: float
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # "info", "warning" or "error"
+    message: str
+
+
+Event = StateChanged | Progress | FileStarted | FileFinished | Notice
+EventSink = Callable[[Event], None]
+
+
+def ignore_event(event: Event) -> None:
+    """The do-nothing subscriber."""

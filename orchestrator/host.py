@@ -1,0 +1,188 @@
+""""The Pi" as something that runs shell commands: one interface, an SSH and a local implementation.
+
+Everything above this module is the same code for a real Pi, the demo's simulated Pi and the tests. A
+started command is a `Process`: its stdout arrives as lines (status marks), its stderr is kept (the last
+64 KiB) to explain failures, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.errors import RemoteError
+
+STDERR_KEEP = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None
+    stdout: str
+    stderr: str
+
+
+class Process:
+    """A running command whose output is pumped by two daemon threads.
+
+    `read_out`/`read_err` return b"" at end of stream; `exit_status` waits up to its timeout and returns
+    None while the command still runs. The pumps never block the caller.
+    """
+
+    def __init__(
+        self,
+        read_out: Callable[[int], bytes],
+        read_err: Callable[[int], bytes],
+        exit_status: Callable[[float], int | None],
+        close: Callable[[], None],
+    ) -> None:
+        self._exit_status = exit_status
+        self._close = close
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._stderr = bytearray()
+        self._stderr_lock = threading.Lock()
+        self._out_thread = threading.Thread(target=self._pump_out, args=(read_out,), daemon=True)
+        self._err_thread = threading.Thread(target=self._pump_err, args=(read_err,), daemon=True)
+        self._out_thread.start()
+        self._err_thread.start()
+
+    def _pump_out(self, read: Callable[[int], bytes]) -> None:
+        pending = b""
+        try:
+            while chunk := read(4096):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    # Blank lines carry nothing piorch reads, and "" is next_line's "nothing yet".
+                    if line.strip():
+                        self._lines.put(line.decode("utf-8", "replace"))
+        except OSError:
+            pass  # the stream broke: treated as its end, the exit status tells the rest
+        finally:
+            if pending.strip():
+                self._lines.put(pending.decode("utf-8", "replace"))
+            self._lines.put(None)
+
+    def _pump_err(self, read: Callable[[int], bytes]) -> None:
+        try:
+            while chunk := read(4096):
+                with self._stderr_lock:
+                    self._stderr += chunk
+                    del self._stderr[:-STDERR_KEEP]
+        except OSError:
+            pass  # as above: a broken stderr stream just ends
+
+    def next_line(self, timeout: float) -> str | None:
+        """The next stdout line; "" when none came within `timeout`; None at the end of stdout."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return ""
+
+    def stderr_text(self) -> str:
+        with self._stderr_lock:
+            return self._stderr.decode("utf-8", "replace")
+
+    def wait(self, timeout: float) -> int | None:
+        """Exit status once the command and its output are done; None if still running at the deadline."""
+        deadline = time.monotonic() + timeout
+        status = self._exit_status(timeout)
+        # The pumps finish as soon as the streams close; the join bounds a stream held open by a child.
+        for thread in (self._out_thread, self._err_thread):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return status
+
+    def close(self) -> None:
+        self._close()
+
+
+class Host(Protocol):
+    """Where the camera lives."""
+
+    name: str
+
+    def start(self, command: str) -> Process: ...
+
+    def run(self, command: str, timeout: float) -> CommandResult: ...
+
+    def local_address(self) -> str | None:
+        """The laptop's address as the Pi sees it, when known."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def run_to_end(host: Host, command: str, timeout: float) -> CommandResult:
+    """Run a short command and collect its output; a command still running at the deadline is an error."""
+    process = host.start(command)
+    try:
+        status = process.wait(timeout)
+        if status is None:
+            raise RemoteError(f"a command on {host.name} did not finish within {timeout:.0f} s",
+                              "check the Pi's load and the link, then try again")
+        lines: list[str] = []
+        # The pumps have finished (wait joined them), so the queue ends with its None; "" would mean a
+        # stream still held open by a leftover child, and what came so far is all there is.
+        while line := process.next_line(0.0):
+            lines.append(line)
+        return CommandResult(status, "\n".join(lines), process.stderr_text())
+    finally:
+        process.close()
+
+
+class LocalHost:
+    """The laptop itself standing in for the Pi (the demo's simulated Pi, and tests).
+
+    `path_prepend` puts a folder of stand-in tools (the camera simulator) first on PATH.
+    """
+
+    def __init__(self, name: str = "simulated-pi", path_prepend: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self._env = dict(os.environ)
+        self._env.update(env or {})
+        if path_prepend is not None:
+            self._env["PATH"] = f"{path_prepend}{os.pathsep}{self._env.get('PATH', '')}"
+
+    def start(self, command: str) -> Process:
+        proc = subprocess.Popen(
+            ["sh", "-c", command],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env,
+            # Its own session, like a command sshd starts: Ctrl+C in piorch's terminal must not reach it,
+            # piorch stops it on purpose.
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout, proc.stderr
+
+        def exit_status(timeout: float) -> int | None:
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+
+        def close() -> None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            out.close()
+            err.close()
+
+        # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
+        return Process(out.read1, err.read1, exit_status, close)  # type: ignore[attr-defined]
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        return run_to_end(self, command, timeout)
+
+    def local_address(self) -> str | None:
+        return "127.0.0.1"
+
+    def close(self) -> None:
+        """Nothing to release: every process is closed by its own owner."""

@@ -1,0 +1,50 @@
+"""The sidecar `<uuid>.json` that says what a received file is, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    file: str
+    status: str
+    bytes: int
+    sha256: str
+    started_utc: str
+    ended_utc: str
+    peer: str
+    pi: str | None = None
+    tool: str | None = None
+    remote_argv: list[str] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    remote_exit: dict[str, int | None] = field(default_factory=dict)
+    reason: str = ""
+    piorch_version: str = __version__
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """temp file + fsync + rename: a reader sees the old file or the whole new one, never half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    write_json_atomically(path, asdict(manifest))

@@ -1,0 +1,424 @@
+"""The laptop half of the recipe: every connection becomes `OUT/<uuid><suffix>`, `.tmp` until it ends.
+
+Data path: socket (or the local nc's stdout) -> `FileWriter`, which owns the file and counts bytes. The
+SHA-256 is computed by a thread that follows the file as it grows: at ~400 MB/s on a CPU without SHA
+instructions, hashing inline would be the slowest step of a fast transfer. The dashboard only reads counters.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ReceiverError
+from orchestrator.events import EventSink, FileStarted, Notice
+from orchestrator.manifest import utc_now
+from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
+from orchestrator.settings import Backend, ReceiveSettings
+
+CHUNK = 1 << 20
+# How often blocking calls wake up to notice a stop request.
+POLL_S = 0.25
+
+
+class WriteFailed(Exception):
+    """Writing the received bytes failed (disk full, folder gone): the connection ends, bytes kept."""
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    id: str
+    path: Path
+    bytes: int
+    sha256: str
+    peer: str
+    started_utc: str
+    ended_utc: str
+    duration_s: float
+    # "eof" (the sender closed), "stopped" (piorch stopped receiving) or "error: ..." (why it failed).
+    ended_by: str
+
+
+class _FollowHasher(threading.Thread):
+    """Hashes the file behind the writer, reading only bytes the writer has finished writing."""
+
+    def __init__(self, path: Path, writer: FileWriter) -> None:
+        super().__init__(daemon=True, name="piorch-hasher")
+        self._handle = open(path, "rb")  # noqa: SIM115 - owned by the thread, closed in run()
+        self._writer = writer
+        self._more = threading.Event()
+        self._digest = hashlib.sha256()
+        self.hashed = 0
+
+    def poke(self) -> None:
+        self._more.set()
+
+    def run(self) -> None:
+        try:
+            while True:
+                target = self._writer.bytes_written
+                if self.hashed < target:
+                    chunk = self._handle.read(min(CHUNK, target - self.hashed))
+                    if not chunk:  # the file shrank under us: nothing more can be read
+                        break
+                    self._digest.update(chunk)
+                    self.hashed += len(chunk)
+                elif self._writer.closed:
+                    break
+                else:
+                    self._more.wait(POLL_S)
+                    self._more.clear()
+        finally:
+            self._handle.close()
+
+    def hexdigest(self, timeout: float) -> str:
+        self.poke()
+        self.join(timeout)
+        if self.is_alive():
+            raise ReceiverError("hashing a received file did not finish in time", "check the disk")
+        return self._digest.hexdigest()
+
+
+class FileWriter:
+    """Owns one `<uuid><suffix>.tmp` file: writes, counts, and renames it when the connection ends."""
+
+    def __init__(self, out_dir: Path, suffix: str, peer: str) -> None:
+        self.id = str(uuid.uuid4())
+        self.peer = peer
+        self.final_path = out_dir / f"{self.id}{suffix}"
+        self.tmp_path = out_dir / f"{self.id}{suffix}.tmp"
+        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.bytes_written = 0
+        self.closed = False
+        self.started_utc = utc_now()
+        self.started = time.monotonic()
+        self._hasher = _FollowHasher(self.tmp_path, self)
+        self._hasher.start()
+
+    def write(self, data: memoryview | bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except OSError as exc:
+                reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+                raise WriteFailed(reason) from None
+            view = view[written:]
+            self.bytes_written += written
+        self._hasher.poke()
+
+    def finish(self, ended_by: str) -> ReceivedFile:
+        """fsync, close, rename to the final name; the hash is complete when this returns."""
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass  # a full disk can fail fsync too; every byte written so far is still in the file
+        os.close(self._fd)
+        self.closed = True
+        duration = time.monotonic() - self.started
+        # The hash reads back what was written (from the page cache): allow 20 MB/s at the slowest.
+        digest = self._hasher.hexdigest(timeout=30 + self.bytes_written / 20e6)
+        os.replace(self.tmp_path, self.final_path)
+        return ReceivedFile(self.id, self.final_path, self.bytes_written, digest, self.peer,
+                            self.started_utc, utc_now(), duration, ended_by)
+
+
+FileSink = Callable[[ReceivedFile], None]
+
+
+def check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReceiverError(f"cannot create the output folder {out_dir} ({exc.strerror})",
+                            "pick another folder with --out") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ReceiverError(f"the output folder {out_dir} is not writable", "pick another folder with --out")
+
+
+def bind_listener(bind: str | None, port: int) -> socket.socket:
+    """A listening socket, or a ReceiverError that says why not and what to do."""
+    host = bind or "0.0.0.0"  # noqa: S104 - binding every address is the user's explicit choice here
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Without it a restart right after a recording would fail for a minute (TIME_WAIT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(8)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ReceiverError(f"port {port} is busy on this laptop (another piorch or nc listens there)",
+                                "stop that program or pick another --port") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ReceiverError(f"{host} is not an address of this laptop",
+                                "pass --laptop-ip with the laptop's address on the Pi link") from None
+        if exc.errno == errno.EACCES:
+            raise ReceiverError(f"port {port} needs root", "use a port above 1023") from None
+        raise ReceiverError(f"cannot listen on {host}:{port} ({exc.strerror})", "pick another --port") from None
+    return sock
+
+
+class Receiver:
+    """Common bookkeeping of both backends: active writers, counters, stop and wait."""
+
+    def __init__(self, settings: ReceiveSettings, on_file: FileSink, on_event: EventSink,
+                 suffix: str = ".h264") -> None:
+        self.settings = settings
+        self._on_file = on_file
+        self._on_event = on_event
+        self._suffix = suffix
+        self._lock = threading.Lock()
+        self._writers: set[FileWriter] = set()
+        self._finished_bytes = 0
+        self.connections_done = 0
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.port = settings.port
+
+    # Counters the dashboard reads on its own clock.
+    @property
+    def bytes_total(self) -> int:
+        with self._lock:
+            return self._finished_bytes + sum(w.bytes_written for w in self._writers)
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._writers)
+
+    def _open_writer(self, peer: str) -> FileWriter:
+        writer = FileWriter(self.settings.out_dir, self._suffix, peer)
+        with self._lock:
+            self._writers.add(writer)
+        self._on_event(FileStarted(writer.tmp_path, peer))
+        return writer
+
+    def _close_writer(self, writer: FileWriter, ended_by: str) -> None:
+        if writer.bytes_written == 0 and ended_by == "eof":
+            # A connection that carried nothing (a camera that failed at once, a port probe): no file.
+            writer.finish(ended_by).path.unlink(missing_ok=True)
+            with self._lock:
+                self._writers.discard(writer)
+            self._on_event(Notice("warning", f"a connection from {writer.peer} closed without any data"))
+            return
+        received = writer.finish(ended_by)
+        with self._lock:
+            self._writers.discard(writer)
+            self._finished_bytes += received.bytes
+            self.connections_done += 1
+        self._on_file(received)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is open (the sender closed); False at the deadline."""
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.active
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening; open connections end as "stopped" with every byte kept."""
+        self._stopping.set()
+        self._interrupt()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+
+    def _interrupt(self) -> None:
+        """Backend hook: wake whatever blocks (close the listener, stop nc)."""
+
+    @property
+    def finished(self) -> bool:
+        """True once a `--once` receiver has had its one connection."""
+        return self._stopping.is_set()
+
+
+class BuiltinReceiver(Receiver):
+    """A Python socket server: no gap between connections, large reads, no extra process."""
+
+    def start(self) -> None:
+        check_out_dir(self.settings.out_dir)
+        self._listener = bind_listener(self.settings.bind, self.settings.port)
+        self.port = self._listener.getsockname()[1]
+        self._listener.settimeout(POLL_S)
+        thread = threading.Thread(target=self._accept_loop, daemon=True, name="piorch-accept")
+        self._threads.append(thread)
+        thread.start()
+
+    def _interrupt(self) -> None:
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, address = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break  # the listener was closed by stop()
+            peer = f"{address[0]}:{address[1]}"
+            thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True, name="piorch-conn")
+            self._threads.append(thread)
+            thread.start()
+            if self.settings.once:
+                break  # `--once`: one connection, no more accepted
+
+    def _serve(self, conn: socket.socket, peer: str) -> None:
+        try:
+            writer = self._open_writer(peer)
+        except OSError as exc:
+            conn.close()
+            self._on_event(Notice("error", f"cannot create a file in {self.settings.out_dir}: {exc.strerror}"))
+            return
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        ended_by = "eof"
+        conn.settimeout(POLL_S)
+        try:
+            while True:
+                if self._stopping.is_set():
+                    # Take what the kernel already holds, then stop: bytes that reached the laptop are kept.
+                    ended_by = "stopped"
+                    self._drain(conn, writer, view)
+                    break
+                try:
+                    count = conn.recv_into(buffer)
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    ended_by = f"error: {exc.strerror or exc}"
+                    break
+                if count == 0:
+                    break
+                writer.write(view[:count])
+        except WriteFailed as exc:
+            ended_by = f"error: {exc}"
+        finally:
+            conn.close()
+            self._close_writer(writer, ended_by)
+            if self.settings.once:
+                self._stopping.set()
+
+    @staticmethod
+    def _drain(conn: socket.socket, writer: FileWriter, view: memoryview) -> None:
+        conn.setblocking(False)
+        while True:
+            try:
+                count = conn.recv_into(view)
+            except OSError:
+                return
+            if count == 0:
+                return
+            writer.write(view[:count])
+
+
+def detect_local_nc() -> tuple[str, NetcatFlavour]:
+    """Find the laptop's nc and its flavour (through `sh`, like every local tool)."""
+    import sh
+
+    try:
+        nc = sh.Command("nc")
+    except sh.CommandNotFound:
+        raise ReceiverError("nc is not installed on this laptop",
+                            "install it (sudo apt install netcat-openbsd) or use --backend builtin") from None
+    output = nc("-h", _ok_code=list(range(256)), _err_to_out=True, _tty_out=False, _timeout=5)
+    flavour = parse_nc_flavour(str(output))
+    if flavour is NetcatFlavour.UNKNOWN:
+        raise ReceiverError("the laptop's nc is neither OpenBSD nor traditional netcat",
+                            "install netcat-openbsd or use --backend builtin")
+    return str(nc), flavour
+
+
+class NcReceiver(Receiver):
+    """The recipe's `nc -l` loop, run through `sh`; nc's stdout goes through the same FileWriter.
+
+    nc cannot filter peers and exits after each connection, so the port is closed for a moment between
+    connections; the builtin backend has neither limit.
+    """
+
+    def start(self) -> None:
+        check_out_dir(self.settings.out_dir)
+        # nc's own bind error is terse and comes late: check the port the same way as the builtin backend.
+        bind_listener(self.settings.bind, self.settings.port).close()
+        self._nc_path, flavour = detect_local_nc()
+        self.argv = build_nc_listen_argv(flavour, self.settings.port, self.settings.bind)
+        self._proc: Any = None
+        self._writer: FileWriter | None = None
+        self._write_error: str | None = None
+        thread = threading.Thread(target=self._loop, daemon=True, name="piorch-nc")
+        self._threads.append(thread)
+        thread.start()
+
+    def _on_chunk(self, chunk: bytes) -> bool:
+        # Called by sh's reader thread for each chunk of nc's stdout; True tells sh to stop feeding.
+        try:
+            if self._writer is None:
+                self._writer = self._open_writer("nc")
+            self._writer.write(chunk)
+        except (WriteFailed, OSError) as exc:
+            self._write_error = str(exc)
+            self._kill_nc()
+            return True
+        return False
+
+    def _kill_nc(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.terminate()
+            except ProcessLookupError:
+                pass  # already gone
+
+    def _interrupt(self) -> None:
+        self._kill_nc()
+
+    def _loop(self) -> None:
+        import sh
+
+        while not self._stopping.is_set():
+            self._write_error = None
+            with open(os.devnull, "rb") as devnull:
+                self._proc = sh.Command(self._nc_path)(
+                    *self.argv[1:],
+                    _bg=True, _bg_exc=False, _out=self._on_chunk, _out_bufsize=64 * 1024, _no_out=True,
+                    _tty_out=False, _in=devnull, _new_session=True, _ok_code=list(range(256)),
+                )
+                # A stdin at end-of-file makes both flavours exit as soon as the sender closes.
+                try:
+                    self._proc.wait()
+                except sh.SignalException:
+                    pass  # stopped by us: what arrived is finished below
+            writer, self._writer = self._writer, None
+            stderr = bytes(self._proc.stderr or b"").decode("utf-8", "replace").strip()
+            if writer is not None:
+                if self._write_error:
+                    ended_by = f"error: {self._write_error}"
+                elif self._stopping.is_set():
+                    ended_by = "stopped"
+                else:
+                    ended_by = "eof"
+                self._close_writer(writer, ended_by)
+                if self.settings.once:
+                    self._stopping.set()
+            elif stderr and not self._stopping.is_set():
+                self._on_event(Notice("error", f"nc failed: {stderr.splitlines()[-1]}"))
+                self._stopping.set()
+
+
+def make_receiver(settings: ReceiveSettings, on_file: FileSink, on_event: EventSink,
+                  suffix: str = ".h264") -> Receiver:
+    cls = BuiltinReceiver if settings.backend is Backend.BUILTIN else NcReceiver
+    return cls(settings, on_file, on_event, suffix)

@@ -1,0 +1,234 @@
+"""`record`: camera on the Pi -> netcat -> the laptop's receiver -> UUID files with manifests.
+
+The order of starting is: probe the Pi, start the receiver, start the remote pipeline. One finally-chain
+stops them in reverse: the remote pipeline (TERM, then KILL, then check its process group is gone), the
+receiver (keeping every byte that arrived), then the files are finalised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from orchestrator.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
+from orchestrator.errors import RemoteError
+from orchestrator.events import EventSink, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.host import Host, Process
+from orchestrator.manifest import Manifest, write_manifest
+from orchestrator.netcat import NetcatFlavour, build_nc_send_argv
+from orchestrator.progress import ProgressClock
+from orchestrator.receiver import ReceivedFile, make_receiver
+from orchestrator.remote import (
+    CAMERA_EXIT_MARK,
+    NC_EXIT_MARK,
+    PGID_MARK,
+    PiProbe,
+    build_kill_script,
+    build_pipeline_script,
+    build_probe_script,
+    parse_probe_output,
+    parse_status_line,
+)
+from orchestrator.settings import CameraTool, RecordSettings
+
+# How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
+# takes 1-3 s; a camera that never stops by itself must not hang the run).
+OVERRUN_GRACE_S = 15.0
+# After the camera ends, how long the sender's nc may take to deliver the tail and close.
+DRAIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    state: State
+    files: tuple[FileFinished, ...]
+    tool: CameraTool | None
+    remote_argv: tuple[str, ...]
+    problem: CameraProblem | None = None
+    camera_freed: bool = True
+    remote_exit: dict[str, int | None] = field(default_factory=dict)
+
+
+def probe_pi(host: Host) -> PiProbe:
+    result = host.run(build_probe_script(), timeout=20)
+    probe = parse_probe_output(result.stdout)
+    if not probe.complete:
+        detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
+        raise RemoteError(f"could not inspect {host.name} ({detail[0]})", "check that its shell is sh-compatible")
+    return probe
+
+
+def choose_tool(probe: PiProbe, wanted: CameraTool) -> CameraTool:
+    if wanted is not CameraTool.AUTO:
+        if wanted not in probe.tools:
+            raise RemoteError(f"{wanted.value} is not installed on the Pi",
+                              f"install {TOOL_PACKAGE[wanted]} there, or use --camera-tool auto")
+        return wanted
+    for tool in TOOL_PREFERENCE:
+        if tool in probe.tools:
+            return tool
+    raise RemoteError("no camera tool (rpicam-vid, libcamera-vid, raspivid) on the Pi",
+                      "install rpicam-apps there (sudo apt install rpicam-apps)")
+
+
+def check_pi_netcat(probe: PiProbe) -> NetcatFlavour:
+    if probe.nc_flavour is None:
+        raise RemoteError("nc is not installed on the Pi",
+                          "install it there: sudo apt install netcat-openbsd (or run `piorch bootstrap`)")
+    if probe.nc_flavour is NetcatFlavour.UNKNOWN:
+        raise RemoteError("the Pi's nc is neither OpenBSD nor traditional netcat",
+                          "install netcat-openbsd there: sudo apt install netcat-openbsd")
+    if not probe.has_setsid:
+        raise RemoteError("setsid is missing on the Pi", "install util-linux there: sudo apt install util-linux")
+    return probe.nc_flavour
+
+
+def _read_pgid(process: Process, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.next_line(0.2)
+        if line is None:
+            return None
+        status = parse_status_line(line) if line else None
+        if status and status[0] == PGID_MARK:
+            return status[1]
+    return None
+
+
+def stop_remote(host: Host, pgid: int, on_event: EventSink) -> bool:
+    """Kill the pipeline's process group and confirm it is gone (the camera is then free)."""
+    try:
+        result = host.run(build_kill_script(pgid), timeout=15)
+    except Exception as exc:  # the link may be the very thing that failed; report, do not mask the cause
+        on_event(Notice("error", f"could not stop the camera on the Pi ({exc}); it stops at its time limit"))
+        return False
+    if "piorch-gone" in result.stdout:
+        return True
+    on_event(Notice("error", f"the camera pipeline on the Pi (process group {pgid}) would not stop: "
+                             f"ssh in and run `kill -9 -- -{pgid}`"))
+    return False
+
+
+def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, stop: threading.Event) -> RecordResult:
+    """Record until the camera's time limit or `stop`; never raises for a stop, only for a failure to start."""
+    on_event(StateChanged(State.PROBING, host.name))
+    probe = probe_pi(host)
+    tool = choose_tool(probe, settings.camera_tool)
+    flavour = check_pi_netcat(probe)
+    laptop_ip = settings.laptop_ip or host.local_address()
+    if not laptop_ip:
+        raise RemoteError("cannot tell which laptop address the Pi should send to",
+                          "pass --laptop-ip with the laptop's address on the Pi link")
+    receive = settings.receive
+    if receive.bind is None:
+        from dataclasses import replace
+
+        receive = replace(receive, bind=laptop_ip)
+    camera_argv = build_camera_argv(settings.camera, tool)
+    received: list[ReceivedFile] = []
+    receiver = make_receiver(receive, received.append, on_event)
+    receiver.start()
+    nc_argv = build_nc_send_argv(flavour, laptop_ip, receiver.port)
+    duration_s = settings.camera.duration_ms / 1000 or None
+    clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, settings.camera.bitrate)
+    remote_exit: dict[str, int | None] = {"camera": None, "nc": None, "pipeline": None}
+    interrupted = False
+    overran = False
+    freed = True
+    process: Process | None = None
+    pgid: int | None = None
+    try:
+        on_event(StateChanged(State.STARTING, f"{tool.value} on {host.name}"))
+        process = host.start(build_pipeline_script(camera_argv, nc_argv))
+        pgid = _read_pgid(process, timeout=15)
+        if pgid is None:
+            remote_exit["pipeline"] = process.wait(5)
+            stderr = process.stderr_text()
+            raise RemoteError(f"the camera pipeline did not start on {host.name} "
+                              f"({stderr.strip().splitlines()[-1] if stderr.strip() else 'no output'})",
+                              "run `piorch doctor` to check the Pi")
+        clock.restart()
+        on_event(StateChanged(State.RECORDING, f"{tool.value} -> {laptop_ip}:{receiver.port}"))
+        deadline = None if duration_s is None else time.monotonic() + duration_s + OVERRUN_GRACE_S
+        while True:
+            if stop.is_set():
+                interrupted = True
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                overran = True
+                on_event(Notice("error", "the camera did not stop at its time limit; piorch stopped it"))
+                break
+            line = process.next_line(0.2)
+            if line is None:
+                break  # the pipeline ended: its stdout closed
+            status = parse_status_line(line) if line else None
+            if status and status[0] == CAMERA_EXIT_MARK:
+                remote_exit["camera"] = status[1]
+                on_event(StateChanged(State.STOPPING, "camera finished"))
+            elif status and status[0] == NC_EXIT_MARK:
+                remote_exit["nc"] = status[1]
+            clock.tick()
+    finally:
+        if process is not None:
+            if pgid is not None and (interrupted or overran or remote_exit["nc"] is None):
+                on_event(StateChanged(State.STOPPING, "stopping the camera on the Pi"))
+                freed = stop_remote(host, pgid, on_event)
+            remote_exit["pipeline"] = process.wait(5)
+            process.close()
+        # Bytes still in flight reach the laptop once the sender closes; then stop accepting.
+        receiver.wait_idle(3.0 if interrupted else DRAIN_S)
+        receiver.stop()
+        clock.tick(force=True)
+    stderr = process.stderr_text() if process is not None else ""
+    camera_failed = not interrupted and remote_exit["camera"] not in (0, None)
+    problem = parse_camera_failure(tool, stderr, remote_exit["camera"]) if camera_failed else None
+    if overran:
+        problem = CameraProblem("the camera did not stop at its time limit", "run `piorch doctor` to check the Pi")
+    if problem is None and not interrupted and remote_exit["camera"] is None and not received:
+        problem = CameraProblem(f"the camera pipeline on {host.name} ended without reporting",
+                                stderr.strip().splitlines()[-1] if stderr.strip() else "run `piorch doctor`")
+    files = tuple(
+        finish_file(item, settings, host.name, tool, camera_argv, remote_exit, interrupted, problem, on_event)
+        for item in received
+    )
+    state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
+    on_event(StateChanged(state, problem.message if problem else ""))
+    return RecordResult(state, files, tool, tuple(camera_argv), problem, freed, remote_exit)
+
+
+def finish_file(
+    item: ReceivedFile, settings: RecordSettings, pi: str, tool: CameraTool, camera_argv: list[str],
+    remote_exit: dict[str, int | None], interrupted: bool, problem: CameraProblem | None, on_event: EventSink,
+) -> FileFinished:
+    """Decide the file's status, write its manifest, and drop it only when the user asked to."""
+    if item.ended_by.startswith("error"):
+        status, reason = FileStatus.FAILED, item.ended_by
+    elif interrupted or item.ended_by == "stopped":
+        status, reason = FileStatus.INTERRUPTED, "stopped by the user"
+    elif problem is not None:
+        status, reason = FileStatus.FAILED, problem.message
+    else:
+        status, reason = FileStatus.COMPLETE, ""
+    manifest_path = item.path.with_name(item.id + ".json")
+    removed = status is FileStatus.INTERRUPTED and settings.receive.discard_partial
+    if removed:
+        item.path.unlink(missing_ok=True)
+        manifest = None
+    else:
+        write_manifest(manifest_path, Manifest(
+            id=item.id, file=item.path.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
+            started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, pi=pi, tool=tool.value,
+            remote_argv=list(camera_argv), settings=_settings_dict(settings), remote_exit=dict(remote_exit),
+            reason=reason,
+        ))
+        manifest = manifest_path
+    finished = FileFinished(item.path, manifest, item.bytes, item.sha256, status, item.duration_s, removed)
+    on_event(finished)
+    return finished
+
+
+def _settings_dict(settings: RecordSettings) -> dict[str, object]:
+    camera = asdict(settings.camera)
+    return {**camera, "port": settings.receive.port, "backend": settings.receive.backend.value,
+            "camera_tool": settings.camera_tool.value, "laptop_ip": settings.laptop_ip}

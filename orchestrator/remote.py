@@ -1,0 +1,116 @@
+"""Shell scripts run on the Pi, built as pure strings (every value passes through shlex.quote).
+
+Why so careful: over SSH without a pty, closing the channel does not signal the remote command, and older
+raspivid keeps running after its pipe breaks; a camera left running holds the camera until it is killed.
+So the pipeline runs in a session of its own whose id piorch learns first thing, and piorch kills that
+whole process group itself.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
+from orchestrator.settings import CameraTool
+
+PGID_MARK = "piorch-pgid"
+CAMERA_EXIT_MARK = "piorch-camera-exit"
+NC_EXIT_MARK = "piorch-nc-exit"
+
+
+def build_probe_script() -> str:
+    """One round trip that tells which camera tools, which netcat and whether setsid the Pi has."""
+    tools = " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID))
+    return (
+        f'for t in {tools}; do p=$(command -v "$t" 2>/dev/null) && echo "piorch-tool $t $p"; done; '
+        # Both netcat flavours print their help to stderr and exit non-zero; only the first lines matter.
+        "if command -v nc >/dev/null 2>&1; then echo piorch-nc-begin; nc -h 2>&1 | head -n 3; "
+        "echo piorch-nc-end; fi; "
+        "command -v setsid >/dev/null 2>&1 && echo piorch-setsid; "
+        "echo piorch-probe-done"
+    )
+
+
+@dataclass(frozen=True)
+class PiProbe:
+    tools: dict[CameraTool, str] = field(default_factory=dict)
+    nc_flavour: NetcatFlavour | None = None
+    has_setsid: bool = False
+    complete: bool = False
+
+
+def parse_probe_output(text: str) -> PiProbe:
+    tools: dict[CameraTool, str] = {}
+    nc_lines: list[str] = []
+    in_nc = seen_nc = has_setsid = complete = False
+    for line in text.splitlines():
+        if in_nc:
+            if line.strip() == "piorch-nc-end":
+                in_nc = False
+            else:
+                nc_lines.append(line)
+            continue
+        parts = line.split(" ", 2)
+        if parts[0] == "piorch-tool" and len(parts) == 3:
+            try:
+                tools[CameraTool(parts[1])] = parts[2].strip()
+            except ValueError:
+                continue
+        elif line.strip() == "piorch-nc-begin":
+            in_nc = seen_nc = True
+        elif line.strip() == "piorch-setsid":
+            has_setsid = True
+        elif line.strip() == "piorch-probe-done":
+            complete = True
+    flavour = parse_nc_flavour("\n".join(nc_lines)) if seen_nc else None
+    return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete)
+
+
+def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) -> str:
+    """`camera | nc` in its own session, reporting its process group id and both exit statuses.
+
+    Lines on stdout: `piorch-pgid N` first, then `piorch-camera-exit S` and `piorch-nc-exit S`. The
+    camera's stderr flows to the channel's stderr so piorch can explain a failure.
+    """
+    inner = (
+        f'echo "{PGID_MARK} $$"; '
+        # fd 3 keeps the channel's stdout for status lines while stdout itself is the pipe to nc.
+        "exec 3>&1; "
+        f'{{ {shlex.join(camera_argv)} 3>&-; echo "{CAMERA_EXIT_MARK} $?" >&3; }} '
+        # nc's stdout would carry anything the laptop sends back: nothing is expected, so drop it.
+        f"| {shlex.join(nc_argv)} >/dev/null 3>&-; "
+        f'echo "{NC_EXIT_MARK} $?"'
+    )
+    # setsid -w: a new session (so one `kill -- -PGID` reaches camera and nc, and nothing else) and wait
+    # for it, so the channel stays open exactly as long as the pipeline runs. `exec` drops the login shell.
+    return f"exec setsid -w sh -c {shlex.quote(inner)}"
+
+
+def build_kill_script(pgid: int, grace_s: float = 3.0) -> str:
+    """TERM the whole group, wait up to `grace_s`, then KILL; print whether the group is gone.
+
+    `kill -0 -- -PGID` fails once no process of the group is left, which is how the camera is known free.
+    """
+    if pgid <= 1:
+        raise ValueError(f"refusing to signal process group {pgid}")
+    steps = max(1, int(grace_s / 0.1))
+    group = f"-{pgid}"
+    return (
+        f"kill -TERM -- {group} 2>/dev/null; i=0; "
+        f"while kill -0 -- {group} 2>/dev/null; do "
+        f'i=$((i+1)); if [ "$i" -gt {steps} ]; then kill -KILL -- {group} 2>/dev/null; sleep 0.2; break; fi; '
+        "sleep 0.1; done; "
+        f"if kill -0 -- {group} 2>/dev/null; then echo piorch-still-running; else echo piorch-gone; fi"
+    )
+
+
+_MARK_LINE = re.compile(r"^(piorch-[a-z-]+) (-?\d+)$")
+
+
+def parse_status_line(line: str) -> tuple[str, int] | None:
+    """`piorch-camera-exit 0` -> ("piorch-camera-exit", 0); anything else -> None."""
+    match = _MARK_LINE.match(line.strip())
+    return (match.group(1), int(match.group(2))) if match else None

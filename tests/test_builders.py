@@ -1,0 +1,166 @@
+"""Tables for the pure command-line builders: camera argv per tool, netcat per flavour, remote scripts."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.camera import build_camera_argv, parse_camera_failure
+from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, build_nc_send_argv, parse_nc_flavour
+from orchestrator.remote import (
+    build_kill_script,
+    build_pipeline_script,
+    build_probe_script,
+    parse_probe_output,
+    parse_status_line,
+)
+from orchestrator.settings import CameraSettings, CameraTool
+
+DATA = Path(__file__).parent / "data"
+BASE = CameraSettings(bitrate=16_000_000, width=1280, height=720, fps=25, duration_ms=600_000)
+
+
+@pytest.mark.parametrize(
+    ("tool", "camera", "expected"),
+    [
+        (CameraTool.RASPIVID, BASE,
+         ["raspivid", "-o", "-", "-t", "600000", "-b", "16000000", "-w", "1280", "-h", "720", "-fps", "25",
+          "-n", "-ih"]),
+        (CameraTool.RASPIVID, CameraSettings(vflip=True, hflip=True, duration_ms=0),
+         ["raspivid", "-o", "-", "-t", "0", "-b", "16000000", "-w", "1920", "-h", "1080", "-fps", "30",
+          "-n", "-ih", "-vf", "-hf"]),
+        (CameraTool.RPICAM_VID, BASE,
+         ["rpicam-vid", "-o", "-", "-t", "600000", "--codec", "h264", "-b", "16000000", "--width", "1280",
+          "--height", "720", "--framerate", "25", "-n", "--inline"]),
+        (CameraTool.LIBCAMERA_VID, CameraSettings(vflip=True, hflip=True, duration_ms=5000),
+         ["libcamera-vid", "-o", "-", "-t", "5000", "--codec", "h264", "-b", "16000000", "--width", "1920",
+          "--height", "1080", "--framerate", "30", "-n", "--inline", "--vflip", "--hflip"]),
+    ],
+)
+def test_camera_argv(tool: CameraTool, camera: CameraSettings, expected: list[str]) -> None:
+    assert build_camera_argv(camera, tool) == expected
+
+
+def test_legacy_never_uses_rpicam_spellings_and_back() -> None:
+    legacy = build_camera_argv(CameraSettings(vflip=True, hflip=True), CameraTool.RASPIVID)
+    modern = build_camera_argv(CameraSettings(vflip=True, hflip=True), CameraTool.RPICAM_VID)
+    # raspivid: -h is height and -fps framerate; rpicam: -h is help, width/height are long only.
+    assert "--width" not in legacy and "--inline" not in legacy and "--vflip" not in legacy
+    assert "-h" not in modern and "-w" not in modern and "-fps" not in modern and "-ih" not in modern
+
+
+def test_auto_tool_must_be_resolved_first() -> None:
+    with pytest.raises(ValueError):
+        build_camera_argv(BASE, CameraTool.AUTO)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "code", "words"),
+    [
+        ("mmal: mmal_vc_component_enable: failed to enable component: ENOSPC\n", 70, "camera busy"),
+        ("ERROR: *** failed to acquire camera /base/soc/i2c0mux/i2c@1/imx219@10 ***", 255, "camera busy"),
+        ("Pipeline handler in use by another process", 255, "camera busy"),
+        ("ERROR: *** no cameras available ***", 255, "camera not detected"),
+        ("mmal: Failed to create camera component", 70, "camera not detected"),
+        ("sh: 1: raspivid: not found", 127, "not installed"),
+        ("Invalid command line option (-bitrate)", 1, "refused an option"),
+        ("something odd", 3, "failed on the Pi (something odd)"),
+    ],
+)
+def test_camera_failure_explained(stderr: str, code: int, words: str) -> None:
+    problem = parse_camera_failure(CameraTool.RASPIVID, stderr, code)
+    assert words in problem.message
+    assert problem.fix
+
+
+@pytest.mark.parametrize(
+    ("file", "flavour"),
+    [("nc-h-openbsd.txt", NetcatFlavour.OPENBSD), ("nc-h-traditional.txt", NetcatFlavour.TRADITIONAL)],
+)
+def test_nc_flavour_from_real_help(file: str, flavour: NetcatFlavour) -> None:
+    assert parse_nc_flavour((DATA / file).read_text()) is flavour
+
+
+@pytest.mark.parametrize("text", ["", "BusyBox v1.36.1 multi-call binary.", "nc: invalid option -- 'h'"])
+def test_nc_flavour_unknown(text: str) -> None:
+    assert parse_nc_flavour(text) is NetcatFlavour.UNKNOWN
+
+
+def test_nc_argv_per_flavour() -> None:
+    assert build_nc_send_argv(NetcatFlavour.OPENBSD, "192.168.50.1", 10401) == ["nc", "-N", "192.168.50.1", "10401"]
+    assert build_nc_send_argv(NetcatFlavour.TRADITIONAL, "10.0.0.1", 5) == ["nc", "-q", "0", "10.0.0.1", "5"]
+    assert build_nc_listen_argv(NetcatFlavour.OPENBSD, 10401) == ["nc", "-n", "-l", "10401"]
+    assert build_nc_listen_argv(NetcatFlavour.TRADITIONAL, 10401) == ["nc", "-n", "-l", "-p", "10401"]
+    assert build_nc_listen_argv(NetcatFlavour.OPENBSD, 1, "127.0.0.1") == ["nc", "-n", "-l", "127.0.0.1", "1"]
+    assert build_nc_listen_argv(NetcatFlavour.TRADITIONAL, 1, "127.0.0.1")[-2:] == ["-s", "127.0.0.1"]
+    with pytest.raises(ValueError):
+        build_nc_send_argv(NetcatFlavour.UNKNOWN, "h", 1)
+
+
+def test_probe_output_parsed() -> None:
+    text = ("piorch-tool rpicam-vid /usr/bin/rpicam-vid\npiorch-tool raspivid /usr/bin/raspivid\n"
+            "piorch-nc-begin\n" + (DATA / "nc-h-openbsd.txt").read_text() + "piorch-nc-end\n"
+            "piorch-setsid\npiorch-probe-done\n")
+    probe = parse_probe_output(text)
+    assert probe.tools == {CameraTool.RPICAM_VID: "/usr/bin/rpicam-vid", CameraTool.RASPIVID: "/usr/bin/raspivid"}
+    assert probe.nc_flavour is NetcatFlavour.OPENBSD and probe.has_setsid and probe.complete
+    bare = parse_probe_output("piorch-probe-done\n")
+    assert bare.tools == {} and bare.nc_flavour is None and not bare.has_setsid
+
+
+def test_probe_script_runs_in_sh() -> None:
+    result = subprocess.run(["sh", "-c", build_probe_script()], capture_output=True, text=True, timeout=10)
+    probe = parse_probe_output(result.stdout)
+    assert probe.complete and probe.has_setsid
+    assert probe.nc_flavour in (NetcatFlavour.OPENBSD, NetcatFlavour.TRADITIONAL)
+
+
+def test_status_lines() -> None:
+    assert parse_status_line("piorch-camera-exit 0") == ("piorch-camera-exit", 0)
+    assert parse_status_line("piorch-pgid 4242\n") == ("piorch-pgid", 4242)
+    assert parse_status_line("piorch-pgid 12; rm -rf /") is None
+    assert parse_status_line("hello") is None
+
+
+def test_kill_script_refuses_group_zero_and_one() -> None:
+    for bad in (0, 1, -5):
+        with pytest.raises(ValueError):
+            build_kill_script(bad)
+    assert "kill -TERM -- -321" in build_kill_script(321)
+
+
+def test_pipeline_runs_for_real_and_reports() -> None:
+    """The script is plain sh: run it locally with stand-ins for camera and nc."""
+    script = build_pipeline_script(["printf", "%s", "frame-bytes"], ["cat"])
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("piorch-pgid ")
+    assert "piorch-camera-exit 0" in lines and "piorch-nc-exit 0" in lines
+    # nc's stdout is dropped: nothing of the stream leaks into the status channel.
+    assert "frame-bytes" not in result.stdout
+
+
+def test_pipeline_reports_camera_failure() -> None:
+    script = build_pipeline_script(["sh", "-c", "echo 'no cameras available' >&2; exit 70"], ["cat"])
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+    assert "piorch-camera-exit 70" in result.stdout
+    assert "no cameras available" in result.stderr
+
+
+HOSTILE = st.text(alphabet=st.sampled_from(list("ab $`'\"\\;|&()<>*?!#~\n\t{}[]%")), min_size=1, max_size=20)
+
+
+@settings(max_examples=40, deadline=None)
+@given(HOSTILE)
+def test_hostile_argument_reaches_the_program_unchanged(value: str) -> None:
+    """Whatever a value holds, the shell hands it to the program as one argument, unchanged."""
+    script = build_pipeline_script(["printf", "%s", value], ["cat"])
+    inner = shlex.split(script)[-1]  # the `sh -c` payload
+    assert shlex.join(["printf", "%s", value]) in inner
+    result = subprocess.run(["sh", "-c", script.replace(">/dev/null", ">&2")], capture_output=True, timeout=10)
+    assert result.stderr == value.encode()
