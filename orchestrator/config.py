@@ -24,7 +24,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 
 def check_port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a TCP port between 1 and 65535"
+    # 0 asks the builtin receiver for any free port (the Pi is told which one).
+    return None if 0 <= value <= 65535 else "must be a TCP port between 1 and 65535 (0: any free port)"
 
 
 def check_bitrate(value: int) -> str | None:
@@ -82,7 +83,8 @@ KEYS: dict[str, Key] = {
     for key in (
         Key("pi", str, "", "the Pi to record from: [user@]host[:port] or an ~/.ssh/config alias",
             check_pi_target),
-        Key("laptop_ip", str, "", "address the Pi sends to (empty: the local address of the SSH connection)"),
+        Key("laptop_ip", str, "", "address the Pi sends to (empty: the local address of the SSH connection)",
+            check_ip),
         Key("port", int, 10401, "TCP port the laptop receives on", check_port),
         Key("out", str, "recv", "folder for received files"),
         Key("bitrate", int, 16_000_000, "H.264 bitrate in bit/s", check_bitrate),
@@ -152,8 +154,9 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
                               f'set {key.name} = "..." in quotes')
         value = raw
     if key.check is not None and value != "" and (problem := key.check(value)) is not None:
-        raise ConfigError(f"{origin}: key '{key.name}' {problem} (got {value!r})",
-                          f"fix {key.name} in {origin.split(':')[0]}")
+        if origin.startswith("option"):
+            raise ConfigError(f"{origin} {problem} (got {value!r})", "give a valid value")
+        raise ConfigError(f"{origin}: key '{key.name}' {problem} (got {value!r})", f"fix {key.name} in {origin}")
     return value
 
 

@@ -1,0 +1,79 @@
+"""Shared pieces of the end-to-end tests: a fake Pi (real sshd + camera simulator) and running piorch."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.sim.stand_in import install_stand_ins
+from tests.sshd_server import SshServer, SshServerInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class FakePi:
+    server: SshServer
+    info: SshServerInfo
+    log_dir: Path
+    lock: Path
+
+    def runs(self) -> list[dict[str, object]]:
+        path = self.log_dir / "runs.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def cameras_running(self) -> list[Path]:
+        return sorted(self.log_dir.glob("running-*"))
+
+    def camera_free(self) -> bool:
+        """The simulator holds an exclusive flock on the lock file while it runs, like the real camera."""
+        with open(self.lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+    def use_traditional_nc(self) -> None:
+        (self.info.bin_dir / "nc").symlink_to("/bin/nc.traditional")
+
+
+def start_fake_pi(tmp_path: Path, tools: tuple[str, ...] = ("raspivid",)) -> FakePi:
+    log_dir = tmp_path / "pi-log"
+    log_dir.mkdir()
+    lock = tmp_path / "camera.lock"
+    server = SshServer({"PIORCH_SIM_LOG": str(log_dir), "PIORCH_SIM_LOCK": str(lock)})
+    info = server.start()
+    install_stand_ins(info.bin_dir, tools)
+    return FakePi(server, info, log_dir, lock)
+
+
+def piorch_env(tmp_path: Path, ssh_config: Path, laptop_bin: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # Never the developer's own config: no user file, and the test's ssh_config with its known_hosts.
+    env["PIORCH_CONFIG"] = str(tmp_path / "no-user-config.toml")
+    env["PIORCH_SSH_CONFIG"] = str(ssh_config)
+    env["PYTHONPATH"] = str(ROOT)
+    if laptop_bin is not None:
+        env["PATH"] = f"{laptop_bin}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def piorch_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator", *args]
+
+
+def run_piorch(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(piorch_argv(*args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def manifests(out: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
