@@ -187,12 +187,13 @@ def render_summary(files: list[FileFinished] | tuple[FileFinished, ...], console
     """The table printed at the end: file, size, duration, average Mbit/s, status."""
     from rich.table import Table
 
-    table = Table(title="received")
+    folders = sorted({str(item.path.parent) for item in files})
+    table = Table(title=f"received in {', '.join(folders)}")
     for name in ("file", "size", "duration", "avg Mbit/s", "status"):
         table.add_column(name, justify="right" if name in ("size", "duration", "avg Mbit/s") else "left")
     for item in files:
         rate = item.bytes * 8 / item.duration_s / 1e6 if item.duration_s > 0 else 0.0
         status = "removed" if item.removed else item.status.value
-        table.add_row(str(item.path), format_bytes(item.bytes), format_duration(item.duration_s), f"{rate:.2f}",
+        table.add_row(item.path.name, format_bytes(item.bytes), format_duration(item.duration_s), f"{rate:.2f}",
                       status)
     console.print(table)

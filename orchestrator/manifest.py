@@ -38,13 +38,23 @@ class Manifest:
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """temp file + fsync + rename: a reader sees the old file or the whole new one, never half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # never leave half a manifest behind
+        raise
 
 
-def write_manifest(path: Path, manifest: Manifest) -> None:
-    write_json_atomically(path, asdict(manifest))
+def write_manifest(path: Path, manifest: Manifest) -> str | None:
+    """Write the manifest; on failure (a full disk) return why instead of raising, so the data file and
+    the rest of the run are not lost over a sidecar. The caller reports the reason."""
+    try:
+        write_json_atomically(path, asdict(manifest))
+    except OSError as exc:
+        return f"could not write {path.name} ({exc.strerror or exc})"
+    return None

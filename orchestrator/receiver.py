@@ -362,8 +362,14 @@ class NcReceiver(Receiver):
         self._threads.append(thread)
         thread.start()
 
-    def _on_chunk(self, chunk: bytes) -> bool:
-        # Called by sh's reader thread for each chunk of nc's stdout; True tells sh to stop feeding.
+    def write(self, chunk: bytes) -> None:
+        """nc's stdout, chunk by chunk, from sh's reader thread.
+
+        This object is handed to sh as a file (`_out=self`), not as a callback: sh decodes a callback's
+        chunks to str whenever they happen to be valid UTF-8, which would corrupt a binary stream.
+        """
+        if self._write_error:
+            return  # the disk failed: nc is being stopped, the rest is dropped
         try:
             if self._writer is None:
                 self._writer = self._open_writer("nc")
@@ -371,8 +377,6 @@ class NcReceiver(Receiver):
         except (WriteFailed, OSError) as exc:
             self._write_error = str(exc)
             self._kill_nc()
-            return True
-        return False
 
     def _kill_nc(self) -> None:
         proc = self._proc
@@ -393,7 +397,7 @@ class NcReceiver(Receiver):
             with open(os.devnull, "rb") as devnull:
                 self._proc = sh.Command(self._nc_path)(
                     *self.argv[1:],
-                    _bg=True, _bg_exc=False, _out=self._on_chunk, _out_bufsize=64 * 1024, _no_out=True,
+                    _bg=True, _bg_exc=False, _out=self, _out_bufsize=64 * 1024, _no_out=True,  # type: ignore[call-overload]
                     _tty_out=False, _in=devnull, _new_session=True, _ok_code=list(range(256)),
                 )
                 # A stdin at end-of-file makes both flavours exit as soon as the sender closes.

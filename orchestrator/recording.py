@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 from orchestrator.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
 from orchestrator.errors import RemoteError
-from orchestrator.events import EventSink, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.events import EventSink, FileFinished, Notice, State, StateChanged
+from orchestrator.finishing import finish_received_file
 from orchestrator.host import Host, Process
-from orchestrator.manifest import Manifest, write_manifest
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv
 from orchestrator.progress import ProgressClock
 from orchestrator.receiver import ReceivedFile, make_receiver
@@ -188,44 +188,16 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     if problem is None and not interrupted and remote_exit["camera"] is None and not received:
         problem = CameraProblem(f"the camera pipeline on {host.name} ended without reporting",
                                 stderr.strip().splitlines()[-1] if stderr.strip() else "run `piorch doctor`")
+    context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
+               "settings": _settings_dict(settings), "remote_exit": dict(remote_exit)}
     files = tuple(
-        finish_file(item, settings, host.name, tool, camera_argv, remote_exit, interrupted, problem, on_event)
+        finish_received_file(item, interrupted=interrupted, failure=problem.message if problem else None,
+                             discard_partial=settings.receive.discard_partial, context=context, on_event=on_event)
         for item in received
     )
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
     on_event(StateChanged(state, problem.message if problem else ""))
     return RecordResult(state, files, tool, tuple(camera_argv), problem, freed, remote_exit)
-
-
-def finish_file(
-    item: ReceivedFile, settings: RecordSettings, pi: str, tool: CameraTool, camera_argv: list[str],
-    remote_exit: dict[str, int | None], interrupted: bool, problem: CameraProblem | None, on_event: EventSink,
-) -> FileFinished:
-    """Decide the file's status, write its manifest, and drop it only when the user asked to."""
-    if item.ended_by.startswith("error"):
-        status, reason = FileStatus.FAILED, item.ended_by
-    elif interrupted or item.ended_by == "stopped":
-        status, reason = FileStatus.INTERRUPTED, "stopped by the user"
-    elif problem is not None:
-        status, reason = FileStatus.FAILED, problem.message
-    else:
-        status, reason = FileStatus.COMPLETE, ""
-    manifest_path = item.path.with_name(item.id + ".json")
-    removed = status is FileStatus.INTERRUPTED and settings.receive.discard_partial
-    if removed:
-        item.path.unlink(missing_ok=True)
-        manifest = None
-    else:
-        write_manifest(manifest_path, Manifest(
-            id=item.id, file=item.path.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
-            started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, pi=pi, tool=tool.value,
-            remote_argv=list(camera_argv), settings=_settings_dict(settings), remote_exit=dict(remote_exit),
-            reason=reason,
-        ))
-        manifest = manifest_path
-    finished = FileFinished(item.path, manifest, item.bytes, item.sha256, status, item.duration_s, removed)
-    on_event(finished)
-    return finished
 
 
 def _settings_dict(settings: RecordSettings) -> dict[str, object]:

@@ -115,7 +115,7 @@ def test_interrupt_frees_camera_and_keeps_partial(tmp_path: Path, fake_pi: FakeP
         _wait_for_bytes(out, 200_000, timeout=20)
         assert not fake_pi.camera_free()  # the simulated camera is really held while recording
         proc.send_signal(sig)
-        stdout, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

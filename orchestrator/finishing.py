@@ -1,0 +1,51 @@
+"""What happens to a received file when its connection ends: its status, its manifest, its fate.
+
+Shared by `record` and `listen`, so a file means the same thing whichever command received it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
+from orchestrator.manifest import Manifest, write_manifest
+from orchestrator.receiver import ReceivedFile
+
+
+def decide_status(item: ReceivedFile, interrupted: bool, failure: str | None) -> tuple[FileStatus, str]:
+    """Pure: a write error fails the file; a stop interrupts it; a failed camera fails it; else complete."""
+    if item.ended_by.startswith("error"):
+        return FileStatus.FAILED, item.ended_by.removeprefix("error: ")
+    if interrupted or item.ended_by == "stopped":
+        return FileStatus.INTERRUPTED, "stopped by the user"
+    if failure:
+        return FileStatus.FAILED, failure
+    return FileStatus.COMPLETE, ""
+
+
+def finish_received_file(
+    item: ReceivedFile, *, interrupted: bool, failure: str | None, discard_partial: bool,
+    context: dict[str, Any], on_event: EventSink,
+) -> FileFinished:
+    """Write the manifest beside the file, or remove an interrupted file when the user asked to.
+
+    `context` carries what only the caller knows (pi, tool, remote_argv, settings, remote_exit).
+    """
+    status, reason = decide_status(item, interrupted, failure)
+    removed = status is FileStatus.INTERRUPTED and discard_partial
+    manifest_path = item.path.with_name(item.id + ".json")
+    manifest: Any = None
+    if removed:
+        item.path.unlink(missing_ok=True)
+    else:
+        problem = write_manifest(manifest_path, Manifest(
+            id=item.id, file=item.path.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
+            started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, reason=reason, **context,
+        ))
+        if problem is None:
+            manifest = manifest_path
+        else:
+            on_event(Notice("error", f"{problem}; {item.path.name} itself is kept"))
+    finished = FileFinished(item.path, manifest, item.bytes, item.sha256, status, item.duration_s, removed)
+    on_event(finished)
+    return finished

@@ -1,0 +1,66 @@
+"""Put the camera simulator on a PATH: tiny `#!/bin/sh` shims named raspivid, rpicam-vid, libcamera-vid.
+
+A shim only sets the environment and `exec`s Python on orchestrator.sim.camera, so the process that
+`command -v raspivid` finds, that `pgrep` sees and that a signal reaches is the simulator itself, with the
+pid the shell started. Used by `piorch demo` (LocalHost with path_prepend) and by the end-to-end tests
+(the test sshd's bin/ directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+SIM_TOOLS = ("raspivid", "libcamera-vid", "rpicam-vid")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def package_parent() -> Path:
+    """The directory that contains the `orchestrator` package (goes on PYTHONPATH)."""
+    return Path(__file__).resolve().parent.parent.parent
+
+
+def build_stand_in_script(tool: str, python: str, pythonpath: str, extra_env: Mapping[str, str]) -> str:
+    """The shim's text. Every value is shlex-quoted, so paths with spaces or quotes are safe."""
+    if tool not in SIM_TOOLS:
+        raise ValueError(f"not a simulated camera tool: {tool!r} (known: {', '.join(SIM_TOOLS)})")
+    lines = [
+        "#!/bin/sh",
+        f"# piorch camera stand-in for `{tool}`: the simulator (orchestrator/sim/camera.py), not a camera.",
+        "# Written by orchestrator.sim.stand_in. PYTHONPATH is set outright (not appended to) so the",
+        "# simulator comes from this tree whatever the caller's environment holds.",
+        f"PYTHONPATH={shlex.quote(pythonpath)}",
+        "export PYTHONPATH",
+    ]
+    for name, value in extra_env.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"not a valid environment variable name: {name!r}")
+        lines += [f"{name}={shlex.quote(value)}", f"export {name}"]
+    # exec: no shell stays behind as the parent, so signals and exit status are the simulator's own.
+    lines.append(f'exec {shlex.quote(python)} -m orchestrator.sim.camera {shlex.quote(tool)} "$@"')
+    return "\n".join(lines) + "\n"
+
+
+def install_stand_ins(
+    bin_dir: Path,
+    tools: Sequence[str] = ("raspivid",),
+    python: str = sys.executable,
+    extra_env: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """Write one executable shim per tool into `bin_dir` (created if missing); return their paths."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for tool in tools:
+        script = build_stand_in_script(tool, python, str(package_parent()), extra_env or {})
+        target = bin_dir / tool
+        partial = bin_dir / f".{tool}.partial"
+        partial.write_text(script)
+        partial.chmod(0o755)
+        # Rename into place: a test or demo running the tool never sees half a script.
+        os.replace(partial, target)
+        written.append(target)
+    return written

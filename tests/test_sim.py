@@ -1,0 +1,557 @@
+"""The camera simulator: option languages (pure tables), the H.264 it writes, and how it fails and dies.
+
+Subprocess tests run the simulator through the same stand-in shims `piorch demo` and the sshd tests use,
+each with its own lock file and log directory, so they can run next to other tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sim import camera
+from orchestrator.sim.camera import (
+    FILLER_MIN_SIZE,
+    build_filler_nal,
+    build_frame_plan,
+    camera_is_free,
+    filler_size,
+    nal_type,
+    parse_fault,
+    split_access_units,
+    split_nal_units,
+)
+from orchestrator.sim.options import (
+    LEGACY_OPTIONS,
+    RPICAM_OPTIONS,
+    Kind,
+    SimUsageError,
+    effective_legacy_bitrate,
+    find_legacy_option,
+    parse_legacy_args,
+    parse_rpicam_args,
+)
+from orchestrator.sim.stand_in import SIM_TOOLS, build_stand_in_script, install_stand_ins
+
+REFERENCE = Path("/work/shared/reference/options")
+CLIP = camera.CLIP_PATH.read_bytes()
+# Generous: a loaded CI machine may start Python slowly; a healthy run ends within ~0.2 s of its timeout.
+PROCESS_DEADLINE_S = 10.0
+
+
+# ------------------------------------------------------------------------------------- legacy option table
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], {"width": 1920, "height": 1080, "framerate": 30.0, "bitrate": 17_000_000, "timeout_ms": 5000}),
+        (["--bitrate", "8000000"], {"bitrate": 8_000_000}),
+        (["-b", "8000000"], {"bitrate": 8_000_000}),
+        (["-h", "720", "-w", "1280"], {"height": 720, "width": 1280}),
+        (["--height", "720", "--width", "1280"], {"height": 720, "width": 1280}),
+        (["-fps", "25"], {"framerate": 25.0}),
+        (["-fps", "25fps"], {"framerate": 25.0}),  # sscanf("%u") stops at the first non-digit
+        (["--framerate", "49"], {"framerate": 49.0}),
+        (["-t", "0"], {"timeout_ms": 0}),
+        (["-o", "-"], {"output": "-"}),
+        (["-o", "-anything"], {"output": "-"}),  # RaspiVid.c only looks at filename[0] == '-'
+        (["-o", "/tmp/x.h264"], {"output": "/tmp/x.h264"}),
+        (["-ih"], {"inline_headers": True}),
+        (["-sg", "1000"], {"inline_headers": True, "segment_ms": 1000}),
+        (["-sp"], {"inline_headers": True}),
+        (["-cd", "MJPEG"], {"codec": "mjpeg"}),
+        (["-cd", "H264"], {"codec": "h264"}),
+        (["-pf", "baseline"], {"profile": "baseline"}),
+        (["-pf", "nonsense"], {"profile": "high"}),
+        (["-lev", "4.2"], {"level": "4.2"}),
+        (["-g", "30"], {"intra": 30}),
+        (["-d", "-t", "100"], {"timeout_ms": 100}),  # -d takes its value only if it is not an option
+        (["-d", "500", "-t", "100"], {"timeout_ms": 100}),
+        (["-td", "1000,2000", "-t", "7"], {"timeout_ms": 7}),  # table says 0 values, code reads one
+        (["-ae", "32,0xff,0x808000", "-t", "7"], {"timeout_ms": 7}),  # table says 2, it is one word
+        (["-vf", "-hf", "-n", "-fl", "-l"], {"vflip": True, "hflip": True, "nopreview": True, "flush": True}),
+        (["-ISO", "800", "-awb", "off", "-ex", "sports", "-t", "3"], {"timeout_ms": 3}),
+        (["-?", "-bogus"], {"show_help": True}),  # help is printed the moment it is met
+        (["--help"], {"show_help": True}),
+    ],
+)
+def test_legacy_parses(args: list[str], expected: dict[str, object]) -> None:
+    options = parse_legacy_args(args)
+    assert {key: getattr(options, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-bitrate", "8000000"], "Invalid command line option (-bitrate)"),
+        (["-framerate", "25"], "Invalid command line option (-framerate)"),
+        (["--b", "1"], "Invalid command line option (--b)"),
+        (["--fps", "25"], "Invalid command line option (--fps)"),
+        (["-b"], "Invalid command line option (-b)"),
+        (["-b", "abc"], "Invalid command line option (-b)"),
+        (["-w", "wide"], "Invalid command line option (-w)"),
+        (["-cd", "h264"], "Invalid command line option (h264)"),  # RaspiVid.c names the value here
+        (["-cd", ""], "Invalid command line option (-cd)"),
+        (["-fps=25"], "Invalid command line option (-fps=25)"),
+        (["--bitrate=8000000"], "Invalid command line option (--bitrate=8000000)"),
+        (["record.h264"], "Invalid command line option (record.h264)"),
+        (["-t", "100", "-o"], "Invalid command line option (-o)"),
+        (["-o", ""], "Invalid command line option (-o)"),
+        (["-td"], "Invalid command line option (-td)"),
+        (["-sl", "0"], "Invalid command line option (-sl)"),
+        (["-gl"], "Invalid command line option (-gl)"),  # raspistill's GL preview, not raspivid's
+        (["-q", "90"], "Invalid command line option (-q)"),  # raspistill's JPEG quality
+        (["-rf", "bayer"], "Invalid command line option (bayer)"),
+    ],
+)
+def test_legacy_refuses(args: list[str], message: str) -> None:
+    with pytest.raises(SimUsageError) as caught:
+        parse_legacy_args(args)
+    assert caught.value.message == message
+
+
+def test_legacy_bitrate_is_capped_like_the_firmware() -> None:
+    assert effective_legacy_bitrate(parse_legacy_args(["-b", "30000000"])) == (
+        25_000_000,
+        "Bitrate too high: Reducing to 25MBit/s",
+    )
+    assert effective_legacy_bitrate(parse_legacy_args(["-b", "30000000", "-lev", "4.2"])) == (30_000_000, None)
+    assert effective_legacy_bitrate(parse_legacy_args(["-b", "-1", "-lev", "4.2"]))[0] == 62_500_000
+
+
+def _reference_rows(name: str) -> list[list[str]]:
+    path = REFERENCE / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_legacy_table_matches_the_real_one() -> None:
+    rows = _reference_rows("raspivid_options.txt")
+    assert len(rows) == len(LEGACY_OPTIONS)
+    for short, long, params, *_ in rows:
+        by_long, by_short = find_legacy_option("-" + long[2:]), find_legacy_option(short[1:])
+        assert by_long is not None and by_long is by_short, (short, long)
+        assert by_long.params == int(params), long
+
+
+def test_rpicam_table_matches_the_real_one() -> None:
+    rows = _reference_rows("rpicam_vid_options.txt")
+    ours = {option.long: option for option in RPICAM_OPTIONS}
+    assert len(rows) == len(ours)
+    for short, long, ctype, _default, implicit, *_ in rows:
+        option = ours[long[2:]]
+        assert option.short == (short[1:] or None), long
+        assert (option.kind is Kind.FLAG) == (ctype == "bool"), long
+        assert (option.kind is Kind.VALUE) == (implicit == ""), long
+        if implicit:
+            assert option.implicit == implicit.strip('"'), long
+
+
+# ------------------------------------------------------------------------------------- rpicam option table
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], {"width": 640, "height": 480, "framerate": 30.0, "bitrate": 0, "timeout_ms": 5000, "verbose": 1}),
+        (["--bitrate=8000000"], {"bitrate": 8_000_000}),
+        (["--bitrate", "8000000"], {"bitrate": 8_000_000}),
+        (["-b", "16mbps"], {"bitrate": 16_000_000}),
+        (["-b16mbps"], {"bitrate": 16_000_000}),
+        (["-b", "500k"], {"bitrate": 500_000}),
+        (["-b", "8M"], {"bitrate": 8_000}),  # rpicam-apps maps "M" to 1000: a real trap, kept on purpose
+        (["--bit", "2mbps"], {"bitrate": 2_000_000}),
+        (["-t", "10s"], {"timeout_ms": 10_000}),
+        (["-t", "500ms"], {"timeout_ms": 500}),
+        (["-t", "2min"], {"timeout_ms": 120_000}),
+        (["-t", "1.5sec"], {"timeout_ms": 1500}),
+        (["-t", "1500"], {"timeout_ms": 1500}),
+        (["-t", "10x"], {"timeout_ms": 10}),  # an unknown unit is ignored: milliseconds
+        (["--timeout=0"], {"timeout_ms": 0}),
+        (["--tim", "3s"], {"timeout_ms": 3000}),
+        (["--width", "1280", "--height", "720"], {"width": 1280, "height": 720}),
+        (["--wid=1280"], {"width": 1280}),
+        (["--framer", "25"], {"framerate": 25.0}),
+        (["--framerate", "29.97"], {"framerate": 29.97}),
+        (["-h", "720"], {"show_help": True}),  # -h is help here; 720 is a positional word, ignored
+        (["--version"], {"show_version": True}),
+        (["--inline", "-n", "--flush", "--hflip"], {"inline_headers": True, "nopreview": True, "flush": True}),
+        (["--inline=false"], {"inline_headers": False}),
+        (["--inline=yes"], {"inline_headers": True}),
+        (["--codec", "MJPEG"], {"codec": "mjpeg"}),
+        (["--codec", "libav"], {"codec": "libav"}),
+        (["-o", "-"], {"output": "-"}),
+        (["-o-"], {"output": "-"}),
+        (["-v"], {"verbose": 2}),
+        (["-v0"], {"verbose": 0}),
+        (["-v", "0"], {"verbose": 2}),  # an implicit value is never taken from the next word
+        (["record.h264", "-t", "1s"], {"output": None, "timeout_ms": 1000}),  # forgot -o: no output at all
+        (["-t", "1s", "--", "--width", "9"], {"width": 640}),
+        (["--frames", "10", "-g", "30"], {"frames": 10, "intra": 30}),
+        (["--list-cameras"], {"list_cameras": True}),
+        (["--metadata", "-", "--metadata-format", "txt"], {"output": None}),
+    ],
+)
+def test_rpicam_parses(args: list[str], expected: dict[str, object]) -> None:
+    options = parse_rpicam_args(args)
+    assert {key: getattr(options, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--foo"], "unrecognised option '--foo'"),
+        (["--foo=1"], "unrecognised option '--foo=1'"),
+        (["-x"], "unrecognised option '-x'"),
+        (["-width", "1280"], "unrecognised option '-width'"),
+        (["-bitrate", "1"], "Invalid bitrate string provided"),  # -b with the value "itrate"
+        (["-timeout", "5"], "Invalid time string provided"),
+        (["--fl"], "option '--fl' is ambiguous and matches '--flicker-period', and '--flush'"),
+        (["--fram", "25"], "option '--fram' is ambiguous and matches '--framerate', and '--frames'"),
+        (["--width", "abc"], "the argument ('abc') for option '--width' is invalid"),
+        (["--framerate", "fast"], "the argument ('fast') for option '--framerate' is invalid"),
+        (
+            ["--inline=maybe"],
+            "the argument ('maybe') for option '--inline' is invalid. "
+            "Valid choices are 'on|off', 'yes|no', '1|0' and 'true|false'",
+        ),
+        (["-o"], "the required argument for option '-o' is missing"),
+        (["--output", "--inline"], "the required argument for option '--output' is missing"),
+        (["-t", "abc"], "Invalid time string provided"),
+        (["--codec", "h265"], "unrecognised codec h265"),
+        (["--width", "1", "--width", "2"], "option '--width' cannot be specified more than once"),
+        (["-t", "1", "--timeout", "2"], "option '--timeout' cannot be specified more than once"),
+        (["--awb", "purple"], "Invalid AWB mode: purple"),
+        (["--rotation", "90"], "illegal rotation value"),
+        (["--initial", "later"], "incorrect initial value later"),
+    ],
+)
+def test_rpicam_refuses(args: list[str], message: str) -> None:
+    with pytest.raises(SimUsageError) as caught:
+        parse_rpicam_args(args)
+    assert caught.value.message == message
+
+
+# ------------------------------------------------------------------------------------------ stream, pure
+
+
+def test_clip_layout() -> None:
+    frames = split_access_units(CLIP)
+    assert len(frames) == 50  # 2 s at 25 fps
+    assert [nal_type(nal) for nal in frames[0]] == [7, 8, 5]
+    assert [nal_type(nal) for nal in frames[25]] == [7, 8, 5]  # an IDR every second, headers repeated
+    assert all([nal_type(nal) for nal in frame] == [1] for i, frame in enumerate(frames) if i % 25)
+    assert b"".join(b"".join(frame) for frame in frames) == CLIP
+    assert len(CLIP) < 300_000
+
+
+def test_frame_plan_strips_repeated_headers_unless_inline() -> None:
+    bare = build_frame_plan(CLIP, inline_headers=False)
+    inline = build_frame_plan(CLIP, inline_headers=True)
+    assert [nal_type(nal) for nal in split_nal_units(bare.frame(0))] == [7, 8, 5]
+    assert [nal_type(nal) for nal in split_nal_units(bare.frame(25))] == [5]
+    assert [nal_type(nal) for nal in split_nal_units(bare.frame(50))] == [5]  # next loop
+    assert [nal_type(nal) for nal in split_nal_units(inline.frame(50))] == [7, 8, 5]
+
+
+def test_filler() -> None:
+    assert build_filler_nal(FILLER_MIN_SIZE) == b"\x00\x00\x00\x01\x0c\x80"
+    assert build_filler_nal(10) == b"\x00\x00\x00\x01\x0c\xff\xff\xff\xff\x80"
+    with pytest.raises(ValueError):
+        build_filler_nal(5)
+    # 8000 bit/s at 10 fps = 100 bytes a frame
+    assert filler_size(0, 8000, 10.0, sent=0, frame_len=40) == 60
+    assert filler_size(0, 8000, 10.0, sent=0, frame_len=96) == 0  # a 4-byte gap cannot hold a filler NAL
+    assert filler_size(1, 8000, 10.0, sent=96, frame_len=40) == 64  # ... so the next frame pays it
+    assert filler_size(1, 8000, 10.0, sent=250, frame_len=40) == 0  # a big frame is paid back later
+    assert filler_size(5, 0, 10.0, sent=0, frame_len=40) == 0  # bitrate 0: the clip's own rate
+
+
+def test_parse_fault() -> None:
+    assert parse_fault(None) == parse_fault("") == camera.Fault()
+    assert parse_fault("no-camera") == camera.Fault(no_camera=True)
+    assert parse_fault("crash-after=1000") == camera.Fault(crash_after=1000)
+    for bad in ("crash-after", "crash-after=-1", "explode"):
+        with pytest.raises(ValueError):
+            parse_fault(bad)
+
+
+# ----------------------------------------------------------------------------------------- stand-in shims
+
+
+def test_stand_in_script_quotes_everything(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin dir's"
+    log_dir = tmp_path / "log $HOME `x`"
+    paths = install_stand_ins(bin_dir, SIM_TOOLS, extra_env={"PIORCH_SIM_LOG": str(log_dir)})
+    assert [path.name for path in paths] == list(SIM_TOOLS)
+    assert all(os.access(path, os.X_OK) for path in paths)
+    result = subprocess.run(
+        [str(bin_dir / "rpicam-vid"), "--version"], capture_output=True, text=True, timeout=PROCESS_DEADLINE_S
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("rpicam-apps build:")
+    (record,) = _runs(log_dir)
+    assert record["argv"] == ["rpicam-vid", "--version"]
+    with pytest.raises(ValueError):
+        build_stand_in_script("raspivid", sys.executable, "/x", {"BAD NAME": "1"})
+    with pytest.raises(ValueError):
+        build_stand_in_script("raspistill", sys.executable, "/x", {})
+
+
+def test_importing_the_simulator_stays_light() -> None:
+    code = (
+        "import sys, orchestrator.sim.camera, orchestrator.sim.stand_in\n"
+        "print(sorted({'av', 'rich', 'typer', 'paramiko'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PROCESS_DEADLINE_S)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+# ---------------------------------------------------------------------------------- simulated camera runs
+
+
+@dataclass(frozen=True)
+class Sim:
+    bin_dir: Path
+    log_dir: Path
+    lock: Path
+    env: dict[str, str]
+
+    def start(self, tool: str, *args: str, stdout: int = subprocess.PIPE, **env: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(self.bin_dir / tool), *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env={**self.env, **env},
+        )
+
+    def run(self, tool: str, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            capture_output=True,
+            env={**self.env, **env},
+            timeout=PROCESS_DEADLINE_S,
+        )
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    bin_dir, log_dir, lock = tmp_path / "bin", tmp_path / "log", tmp_path / "camera.lock"
+    install_stand_ins(bin_dir, SIM_TOOLS)
+    # Our own lock file: other tests' simulated cameras must not make this one "busy".
+    env = {**os.environ, "PIORCH_SIM_LOG": str(log_dir), "PIORCH_SIM_LOCK": str(lock)}
+    for name in ("PIORCH_SIM_FAULT", "PIORCH_SIM_IGNORE_HUP_PIPE"):
+        env.pop(name, None)
+    yield Sim(bin_dir, log_dir, lock, env)
+
+
+@pytest.fixture
+def reap() -> Iterator[Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]]:
+    """Kill every started simulator that a failing test left running."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def track(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        started.append(process)
+        return process
+
+    yield track
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=PROCESS_DEADLINE_S)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _runs(log_dir: Path) -> list[dict[str, object]]:
+    path = log_dir / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = PROCESS_DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _nal_types(data: bytes) -> list[int]:
+    return [nal_type(nal) for nal in split_nal_units(data)]
+
+
+def _decoded_frames(data: bytes) -> int:
+    av = pytest.importorskip("av")
+    with av.open(io.BytesIO(data), format="h264") as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "fps", "bytes_per_s"),
+    [
+        ("raspivid", ["-t", "1000", "-fps", "25", "-b", "4000000", "-ih", "-n", "-o", "-"], 25, 500_000),
+        ("rpicam-vid", ["-t", "1s", "--framerate", "30", "-b", "3mbps", "--inline", "-n", "-o", "-"], 30, 375_000),
+    ],
+)
+def test_stream_is_paced_padded_and_decodable(sim: Sim, tool: str, args: list[str], fps: int, bytes_per_s: int) -> None:
+    started = time.monotonic()
+    result = sim.run(tool, *args)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    data = result.stdout
+    assert _nal_types(data)[:3] == [7, 8, 5]
+    assert abs(len(data) - bytes_per_s) <= 0.15 * bytes_per_s
+    assert 0.95 <= elapsed < 2.5  # runs for its timeout, not as fast as it can
+    (record,) = _runs(sim.log_dir)
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["bytes"] == len(data)
+    assert record["reason"] == "timeout" and record["exit_code"] == 0
+    assert record["argv"] == [tool, *args]
+    assert abs(_decoded_frames(data) - fps) <= 2
+    assert not list(sim.log_dir.glob("running-*"))
+
+
+def test_without_inline_headers_only_the_start_has_sps(sim: Sim, tmp_path: Path) -> None:
+    target = tmp_path / "out.h264"
+    # --frames overrides the timeout: 60 frames, although 60 ms would end the run after 18
+    result = sim.run("rpicam-vid", "--frames", "60", "--framerate", "300", "-t", "60ms", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    data = target.read_bytes()
+    types = _nal_types(data)
+    assert types[:3] == [7, 8, 5]
+    assert types.count(7) == 1 and types.count(5) == 3  # IDRs at frames 0, 25, 50
+    assert _decoded_frames(data) == 60
+    (record,) = _runs(sim.log_dir)
+    assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["frames"] == 60
+
+
+def test_busy_camera_and_sigterm(sim: Sim, reap: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]) -> None:
+    first = reap(sim.start("raspivid", "-t", "0", "-o", "-"))
+    assert first.stdout is not None
+    assert first.stdout.read(4) == b"\x00\x00\x00\x01"  # streaming, so it holds the camera
+    assert (sim.log_dir / f"running-{first.pid}").exists()
+    assert not camera_is_free(sim.lock)
+
+    legacy = sim.run("raspivid", "-t", "100", "-o", "-")
+    assert legacy.returncode == 70
+    assert b"mmal: mmal_vc_component_enable: failed to enable component: ENOSPC" in legacy.stderr
+    rpicam = sim.run("rpicam-vid", "-t", "100", "-o", "-")
+    assert rpicam.returncode == 255
+    assert f"ERROR: *** failed to acquire camera {camera.SENSOR_ID} ***".encode() in rpicam.stderr
+    assert legacy.stdout == rpicam.stdout == b""
+
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=PROCESS_DEADLINE_S) == 128 + signal.SIGTERM
+    records = {record["pid"]: record for record in _runs(sim.log_dir)}
+    assert records[first.pid]["reason"] == "signal" and records[first.pid]["signal"] == signal.SIGTERM
+    assert records[first.pid]["pgid"] == os.getpgid(0)  # Popen without a new session: ours
+    refused = sorted((record["tool"], record["exit_code"], record["reason"]) for record in records.values())
+    assert refused == [("raspivid", 70, "error"), ("raspivid", 143, "signal"), ("rpicam-vid", 255, "error")]
+    assert not (sim.log_dir / f"running-{first.pid}").exists()
+    assert camera_is_free(sim.lock)
+
+
+def test_sigint_exits_130(sim: Sim, reap: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]) -> None:
+    process = reap(sim.start("rpicam-vid", "-t", "0", "-n", "-o", "-"))
+    assert process.stdout is not None and process.stdout.read(4) == b"\x00\x00\x00\x01"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=PROCESS_DEADLINE_S) == 130
+    (record,) = _runs(sim.log_dir)
+    assert record["reason"] == "signal" and record["exit_code"] == 130
+
+
+@pytest.mark.parametrize(
+    ("tool", "code", "line"),
+    [
+        ("raspivid", 70, b"mmal: Camera is not detected. Please check carefully the camera module is installed"),
+        ("rpicam-vid", 255, b"ERROR: *** no cameras available ***"),
+        ("libcamera-vid", 255, b"ERROR: *** no cameras available ***"),
+    ],
+)
+def test_no_camera_fault(sim: Sim, tool: str, code: int, line: bytes) -> None:
+    result = sim.run(tool, "-t", "100", "-o", "-", PIORCH_SIM_FAULT="no-camera")
+    assert result.returncode == code
+    assert line in result.stderr
+    assert result.stdout == b""
+    (record,) = _runs(sim.log_dir)
+    assert record["reason"] == "error"
+
+
+def test_crash_after_fault(sim: Sim) -> None:
+    result = sim.run("rpicam-vid", "-t", "0", "-o", "-", PIORCH_SIM_FAULT="crash-after=1000")
+    assert result.returncode == 1
+    assert len(result.stdout) == 1000
+    (record,) = _runs(sim.log_dir)
+    assert record["bytes"] == 1000 and record["sha256"] == hashlib.sha256(result.stdout).hexdigest()
+
+
+def test_broken_pipe_exits_quietly(
+    sim: Sim, reap: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]
+) -> None:
+    process = reap(sim.start("raspivid", "-t", "0", "-b", "8000000", "-o", "-"))
+    assert process.stdout is not None and process.stderr is not None
+    received = process.stdout.read(100_000)
+    process.stdout.close()
+    assert process.wait(timeout=PROCESS_DEADLINE_S) == 1
+    assert b"Traceback" not in process.stderr.read()
+    (record,) = _runs(sim.log_dir)
+    assert record["reason"] == "epipe" and record["pipe_broken"] is True
+    assert isinstance(record["bytes"], int) and record["bytes"] >= len(received)
+    assert not (sim.log_dir / f"running-{process.pid}").exists()
+
+
+def test_ignore_hup_pipe_mode_keeps_the_camera_busy(
+    sim: Sim, reap: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]
+) -> None:
+    process = reap(sim.start("raspivid", "-t", "0", "-o", "-", PIORCH_SIM_IGNORE_HUP_PIPE="1"))
+    assert process.stdout is not None
+    process.stdout.read(10_000)
+    process.stdout.close()
+    time.sleep(0.4)  # several frame intervals: it has hit the broken pipe by now
+    process.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    assert process.poll() is None
+    assert (sim.log_dir / f"running-{process.pid}").exists()
+    assert not camera_is_free(sim.lock)
+    assert _runs(sim.log_dir) == []
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=PROCESS_DEADLINE_S) == 128 + signal.SIGTERM
+    (record,) = _runs(sim.log_dir)
+    assert record["reason"] == "signal" and record["pipe_broken"] is True
+    assert camera_is_free(sim.lock)
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "code", "stream", "text"),
+    [
+        ("raspivid", ["-cd", "MJPEG", "-o", "-"], 1, "stderr", b"simulator: MJPEG not supported yet"),
+        ("rpicam-vid", ["--codec", "mjpeg", "-o", "-"], 1, "stderr", b"simulator: MJPEG not supported yet"),
+        ("raspivid", ["-bitrate", "8000000"], 64, "stderr", b"Invalid command line option (-bitrate)\n"),
+        ("rpicam-vid", ["--foo"], 255, "stderr", b"ERROR: *** unrecognised option '--foo' ***\n"),
+        ("raspivid", [], 64, "stdout", b"usage: raspivid [options]"),
+        ("raspivid", ["-?"], 0, "stdout", b"usage: raspivid [options]"),
+        ("rpicam-vid", ["-h"], 0, "stdout", b"Valid options are:"),
+        ("libcamera-vid", ["--version"], 0, "stdout", b"rpicam-apps build:"),
+    ],
+)
+def test_refusals_and_help(sim: Sim, tool: str, args: list[str], code: int, stream: str, text: bytes) -> None:
+    result = sim.run(tool, *args)
+    assert result.returncode == code
+    assert text in getattr(result, stream)
+    (record,) = _runs(sim.log_dir)
+    assert record["exit_code"] == code and record["bytes"] == 0
