@@ -67,7 +67,7 @@ def test_bad_environment_value_names_the_variable() -> None:
 
 
 def test_bad_flag_names_the_option() -> None:
-    with pytest.raises(ConfigError, match="--laptop-ip|--bitrate"):
+    with pytest.raises(ConfigError, match=r"--bitrate"):
         load_config({"bitrate": 5}, None, {"PIORCH_CONFIG": "/nonexistent"})
 
 

@@ -103,7 +103,7 @@ def test_each_connection_becomes_a_complete_uuid_file(listening: tuple[Listening
         run.wait_files(index)  # the nc backend takes one connection at a time, like the recipe
     result = run.finish()
     assert [f.bytes for f in result.files] == [len(p) for p in payloads]
-    for finished, payload in zip(result.files, payloads):
+    for finished, payload in zip(result.files, payloads, strict=True):
         assert finished.status is FileStatus.COMPLETE
         assert finished.path.read_bytes() == payload
         assert finished.sha256 == hashlib.sha256(payload).hexdigest()
