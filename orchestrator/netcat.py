@@ -31,11 +31,15 @@ def parse_nc_flavour(help_text: str) -> NetcatFlavour:
 
 
 def build_nc_send_argv(flavour: NetcatFlavour, host: str, port: int, nc: str = "nc") -> list[str]:
-    """Sender on the Pi: connect, copy stdin, close the connection as soon as stdin ends."""
+    """Sender on the Pi: connect, copy stdin, close the connection as soon as stdin ends.
+
+    -v: without it OpenBSD nc says nothing when the connection is refused, and piorch could only blame
+    the camera, whose pipe broke. Its success line goes to stderr, which piorch keeps but does not show.
+    """
     if flavour is NetcatFlavour.OPENBSD:
-        return [nc, "-N", host, str(port)]
+        return [nc, "-v", "-N", host, str(port)]
     if flavour is NetcatFlavour.TRADITIONAL:
-        return [nc, "-q", "0", host, str(port)]
+        return [nc, "-v", "-q", "0", host, str(port)]
     raise ValueError(f"no sender command for netcat flavour {flavour.value}")
 
 
@@ -46,3 +50,15 @@ def build_nc_listen_argv(flavour: NetcatFlavour, port: int, bind: str | None = N
     if flavour is NetcatFlavour.TRADITIONAL:
         return [nc, "-n", "-l", "-p", str(port), *(["-s", bind] if bind else [])]
     raise ValueError(f"no listener command for netcat flavour {flavour.value}")
+
+
+def parse_nc_failure(stderr: str) -> str | None:
+    """Why the Pi's nc could not reach the laptop, from either flavour's message, else None.
+
+    OpenBSD: `nc: connect to 192.168.50.1 port 10401 (tcp) failed: Connection refused`;
+    traditional: `(UNKNOWN) [192.168.50.1] 10401 (?) : Connection refused`.
+    """
+    for reason in ("Connection refused", "Connection timed out", "No route to host", "Network is unreachable"):
+        if reason.lower() in stderr.lower():
+            return reason.lower()
+    return None

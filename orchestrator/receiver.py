@@ -325,6 +325,30 @@ class BuiltinReceiver(Receiver):
             writer.write(view[:count])
 
 
+def wait_until_listening(bind: str | None, port: int, timeout: float,
+                         already: Callable[[], bool] = lambda: False) -> bool:
+    """True once some process listens on the port (nc gives no other sign that it is ready).
+
+    A bind with SO_REUSEADDR fails with EADDRINUSE only while a socket *listens* there (TIME_WAIT leftovers
+    do not count), and unlike a test connection it does not use up nc's single accept.
+    """
+    host = bind or "0.0.0.0"  # noqa: S104 - probing the same address nc was told to bind
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if already():
+            return True
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+                raise
+        time.sleep(0.02)
+    return False
+
+
 def detect_local_nc() -> tuple[str, NetcatFlavour]:
     """Find the laptop's nc and its flavour (through `sh`, like every local tool)."""
     import sh
@@ -361,6 +385,15 @@ class NcReceiver(Receiver):
         thread = threading.Thread(target=self._loop, daemon=True, name="piorch-nc")
         self._threads.append(thread)
         thread.start()
+        # The Pi's nc must not connect before this one listens, or the camera's pipe breaks at once.
+        def already_served() -> bool:
+            # A quick sender may have come and gone before the probe looked: nc was listening then.
+            return self._writer is not None or self.connections_done > 0 or self._stopping.is_set()
+
+        if not wait_until_listening(self.settings.bind, self.settings.port, 10.0, already_served):
+            self.stop(timeout=2.0)
+            raise ReceiverError(f"the local nc did not start listening on port {self.settings.port}",
+                                "check `nc -h` works here, or use --backend builtin")
 
     def write(self, chunk: bytes) -> None:
         """nc's stdout, chunk by chunk, from sh's reader thread.

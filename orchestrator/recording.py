@@ -16,7 +16,7 @@ from orchestrator.errors import RemoteError
 from orchestrator.events import EventSink, FileFinished, Notice, State, StateChanged
 from orchestrator.finishing import finish_received_file
 from orchestrator.host import Host, Process
-from orchestrator.netcat import NetcatFlavour, build_nc_send_argv
+from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
 from orchestrator.progress import ProgressClock
 from orchestrator.receiver import ReceivedFile, make_receiver
 from orchestrator.remote import (
@@ -183,6 +183,14 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     stderr = process.stderr_text() if process is not None else ""
     camera_failed = not interrupted and remote_exit["camera"] not in (0, None)
     problem = parse_camera_failure(tool, stderr, remote_exit["camera"]) if camera_failed else None
+    unreachable = parse_nc_failure(stderr) if not interrupted and remote_exit["nc"] not in (0, None) else None
+    if unreachable:
+        # The camera only failed because its pipe broke: the cause to report is the connection.
+        problem = CameraProblem(
+            f"the Pi could not send to the laptop at {laptop_ip}:{receiver.port} ({unreachable})",
+            f"allow TCP port {receiver.port} in the laptop's firewall (e.g. sudo ufw allow {receiver.port}/tcp) "
+            "and check --laptop-ip is the laptop's address on the Pi link",
+        )
     if overran:
         problem = CameraProblem("the camera did not stop at its time limit", "run `piorch doctor` to check the Pi")
     if problem is None and not interrupted and remote_exit["camera"] is None and not received:

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.camera import build_camera_argv, parse_camera_failure
-from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, build_nc_send_argv, parse_nc_flavour
+from orchestrator.netcat import (
+    NetcatFlavour,
+    build_nc_listen_argv,
+    build_nc_send_argv,
+    parse_nc_failure,
+    parse_nc_flavour,
+)
 from orchestrator.remote import (
     build_kill_script,
     build_pipeline_script,
@@ -92,14 +98,28 @@ def test_nc_flavour_unknown(text: str) -> None:
 
 
 def test_nc_argv_per_flavour() -> None:
-    assert build_nc_send_argv(NetcatFlavour.OPENBSD, "192.168.50.1", 10401) == ["nc", "-N", "192.168.50.1", "10401"]
-    assert build_nc_send_argv(NetcatFlavour.TRADITIONAL, "10.0.0.1", 5) == ["nc", "-q", "0", "10.0.0.1", "5"]
+    assert build_nc_send_argv(NetcatFlavour.OPENBSD, "192.168.50.1", 10401) == [
+        "nc", "-v", "-N", "192.168.50.1", "10401"]
+    assert build_nc_send_argv(NetcatFlavour.TRADITIONAL, "10.0.0.1", 5) == ["nc", "-v", "-q", "0", "10.0.0.1", "5"]
     assert build_nc_listen_argv(NetcatFlavour.OPENBSD, 10401) == ["nc", "-n", "-l", "10401"]
     assert build_nc_listen_argv(NetcatFlavour.TRADITIONAL, 10401) == ["nc", "-n", "-l", "-p", "10401"]
     assert build_nc_listen_argv(NetcatFlavour.OPENBSD, 1, "127.0.0.1") == ["nc", "-n", "-l", "127.0.0.1", "1"]
     assert build_nc_listen_argv(NetcatFlavour.TRADITIONAL, 1, "127.0.0.1")[-2:] == ["-s", "127.0.0.1"]
     with pytest.raises(ValueError):
         build_nc_send_argv(NetcatFlavour.UNKNOWN, "h", 1)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [
+        ("nc: connect to 192.168.50.1 port 10401 (tcp) failed: Connection refused", "connection refused"),
+        ("(UNKNOWN) [192.168.50.1] 10401 (?) : Connection refused", "connection refused"),
+        ("nc: connect to 192.168.50.1 port 10401 (tcp) failed: No route to host", "no route to host"),
+        ("mmal: Failed to write buffer data - aborting", None),
+    ],
+)
+def test_nc_failure_reason(stderr: str, reason: str | None) -> None:
+    assert parse_nc_failure(stderr) == reason
 
 
 def test_probe_output_parsed() -> None:

@@ -224,3 +224,4 @@ def test_bad_options_one_line_error(tmp_path: Path, args: list[str], words: str)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "recv").exists()
+

@@ -555,3 +555,33 @@ def test_refusals_and_help(sim: Sim, tool: str, args: list[str], code: int, stre
     assert text in getattr(result, stream)
     (record,) = _runs(sim.log_dir)
     assert record["exit_code"] == code and record["bytes"] == 0
+
+
+def test_demo_netcat_stand_in_sends_and_closes(tmp_path: Path) -> None:
+    """The demo's fallback nc: recognised as OpenBSD by the probe, delivers stdin, closes at its end."""
+    import socket as socket_module
+    import subprocess as sp
+
+    from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
+    from orchestrator.sim.stand_in import install_stand_ins
+
+    (nc,) = install_stand_ins(tmp_path, ("nc",))
+    help_text = sp.run([str(nc), "-h"], capture_output=True, text=True, timeout=10).stderr
+    assert parse_nc_flavour(help_text) is NetcatFlavour.OPENBSD
+    with socket_module.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        payload = bytes(range(256)) * 1000
+        sender = sp.Popen([str(nc), "-N", "127.0.0.1", str(port)], stdin=sp.PIPE)
+        conn, _ = server.accept()
+        assert sender.stdin is not None
+        sender.stdin.write(payload)
+        sender.stdin.close()
+        received = b""
+        conn.settimeout(10)
+        while chunk := conn.recv(65536):
+            received += chunk
+        conn.close()
+        assert sender.wait(10) == 0
+    assert received == payload

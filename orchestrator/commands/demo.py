@@ -49,7 +49,7 @@ def demo(
     settings = RecordSettings(
         # The shipped clip is 640x360 at 25 fps; the simulator checks the options like the real tool.
         camera=CameraSettings(bitrate=bitrate, width=640, height=360, fps=25, duration_ms=round(seconds * 1000)),
-        receive=ReceiveSettings(port=0 if chosen_backend is Backend.BUILTIN else 10401, out_dir=out.expanduser(),
+        receive=ReceiveSettings(port=0 if chosen_backend is Backend.BUILTIN else _free_port(), out_dir=out.expanduser(),
                                 backend=chosen_backend, bind="127.0.0.1"),
         camera_tool=tool,
         laptop_ip="127.0.0.1",
@@ -66,3 +66,12 @@ def demo(
         with stop_on_signals() as stop, display.running():
             result = run_recording(settings, host, display, stop)
     finish(result)
+
+
+def _free_port() -> int:
+    """nc needs a number up front (the builtin receiver takes port 0 and reports what it got)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -16,6 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 SIM_TOOLS = ("raspivid", "libcamera-vid", "rpicam-vid")
+# Not a camera: the demo's stand-in for a laptop without netcat (orchestrator/sim/netcat.py).
+SIM_NETCAT = "nc"
+_MODULES = {**dict.fromkeys(SIM_TOOLS, "orchestrator.sim.camera"), SIM_NETCAT: "orchestrator.sim.netcat"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -26,11 +29,11 @@ def package_parent() -> Path:
 
 def build_stand_in_script(tool: str, python: str, pythonpath: str, extra_env: Mapping[str, str]) -> str:
     """The shim's text. Every value is shlex-quoted, so paths with spaces or quotes are safe."""
-    if tool not in SIM_TOOLS:
-        raise ValueError(f"not a simulated camera tool: {tool!r} (known: {', '.join(SIM_TOOLS)})")
+    if tool not in _MODULES:
+        raise ValueError(f"not a simulated tool: {tool!r} (known: {', '.join(_MODULES)})")
     lines = [
         "#!/bin/sh",
-        f"# piorch camera stand-in for `{tool}`: the simulator (orchestrator/sim/camera.py), not a camera.",
+        f"# piorch stand-in for `{tool}`: a simulator ({_MODULES.get(tool, '?')}), not the real tool.",
         "# Written by orchestrator.sim.stand_in. PYTHONPATH is set outright (not appended to) so the",
         "# simulator comes from this tree whatever the caller's environment holds.",
         f"PYTHONPATH={shlex.quote(pythonpath)}",
@@ -41,7 +44,9 @@ def build_stand_in_script(tool: str, python: str, pythonpath: str, extra_env: Ma
             raise ValueError(f"not a valid environment variable name: {name!r}")
         lines += [f"{name}={shlex.quote(value)}", f"export {name}"]
     # exec: no shell stays behind as the parent, so signals and exit status are the simulator's own.
-    lines.append(f'exec {shlex.quote(python)} -m orchestrator.sim.camera {shlex.quote(tool)} "$@"')
+    module = _MODULES[tool]
+    tool_arg = f" {shlex.quote(tool)}" if tool in SIM_TOOLS else ""
+    lines.append(f'exec {shlex.quote(python)} -m {module}{tool_arg} "$@"')
     return "\n".join(lines) + "\n"
 
 

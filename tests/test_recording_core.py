@@ -1,0 +1,49 @@
+"""The record core on the local Host (the simulated Pi): real processes, sockets and files, no sshd."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from orchestrator.events import Event, FileFinished, State, StateChanged
+from orchestrator.host import LocalHost
+from orchestrator.recording import run_recording
+from orchestrator.settings import CameraSettings, CameraTool, ReceiveSettings, RecordSettings
+from orchestrator.sim.stand_in import install_stand_ins
+
+
+def simulated_pi(tmp_path: Path) -> LocalHost:
+    bin_dir = tmp_path / "bin"
+    install_stand_ins(bin_dir, ("rpicam-vid",), extra_env={"PIORCH_SIM_LOCK": str(tmp_path / "lock")})
+    return LocalHost("simulated-pi", path_prepend=bin_dir)
+
+
+def test_unreachable_laptop_is_reported_as_the_link(tmp_path: Path) -> None:
+    # The receiver listens on 127.0.0.1 while the Pi is told to send to 127.0.0.2: refused, like a firewall.
+    settings = RecordSettings(
+        camera=CameraSettings(bitrate=2_000_000, duration_ms=3000),
+        receive=ReceiveSettings(port=0, out_dir=tmp_path / "recv", bind="127.0.0.1"),
+        camera_tool=CameraTool.AUTO, laptop_ip="127.0.0.2",
+    )
+    events: list[Event] = []
+    result = run_recording(settings, simulated_pi(tmp_path), events.append, threading.Event())
+    assert result.state is State.FAILED and result.problem is not None
+    assert "could not send to the laptop at 127.0.0.2" in result.problem.message
+    assert "connection refused" in result.problem.message and "firewall" in result.problem.fix
+    assert result.files == () and not list((tmp_path / "recv").iterdir())
+
+
+def test_events_tell_the_story_in_order(tmp_path: Path) -> None:
+    settings = RecordSettings(
+        camera=CameraSettings(bitrate=2_000_000, duration_ms=1500),
+        receive=ReceiveSettings(port=0, out_dir=tmp_path / "recv"),
+        laptop_ip="127.0.0.1",
+    )
+    events: list[Event] = []
+    result = run_recording(settings, simulated_pi(tmp_path), events.append, threading.Event())
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states[0] is State.PROBING and states[-1] is State.DONE
+    assert states.index(State.STARTING) < states.index(State.RECORDING) < states.index(State.STOPPING)
+    (finished,) = [e for e in events if isinstance(e, FileFinished)]
+    assert finished == result.files[0] and finished.path.exists()
+    assert result.tool is CameraTool.RPICAM_VID and result.remote_exit["camera"] == 0
