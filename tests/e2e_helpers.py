@@ -46,11 +46,12 @@ class FakePi:
         (self.info.bin_dir / "nc").symlink_to("/bin/nc.traditional")
 
 
-def start_fake_pi(tmp_path: Path, tools: tuple[str, ...] = ("raspivid",)) -> FakePi:
+def start_fake_pi(tmp_path: Path, tools: tuple[str, ...] = ("raspivid",),
+                  extra_env: dict[str, str] | None = None) -> FakePi:
     log_dir = tmp_path / "pi-log"
     log_dir.mkdir()
     lock = tmp_path / "camera.lock"
-    server = SshServer({"PIORCH_SIM_LOG": str(log_dir), "PIORCH_SIM_LOCK": str(lock)})
+    server = SshServer({"PIORCH_SIM_LOG": str(log_dir), "PIORCH_SIM_LOCK": str(lock), **(extra_env or {})})
     info = server.start()
     install_stand_ins(info.bin_dir, tools)
     return FakePi(server, info, log_dir, lock)

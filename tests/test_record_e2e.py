@@ -225,3 +225,47 @@ def test_bad_options_one_line_error(tmp_path: Path, args: list[str], words: str)
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "recv").exists()
 
+
+
+@pytest.mark.parametrize("tool", ["raspivid", "rpicam-vid"])
+def test_camera_not_detected_is_explained(tmp_path: Path, tool: str) -> None:
+    from tests.conftest import _require_sshd
+
+    _require_sshd()
+    pi = start_fake_pi(tmp_path, (tool,), {"PIORCH_SIM_FAULT": "no-camera"})
+    try:
+        env = piorch_env(tmp_path, pi.info.ssh_config)
+        result = run_piorch(env, "record", "--pi", pi.info.alias, "--seconds", "2", "--out", str(tmp_path / "r"),
+                            "--port", "0")
+        assert result.returncode == 1
+        assert "camera not detected" in result.stderr and "ribbon cable" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not list((tmp_path / "r").glob("*.h264"))
+    finally:
+        pi.server.stop()
+
+
+def test_record_through_proxyjump(tmp_path: Path, fake_pi: FakePi) -> None:
+    """~/.ssh/config ProxyJump: the Pi is reached through a jump host (a second real sshd)."""
+    from tests.sshd_server import SshServer
+
+    with SshServer(alias="jumpbox") as jump:
+        config = tmp_path / "ssh_config"
+        config.write_text(
+            jump.info.ssh_config.read_text()
+            + fake_pi.info.ssh_config.read_text().replace("Host testpi", "Host testpi\n    ProxyJump jumpbox")
+        )
+        known = tmp_path / "known_hosts"
+        known.write_text(jump.info.known_hosts.read_text() + fake_pi.info.known_hosts.read_text())
+        config.write_text(config.read_text().replace(str(jump.info.known_hosts), str(known))
+                          .replace(str(fake_pi.info.known_hosts), str(known)))
+        env = piorch_env(tmp_path, config)
+        out = tmp_path / "recv"
+        # Through a jump host the laptop's address on the Pi's side is not visible: it is given.
+        result = run_piorch(env, "record", "--pi", "testpi", "--seconds", "1", "--out", str(out), "--port", "0",
+                            "--laptop-ip", "127.0.0.1")
+        assert result.returncode == 0, result.stderr
+        (run,) = fake_pi.runs()
+        (video,) = out.glob("*.h264")
+        assert sha256(video) == run["sha256"]
+        assert "Accepted publickey" in jump.log_tail(200) or jump.log_path.read_text().count("Accepted") >= 1
