@@ -88,12 +88,18 @@ def root(
 
 
 def _register() -> None:
-    from orchestrator.commands import demo, listen, record, trust
+    # One import line per command: commands are added independently.
+    from orchestrator.commands import demo  # noqa: I001
+    from orchestrator.commands import listen
+    from orchestrator.commands import record
+    from orchestrator.commands import recover
+    from orchestrator.commands import trust
 
     app.command("record")(reports_errors(record.record))
     app.command("listen")(reports_errors(listen.listen))
     app.command("demo")(reports_errors(demo.demo))
     app.command("trust")(reports_errors(trust.trust))
+    app.command("recover")(reports_errors(recover.recover))
 
 
 _register()

@@ -28,6 +28,8 @@ class FileStatus(str, enum.Enum):
     COMPLETE = "complete"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    # A `.tmp` left by a run that was killed, finalised later by `piorch recover` or the next run.
+    RECOVERED = "recovered"
 
 
 @dataclass(frozen=True)

@@ -154,13 +154,15 @@ class LocalHost:
     def start(self, command: str) -> Process:
         proc = subprocess.Popen(
             ["sh", "-c", command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env,
+            # stdin stays open and silent, like an SSH channel: the pipeline's watchdog reads it and frees
+            # the camera when piorch goes away (the pipe closes when this process dies, however it dies).
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env,
             # Its own session, like a command sshd starts: Ctrl+C in piorch's terminal must not reach it,
             # piorch stops it on purpose.
             start_new_session=True,
         )
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = proc.stdout, proc.stderr
+        assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
+        out, err, keep_open = proc.stdout, proc.stderr, proc.stdin
 
         def exit_status(timeout: float) -> int | None:
             try:
@@ -172,6 +174,7 @@ class LocalHost:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+            keep_open.close()
             out.close()
             err.close()
 

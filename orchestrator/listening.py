@@ -9,6 +9,7 @@ from orchestrator.events import EventSink, FileFinished, State, StateChanged
 from orchestrator.finishing import finish_received_file
 from orchestrator.progress import ProgressClock
 from orchestrator.receiver import ReceivedFile, make_receiver
+from orchestrator.recovery import recover_leftovers
 from orchestrator.settings import ReceiveSettings
 
 
@@ -29,14 +30,16 @@ def run_listen(settings: ReceiveSettings, on_event: EventSink, stop: threading.E
             context={"settings": {"port": settings.port, "backend": settings.backend.value}}, on_event=on_event,
         ))
 
+    recover_leftovers(settings.out_dir, on_event)
     receiver = make_receiver(settings, on_file, on_event)
     receiver.start()
     clock = ProgressClock(receiver, on_event, settings.out_dir, None, None)
     on_event(StateChanged(State.LISTENING, f"port {receiver.port}"))
     interrupted = False
     try:
-        while not receiver.finished:
-            if stop.wait(0.2):
+        # Short waits on the receiver's own event: `--once` exits as soon as its connection is finished.
+        while not receiver.wait_finished(0.05):
+            if stop.is_set():
                 interrupted = True
                 break
             clock.tick()

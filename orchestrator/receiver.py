@@ -8,6 +8,7 @@ instructions, hashing inline would be the slowest step of a fast transfer. The d
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import socket
@@ -26,6 +27,7 @@ from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_fl
 from orchestrator.settings import Backend, ReceiveSettings
 
 CHUNK = 1 << 20
+SYNC_EVERY = 64 << 20
 # How often blocking calls wake up to notice a stop request.
 POLL_S = 0.25
 
@@ -72,6 +74,10 @@ class _FollowHasher(threading.Thread):
                         break
                     self._digest.update(chunk)
                     self.hashed += len(chunk)
+                    if self.hashed % SYNC_EVERY < len(chunk):
+                        # Push what was hashed to the disk as we go, off the socket's thread: a long
+                        # recording is durable minute by minute and the final fsync has little left.
+                        os.fdatasync(self._handle.fileno())
                 elif self._writer.closed:
                     break
                 else:
@@ -97,6 +103,8 @@ class FileWriter:
         self.final_path = out_dir / f"{self.id}{suffix}"
         self.tmp_path = out_dir / f"{self.id}{suffix}.tmp"
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # Held until the file is finished: `recover` (or a second piorch) never touches a file in use.
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.bytes_written = 0
         self.closed = False
         self.started_utc = utc_now()
@@ -244,6 +252,9 @@ class Receiver:
     def finished(self) -> bool:
         """True once a `--once` receiver has had its one connection."""
         return self._stopping.is_set()
+
+    def wait_finished(self, timeout: float) -> bool:
+        return self._stopping.wait(timeout)
 
 
 class BuiltinReceiver(Receiver):

@@ -19,6 +19,7 @@ from orchestrator.host import Host, Process
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
 from orchestrator.progress import ProgressClock
 from orchestrator.receiver import ReceivedFile, make_receiver
+from orchestrator.recovery import recover_leftovers
 from orchestrator.remote import (
     CAMERA_EXIT_MARK,
     NC_EXIT_MARK,
@@ -126,6 +127,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
 
         receive = replace(receive, bind=laptop_ip)
     camera_argv = build_camera_argv(settings.camera, tool)
+    recover_leftovers(receive.out_dir, on_event)
     received: list[ReceivedFile] = []
     receiver = make_receiver(receive, received.append, on_event)
     receiver.start()

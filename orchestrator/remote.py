@@ -74,15 +74,27 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) ->
 
     Lines on stdout: `piorch-pgid N` first, then `piorch-camera-exit S` and `piorch-nc-exit S`. The
     camera's stderr flows to the channel's stderr so piorch can explain a failure.
+
+    The watchdog: the script's stdin is the SSH channel, which piorch holds open and never writes to. When
+    the laptop side goes away (piorch killed, even with SIGKILL, or the connection dropped) sshd closes
+    it, `read` sees end-of-file and the watchdog kills the whole process group, so the camera is freed
+    by the Pi itself. Camera and nc get /dev/null as stdin: nothing else may consume the channel.
+    Every construct here is POSIX sh (dash on Raspberry Pi OS), not bash.
     """
     inner = (
         f'echo "{PGID_MARK} $$"; '
+        # The channel moves to fd 4 for the watchdog alone (POSIX lets sh give a background job /dev/null
+        # as stdin, so it is passed explicitly). $$ in a subshell is still the session leader's pid, which
+        # is the group id; `kill -TERM -PGID` without `--`, which dash's kill rejects.
+        "exec 4<&0 </dev/null; "
+        "( while read -r _ <&4; do :; done; kill -TERM -$$; sleep 3; kill -KILL -$$ ) >/dev/null 2>&1 & "
+        "watchdog=$!; exec 4<&-; "
         # fd 3 keeps the channel's stdout for status lines while stdout itself is the pipe to nc.
         "exec 3>&1; "
         f'{{ {shlex.join(camera_argv)} 3>&-; echo "{CAMERA_EXIT_MARK} $?" >&3; }} '
         # nc's stdout would carry anything the laptop sends back: nothing is expected, so drop it.
         f"| {shlex.join(nc_argv)} >/dev/null 3>&-; "
-        f'echo "{NC_EXIT_MARK} $?"'
+        f'status=$?; kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
     )
     # setsid -w: a new session (so one `kill -- -PGID` reaches camera and nc, and nothing else) and wait
     # for it, so the channel stays open exactly as long as the pipeline runs. `exec` drops the login shell.
@@ -92,18 +104,19 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) ->
 def build_kill_script(pgid: int, grace_s: float = 3.0) -> str:
     """TERM the whole group, wait up to `grace_s`, then KILL; print whether the group is gone.
 
-    `kill -0 -- -PGID` fails once no process of the group is left, which is how the camera is known free.
+    `kill -0 -PGID` fails once no process of the group is left, which is how the camera is known free.
     """
     if pgid <= 1:
         raise ValueError(f"refusing to signal process group {pgid}")
     steps = max(1, int(grace_s / 0.1))
     group = f"-{pgid}"
+    # `kill -SIG -PGID` (no `--`): the form both bash's and dash's kill builtins accept.
     return (
-        f"kill -TERM -- {group} 2>/dev/null; i=0; "
-        f"while kill -0 -- {group} 2>/dev/null; do "
-        f'i=$((i+1)); if [ "$i" -gt {steps} ]; then kill -KILL -- {group} 2>/dev/null; sleep 0.2; break; fi; '
+        f"kill -TERM {group} 2>/dev/null; i=0; "
+        f"while kill -0 {group} 2>/dev/null; do "
+        f'i=$((i+1)); if [ "$i" -gt {steps} ]; then kill -KILL {group} 2>/dev/null; sleep 0.2; break; fi; '
         "sleep 0.1; done; "
-        f"if kill -0 -- {group} 2>/dev/null; then echo piorch-still-running; else echo piorch-gone; fi"
+        f"if kill -0 {group} 2>/dev/null; then echo piorch-still-running; else echo piorch-gone; fi"
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -147,29 +150,88 @@ def test_status_lines() -> None:
     assert parse_status_line("hello") is None
 
 
+def group_alive(pgid: int) -> bool:
+    """Any process of the group that is not a zombie (a zombie holds nothing, it only waits for a reaper)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_kill_script_stops_a_group_in_dash_and_bash(shell: str) -> None:
+    group = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
+    # Reap the leader as soon as it dies, as its real parent (setsid -w) does on the Pi.
+    reaper = threading.Thread(target=group.wait, daemon=True)
+    reaper.start()
+    try:
+        result = subprocess.run([shell, "-c", build_kill_script(group.pid)], capture_output=True, text=True,
+                                timeout=15)
+        assert result.stdout.strip() == "piorch-gone"
+        reaper.join(5)
+        assert group.returncode == -15 and not group_alive(group.pid)
+    finally:
+        if group.poll() is None:
+            group.kill()
+
+
 def test_kill_script_refuses_group_zero_and_one() -> None:
     for bad in (0, 1, -5):
         with pytest.raises(ValueError):
             build_kill_script(bad)
-    assert "kill -TERM -- -321" in build_kill_script(321)
+    assert "kill -TERM -321" in build_kill_script(321)
+
+
+def run_script(script: str, timeout: float = 10) -> subprocess.CompletedProcess[bytes]:
+    """Run like sshd does: stdin is a channel that stays open (and silent) until the command ends."""
+    read_end, write_end = os.pipe()
+    try:
+        return subprocess.run(["sh", "-c", script], stdin=read_end, capture_output=True, timeout=timeout)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_pipeline_runs_for_real_and_reports() -> None:
     """The script is plain sh: run it locally with stand-ins for camera and nc."""
-    script = build_pipeline_script(["printf", "%s", "frame-bytes"], ["cat"])
-    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
-    lines = result.stdout.splitlines()
+    result = run_script(build_pipeline_script(["printf", "%s", "frame-bytes"], ["cat"]))
+    lines = result.stdout.decode().splitlines()
     assert lines[0].startswith("piorch-pgid ")
     assert "piorch-camera-exit 0" in lines and "piorch-nc-exit 0" in lines
     # nc's stdout is dropped: nothing of the stream leaks into the status channel.
-    assert "frame-bytes" not in result.stdout
+    assert b"frame-bytes" not in result.stdout
 
 
 def test_pipeline_reports_camera_failure() -> None:
-    script = build_pipeline_script(["sh", "-c", "echo 'no cameras available' >&2; exit 70"], ["cat"])
-    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
-    assert "piorch-camera-exit 70" in result.stdout
-    assert "no cameras available" in result.stderr
+    result = run_script(build_pipeline_script(["sh", "-c", "echo 'no cameras available' >&2; exit 70"], ["cat"]))
+    assert b"piorch-camera-exit 70" in result.stdout
+    assert b"no cameras available" in result.stderr
+
+
+def test_watchdog_kills_the_group_when_the_channel_closes() -> None:
+    """piorch gone (even SIGKILLed): the channel closes and the Pi frees the camera by itself."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(["sh", "-c", build_pipeline_script(["sleep", "60"], ["cat"])], stdin=read_end,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(read_end)
+    try:
+        assert proc.stdout is not None
+        pgid = int(proc.stdout.readline().split()[1])
+        time.sleep(0.3)
+        os.killpg(pgid, 0)  # camera and nc are running in their group
+        os.close(write_end)  # the laptop side goes away
+        assert proc.wait(10) == -15  # the session leader was TERMinated by its own watchdog
+        deadline = time.monotonic() + 10
+        while group_alive(pgid):
+            assert time.monotonic() < deadline, "the watchdog did not stop camera and nc"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 HOSTILE = st.text(alphabet=st.sampled_from(list("ab $`'\"\\;|&()<>*?!#~\n\t{}[]%")), min_size=1, max_size=20)
@@ -182,5 +244,5 @@ def test_hostile_argument_reaches_the_program_unchanged(value: str) -> None:
     script = build_pipeline_script(["printf", "%s", value], ["cat"])
     inner = shlex.split(script)[-1]  # the `sh -c` payload
     assert shlex.join(["printf", "%s", value]) in inner
-    result = subprocess.run(["sh", "-c", script.replace(">/dev/null", ">&2")], capture_output=True, timeout=10)
+    result = run_script(build_pipeline_script(["printf", "%s", value], ["sh", "-c", "cat >&2"]))
     assert result.stderr == value.encode()

@@ -1,0 +1,28 @@
+"""`piorch recover DIR`: finalise the `.tmp` files a killed run left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orchestrator.commands.common import stdout_console
+from orchestrator.errors import UsageError
+
+
+def recover(
+    out: Path = typer.Argument(Path("recv"), help="Folder to look in [./recv]."),
+) -> None:
+    """Rename each leftover `<uuid>.<ext>.tmp` to its final name, hash it, and write a manifest with status
+    `recovered`. Files a running piorch is still writing are left alone; nothing is ever deleted.
+    `record` and `listen` do the same for their folder when they start."""
+    from orchestrator.display import PlainLog, render_summary
+    from orchestrator.recovery import recover_leftovers
+
+    if not out.is_dir():
+        raise UsageError(f"{out} is not a folder", "give the folder piorch recorded into, e.g. `piorch recover recv`")
+    files = recover_leftovers(out, PlainLog())
+    if files:
+        render_summary(files, stdout_console())
+    else:
+        print(f"nothing to recover in {out}")
