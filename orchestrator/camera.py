@@ -42,6 +42,8 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
             "-fps", str(camera.fps),
             "-n", "-ih",
         ]
+        if camera.intra_period:
+            argv += ["-g", str(camera.intra_period)]
         if camera.vflip:
             argv.append("-vf")
         if camera.hflip:
@@ -58,6 +60,8 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
         "--framerate", str(camera.fps),
         "-n", "--inline",
     ]
+    if camera.intra_period:
+        argv += ["--intra", str(camera.intra_period)]
     if camera.vflip:
         argv.append("--vflip")
     if camera.hflip:

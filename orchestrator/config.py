@@ -95,10 +95,18 @@ KEYS: dict[str, Key] = {
         Key("hflip", bool, False, "flip the picture horizontally"),
         Key("camera_tool", str, "auto", "auto, raspivid, libcamera-vid or rpicam-vid",
             check_choice("auto", "raspivid", "libcamera-vid", "rpicam-vid")),
+        Key("container", str, "mp4", "file type: mp4 or mkv (remuxed, true frame rate) or h264 (raw stream)",
+            check_choice("mp4", "mkv", "h264")),
         Key("backend", str, "builtin", "laptop receiver: builtin (Python) or nc (local netcat)",
             check_choice("builtin", "nc")),
         Key("ssh_config", str, "~/.ssh/config", "OpenSSH client config read for aliases, keys, known_hosts"),
         Key("connect_timeout", float, 10.0, "seconds to wait for the SSH connection"),
+        Key("pi_ip", str, "", "the Pi's address on the direct cable (empty: setup-link picks a free subnet's .2)",
+            check_ip),
+        Key("link_prefix", int, 24, "prefix length of the direct cable's subnet",
+            lambda value: None if 8 <= value <= 30 else "must be between 8 and 30"),
+        Key("iface", str, "", "laptop interface of the direct cable (empty: the wired one, found by itself)"),
+        Key("pi_boot_dir", str, "", "boot folder on the Pi for setup-link --pi (empty: /boot/firmware, then /boot)"),
     )
 }
 

@@ -5,6 +5,7 @@ Shared by `record` and `listen`, so a file means the same thing whichever comman
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
@@ -25,27 +26,34 @@ def decide_status(item: ReceivedFile, interrupted: bool, failure: str | None) ->
 
 def finish_received_file(
     item: ReceivedFile, *, interrupted: bool, failure: str | None, discard_partial: bool,
-    context: dict[str, Any], on_event: EventSink,
+    context: dict[str, Any], on_event: EventSink, playable: Path | None = None,
 ) -> FileFinished:
     """Write the manifest beside the file, or remove an interrupted file when the user asked to.
 
-    `context` carries what only the caller knows (pi, tool, remote_argv, settings, remote_exit).
+    `context` carries what only the caller knows (pi, tool, remote_argv, settings, remote_exit, container
+    details). `playable` is the remuxed file that replaces the raw one in the manifest, when there is one.
     """
     status, reason = decide_status(item, interrupted, failure)
     removed = status is FileStatus.INTERRUPTED and discard_partial
     manifest_path = item.path.with_name(item.id + ".json")
     manifest: Any = None
+    shown = playable or item.path
+    fps = item.frames / item.duration_s if item.frames and item.duration_s > 0 else None
     if removed:
         item.path.unlink(missing_ok=True)
+        if playable is not None:
+            playable.unlink(missing_ok=True)
     else:
         problem = write_manifest(manifest_path, Manifest(
-            id=item.id, file=item.path.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
-            started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, reason=reason, **context,
+            id=item.id, file=shown.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
+            started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, reason=reason,
+            frames=item.frames, iframes=item.iframes, fps_measured=round(fps, 3) if fps else None,
+            segment=item.segment, **context,
         ))
         if problem is None:
             manifest = manifest_path
         else:
             on_event(Notice("error", f"{problem}; {item.path.name} itself is kept"))
-    finished = FileFinished(item.path, manifest, item.bytes, item.sha256, status, item.duration_s, removed)
+    finished = FileFinished(shown, manifest, item.bytes, item.sha256, status, item.duration_s, removed)
     on_event(finished)
     return finished

@@ -32,6 +32,16 @@ class Manifest:
     settings: dict[str, Any] = field(default_factory=dict)
     remote_exit: dict[str, int | None] = field(default_factory=dict)
     reason: str = ""
+    # From the H.264 parser: frames and I-frames in this file, frames/s measured on arrival.
+    frames: int | None = None
+    iframes: int | None = None
+    fps_measured: float | None = None
+    segment: int = 1
+    # The raw stream this file was remuxed from, when kept (--keep-raw); sha256 and bytes are the raw stream's.
+    raw_file: str | None = None
+    container: str = "h264"
+    duration_s: float | None = None
+    remux_error: str | None = None
     piorch_version: str = __version__
 
 

@@ -16,15 +16,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ReceiverError
 from orchestrator.events import EventSink, FileStarted, Notice
 from orchestrator.manifest import utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
+from orchestrator.sinks import StreamSink, Tap
+
+if TYPE_CHECKING:
+    from orchestrator.annexb import SegmentStats
 
 CHUNK = 1 << 20
 SYNC_EVERY = 64 << 20
@@ -46,8 +50,14 @@ class ReceivedFile:
     started_utc: str
     ended_utc: str
     duration_s: float
-    # "eof" (the sender closed), "stopped" (piorch stopped receiving) or "error: ..." (why it failed).
+    # "eof" (the sender closed), "segment" (cut there, the stream goes on in the next file), "stopped"
+    # (piorch stopped receiving) or "error: ..." (why it failed).
     ended_by: str
+    # From the H.264 parser when the stream is parsed; None otherwise.
+    frames: int | None = None
+    iframes: int | None = None
+    # 1 for the first file of a connection, 2 for the next segment, ...
+    segment: int = 1
 
 
 class _FollowHasher(threading.Thread):
@@ -193,6 +203,8 @@ class Receiver:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.port = settings.port
+        # Sees every byte as it arrives (the live view); must never block.
+        self.tap: Tap | None = None
 
     # Counters the dashboard reads on its own clock.
     @property
@@ -212,15 +224,12 @@ class Receiver:
         self._on_event(FileStarted(writer.tmp_path, peer))
         return writer
 
-    def _close_writer(self, writer: FileWriter, ended_by: str) -> None:
-        if writer.bytes_written == 0 and ended_by == "eof":
-            # A connection that carried nothing (a camera that failed at once, a port probe): no file.
-            writer.finish(ended_by).path.unlink(missing_ok=True)
-            with self._lock:
-                self._writers.discard(writer)
-            self._on_event(Notice("warning", f"a connection from {writer.peer} closed without any data"))
-            return
+    def _close_writer(self, writer: FileWriter, ended_by: str, stats: SegmentStats | None = None,
+                      segment: int = 1) -> None:
         received = writer.finish(ended_by)
+        if stats is not None:
+            received = replace(received, frames=stats.frames, iframes=stats.iframes)
+        received = replace(received, segment=segment)
         with self._lock:
             self._writers.discard(writer)
             self._finished_bytes += received.bytes
@@ -288,12 +297,7 @@ class BuiltinReceiver(Receiver):
                 break  # `--once`: one connection, no more accepted
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
-        try:
-            writer = self._open_writer(peer)
-        except OSError as exc:
-            conn.close()
-            self._on_event(Notice("error", f"cannot create a file in {self.settings.out_dir}: {exc.strerror}"))
-            return
+        writer = StreamSink(self, peer)
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
         ended_by = "eof"
@@ -315,16 +319,16 @@ class BuiltinReceiver(Receiver):
                 if count == 0:
                     break
                 writer.write(view[:count])
-        except WriteFailed as exc:
+        except (WriteFailed, OSError) as exc:
             ended_by = f"error: {exc}"
         finally:
             conn.close()
-            self._close_writer(writer, ended_by)
+            writer.finish(ended_by)
             if self.settings.once:
                 self._stopping.set()
 
     @staticmethod
-    def _drain(conn: socket.socket, writer: FileWriter, view: memoryview) -> None:
+    def _drain(conn: socket.socket, writer: StreamSink, view: memoryview) -> None:
         conn.setblocking(False)
         while True:
             try:
@@ -391,7 +395,7 @@ class NcReceiver(Receiver):
         self._nc_path, flavour = detect_local_nc()
         self.argv = build_nc_listen_argv(flavour, self.settings.port, self.settings.bind)
         self._proc: Any = None
-        self._writer: FileWriter | None = None
+        self._writer: StreamSink | None = None
         self._write_error: str | None = None
         thread = threading.Thread(target=self._loop, daemon=True, name="piorch-nc")
         self._threads.append(thread)
@@ -416,7 +420,7 @@ class NcReceiver(Receiver):
             return  # the disk failed: nc is being stopped, the rest is dropped
         try:
             if self._writer is None:
-                self._writer = self._open_writer("nc")
+                self._writer = StreamSink(self, "nc")
             self._writer.write(chunk)
         except (WriteFailed, OSError) as exc:
             self._write_error = str(exc)
@@ -458,7 +462,7 @@ class NcReceiver(Receiver):
                     ended_by = "stopped"
                 else:
                     ended_by = "eof"
-                self._close_writer(writer, ended_by)
+                writer.finish(ended_by)
                 if self.settings.once:
                     self._stopping.set()
             elif stderr and not self._stopping.is_set():

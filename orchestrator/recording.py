@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+from orchestrator.annexb import frames_for, intra_period_for
 from orchestrator.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
 from orchestrator.errors import RemoteError
 from orchestrator.events import EventSink, FileFinished, Notice, State, StateChanged
-from orchestrator.finishing import finish_received_file
 from orchestrator.host import Host, Process
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
 from orchestrator.progress import ProgressClock
-from orchestrator.receiver import ReceivedFile, make_receiver
+from orchestrator.receiver import make_receiver
 from orchestrator.recovery import recover_leftovers
 from orchestrator.remote import (
     CAMERA_EXIT_MARK,
@@ -31,6 +31,7 @@ from orchestrator.remote import (
     parse_probe_output,
     parse_status_line,
 )
+from orchestrator.session import SessionFiles
 from orchestrator.settings import CameraTool, RecordSettings
 
 # How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
@@ -123,13 +124,19 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                           "pass --laptop-ip with the laptop's address on the Pi link")
     receive = settings.receive
     if receive.bind is None:
-        from dataclasses import replace
-
         receive = replace(receive, bind=laptop_ip)
-    camera_argv = build_camera_argv(settings.camera, tool)
+    camera = settings.camera
+    if settings.segment_s:
+        # Every segment must open on an I-frame: an intra period that divides the segment length.
+        camera = replace(camera, intra_period=intra_period_for(settings.segment_s, camera.fps))
+    camera_argv = build_camera_argv(camera, tool)
     recover_leftovers(receive.out_dir, on_event)
-    received: list[ReceivedFile] = []
-    receiver = make_receiver(receive, received.append, on_event)
+    fps = settings.camera.fps
+    receive = replace(receive, parse_h264=True,
+                      segment_frames=frames_for(settings.segment_s, fps) if settings.segment_s else 0)
+    session = SessionFiles(receive.out_dir, settings.container, fps, settings.keep_raw, receive.discard_partial,
+                           on_event)
+    receiver = make_receiver(receive, session.on_file, on_event)
     receiver.start()
     nc_argv = build_nc_send_argv(flavour, laptop_ip, receiver.port)
     duration_s = settings.camera.duration_ms / 1000 or None
@@ -195,16 +202,12 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         )
     if overran:
         problem = CameraProblem("the camera did not stop at its time limit", "run `piorch doctor` to check the Pi")
-    if problem is None and not interrupted and remote_exit["camera"] is None and not received:
+    if problem is None and not interrupted and remote_exit["camera"] is None and not session.pending:
         problem = CameraProblem(f"the camera pipeline on {host.name} ended without reporting",
                                 stderr.strip().splitlines()[-1] if stderr.strip() else "run `piorch doctor`")
-    context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
-               "settings": _settings_dict(settings), "remote_exit": dict(remote_exit)}
-    files = tuple(
-        finish_received_file(item, interrupted=interrupted, failure=problem.message if problem else None,
-                             discard_partial=settings.receive.discard_partial, context=context, on_event=on_event)
-        for item in received
-    )
+    session.context.update({"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
+                            "settings": _settings_dict(settings), "remote_exit": dict(remote_exit)})
+    files = session.finish(interrupted, problem.message if problem else None)
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
     on_event(StateChanged(state, problem.message if problem else ""))
     return RecordResult(state, files, tool, tuple(camera_argv), problem, freed, remote_exit)
@@ -213,4 +216,5 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
 def _settings_dict(settings: RecordSettings) -> dict[str, object]:
     camera = asdict(settings.camera)
     return {**camera, "port": settings.receive.port, "backend": settings.receive.backend.value,
-            "camera_tool": settings.camera_tool.value, "laptop_ip": settings.laptop_ip}
+            "camera_tool": settings.camera_tool.value, "laptop_ip": settings.laptop_ip,
+            "segment_s": settings.segment_s, "container": settings.container, "keep_raw": settings.keep_raw}

@@ -35,6 +35,8 @@ class CameraSettings:
     hflip: bool = False
     # 0 means "until stopped": the camera's own `-t 0`.
     duration_ms: int = 0
+    # Frames between I-frames; 0 leaves the tool's default (about 60 for raspivid).
+    intra_period: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class ReceiveSettings:
     bind: str | None = None
     discard_partial: bool = False
     once: bool = False
+    # Parse the stream as H.264 (frame counts in manifests, frames/s on the dashboard).
+    parse_h264: bool = False
+    # Cut into segments of this many frames at I-frame boundaries; 0 = one file per connection.
+    segment_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,3 +71,61 @@ class RecordSettings:
     camera_tool: CameraTool = CameraTool.AUTO
     # Where the Pi sends; None means "the local address of the SSH connection".
     laptop_ip: str | None = None
+    # Cut into gapless segments of about this many seconds (whole GOPs); 0 = one file.
+    segment_s: float = 0.0
+    # mp4 or mkv (remuxed with the true frame rate, no re-encoding) or h264 (the raw stream).
+    container: str = "mp4"
+    keep_raw: bool = False
+    view: bool = False
+
+
+class StillTool(str, enum.Enum):
+    """The still-camera tools; AUTO takes the Pi's own (rpicam-still, then libcamera-still, then raspistill)."""
+
+    AUTO = "auto"
+    RASPISTILL = "raspistill"
+    LIBCAMERA_STILL = "libcamera-still"
+    RPICAM_STILL = "rpicam-still"
+
+    @property
+    def is_legacy(self) -> bool:
+        return self is StillTool.RASPISTILL
+
+
+class ImageFormat(str, enum.Enum):
+    JPG = "jpg"
+    PNG = "png"
+    BMP = "bmp"
+    GIF = "gif"
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.value}"
+
+
+@dataclass(frozen=True)
+class StillSettings:
+    """One picture, spoken in each still tool's option language."""
+
+    image_format: ImageFormat = ImageFormat.JPG
+    # None: the tool's own default, the sensor's full resolution.
+    width: int | None = None
+    height: int | None = None
+    vflip: bool = False
+    hflip: bool = False
+    # How long the camera runs before it takes the picture (the tools' -t), so exposure and white balance
+    # settle; both tools default to 5 s, which would make a timelapse needlessly slow.
+    settle_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class SnapSettings:
+    still: StillSettings
+    receive: ReceiveSettings
+    still_tool: StillTool = StillTool.AUTO
+    laptop_ip: str | None = None
+    count: int = 1
+    # From the start of one capture to the start of the next; 0 = back to back.
+    interval_s: float = 0.0
+    # `--name` template with {counter} fields (checked by stills.build_image_names); None = `<uuid>.<ext>`.
+    name_template: str | None = None

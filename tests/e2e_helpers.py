@@ -77,4 +77,5 @@ def run_piorch(env: dict[str, str], *args: str, timeout: float = 60) -> subproce
 
 
 def manifests(out: Path) -> list[dict[str, object]]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    """The per-file manifests (not the session manifest)."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if not p.name.startswith("session-")]

@@ -12,9 +12,9 @@ import pytest
 from tests.e2e_helpers import run_piorch
 
 
-def decoded_frames(path: Path) -> int:
+def decoded_frames(path: Path, form: str | None = "h264") -> int:
     av = pytest.importorskip("av")
-    with av.open(str(path), format="h264") as container:
+    with av.open(str(path), format=form) as container:
         return sum(1 for _ in container.decode(video=0))
 
 
@@ -23,7 +23,7 @@ def test_demo_records_a_playable_file(tmp_path: Path, backend: str) -> None:
     env = dict(os.environ, PIORCH_CONFIG=str(tmp_path / "none.toml"))
     out = tmp_path / "recv"
     result = run_piorch(env, "demo", "--seconds", "2", "--out", str(out), "--bitrate", "4000000",
-                        "--backend", backend)
+                        "--backend", backend, "--container", "h264")
     assert result.returncode == 0, result.stderr
     (video,) = out.glob("*.h264")
     manifest = json.loads(video.with_suffix(".json").read_text())
@@ -47,8 +47,10 @@ def test_demo_without_netcat_on_the_laptop(tmp_path: Path) -> None:
     out = tmp_path / "recv"
     result = run_piorch(env, "demo", "--seconds", "1", "--out", str(out), "--bitrate", "2000000")
     assert result.returncode == 0, result.stderr
-    (video,) = out.glob("*.h264")
-    assert json.loads(video.with_suffix(".json").read_text())["status"] == "complete"
+    (video,) = out.glob("*.mp4")
+    manifest = json.loads(video.with_suffix(".json").read_text())
+    assert manifest["status"] == "complete" and manifest["container"] == "mp4"
+    assert decoded_frames(video, None) == manifest["frames"] > 0
 
 
 def test_demo_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.commands.common import pick_display
-from orchestrator.commands.record import finish
+from orchestrator.commands.record import finish, segment_seconds
 from orchestrator.errors import UsageError
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 
@@ -26,6 +26,9 @@ def demo(
     backend: str = typer.Option("builtin", "--backend", help="Laptop receiver: builtin or nc."),
     camera_tool: str = typer.Option("raspivid", "--camera-tool",
                                     help="Which tool the simulated Pi has: raspivid, libcamera-vid, rpicam-vid."),
+    segment: str = typer.Option(None, "--segment", help="Cut into gapless files of this length (e.g. 5s)."),
+    container: str = typer.Option("mp4", "--container", help="mp4, mkv or h264 (raw)."),
+    view: bool = typer.Option(False, "--view", help="Show the live picture in mpv or ffplay."),
 ) -> None:
     """Record from a built-in simulated Pi, with the live dashboard, into OUT/<uuid>.h264."""
     from orchestrator.cli import stop_on_signals
@@ -46,6 +49,8 @@ def demo(
                          "camera tools: raspivid, libcamera-vid, rpicam-vid; backends: builtin, nc") from None
     if tool is CameraTool.AUTO:
         tool = CameraTool.RASPIVID
+    if container not in ("mp4", "mkv", "h264"):
+        raise UsageError(f"unknown --container {container!r}", "use mp4, mkv or h264")
     settings = RecordSettings(
         # The shipped clip is 640x360 at 25 fps; the simulator checks the options like the real tool.
         camera=CameraSettings(bitrate=bitrate, width=640, height=360, fps=25, duration_ms=round(seconds * 1000)),
@@ -53,6 +58,7 @@ def demo(
                                 backend=chosen_backend, bind="127.0.0.1"),
         camera_tool=tool,
         laptop_ip="127.0.0.1",
+        segment_s=segment_seconds(segment), container=container, view=view,
     )
     display = pick_display("piorch demo: simulated Pi")
     with tempfile.TemporaryDirectory(prefix="piorch-demo-") as scratch:

@@ -37,6 +37,14 @@ def record(
                                                   "is always refused)."),
     discard_partial: bool = typer.Option(False, "--discard-partial",
                                          help="Delete what arrived when the recording is interrupted."),
+    segment: str = typer.Option(None, "--segment",
+                                help="Cut into gapless files of this length (5s, 90s, 10m, 1h), at I-frames."),
+    container: str = typer.Option(None, "--container",
+                                  help="mp4 or mkv (remuxed with the true frame rate, no re-encoding) or h264 "
+                                       "(the raw stream) [mp4]."),
+    keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the raw .h264 beside the mp4/mkv."),
+    view: bool = typer.Option(False, "--view",
+                              help="Show the live picture in mpv (else ffplay), fed from the received stream."),
     config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Record from the Pi's camera into OUT/<uuid>.h264 with a JSON manifest beside it.
@@ -54,8 +62,9 @@ def record(
     settings, ssh = build_record_settings(
         {"pi": pi, "laptop_ip": laptop_ip, "port": port, "out": None if out is None else str(out),
          "bitrate": bitrate, "width": width, "height": height, "fps": fps, "vflip": vflip, "hflip": hflip,
-         "camera_tool": camera_tool, "backend": backend},
+         "camera_tool": camera_tool, "backend": backend, "container": container},
         config, duration_ms(minutes, seconds), accept_new_host_key, discard_partial,
+        segment_seconds(segment), keep_raw, view,
     )
     display = pick_display(f"piorch record: {ssh.target}")
     with stop_on_signals() as stop:
@@ -68,9 +77,23 @@ def record(
     finish(result)
 
 
+def segment_seconds(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    from orchestrator.annexb import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--segment {text!r}: {exc}", "write it like 5s, 90s, 10m or 1h") from None
+    if value < 1:
+        raise UsageError(f"--segment {text!r} is under a second", "segments are whole GOPs: use 1s or more")
+    return value
+
+
 def build_record_settings(
     flags: dict[str, object], config_file: Path | None, duration: int, accept_new_host_key: bool,
-    discard_partial: bool,
+    discard_partial: bool, segment_s: float = 0.0, keep_raw: bool = False, view: bool = False,
 ) -> tuple[RecordSettings, SshSettings]:
     config = load(flags, config_file)
     if not config["pi"]:
@@ -87,7 +110,10 @@ def build_record_settings(
                                 discard_partial=discard_partial),
         camera_tool=CameraTool(config["camera_tool"]),
         laptop_ip=config["laptop_ip"] or None,
+        segment_s=segment_s, container=config["container"], keep_raw=keep_raw, view=view,
     )
+    if keep_raw and settings.container == "h264":
+        raise UsageError("--keep-raw with --container h264", "the raw stream is the file already: drop --keep-raw")
     ssh = SshSettings(
         target=config["pi"], ssh_config=Path(config["ssh_config"]).expanduser() if config["ssh_config"] else None,
         accept_new_host_key=accept_new_host_key, connect_timeout=config["connect_timeout"],
