@@ -93,6 +93,7 @@ def _register() -> None:
     from orchestrator.commands import listen
     from orchestrator.commands import record
     from orchestrator.commands import recover
+    from orchestrator.commands import setup_link
     from orchestrator.commands import trust
 
     app.command("record")(reports_errors(record.record))
@@ -100,6 +101,7 @@ def _register() -> None:
     app.command("demo")(reports_errors(demo.demo))
     app.command("trust")(reports_errors(trust.trust))
     app.command("recover")(reports_errors(recover.recover))
+    app.command("setup-link")(reports_errors(setup_link.setup_link))
 
 
 _register()
