@@ -33,6 +33,7 @@ from orchestrator.remote import (
 )
 from orchestrator.session import SessionFiles
 from orchestrator.settings import CameraTool, RecordSettings
+from orchestrator.viewer import ViewFeeder, require_player
 
 # How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
 # takes 1-3 s; a camera that never stops by itself must not hang the run).
@@ -137,7 +138,13 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     session = SessionFiles(receive.out_dir, settings.container, fps, settings.keep_raw, receive.discard_partial,
                            on_event)
     receiver = make_receiver(receive, session.on_file, on_event)
+    viewer = None
+    if settings.view:
+        viewer = ViewFeeder(require_player(), on_event)
+        receiver.tap = viewer.offer
     receiver.start()
+    if viewer is not None:
+        viewer.start()
     nc_argv = build_nc_send_argv(flavour, laptop_ip, receiver.port)
     duration_s = settings.camera.duration_ms / 1000 or None
     clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, settings.camera.bitrate)
@@ -188,6 +195,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         # Bytes still in flight reach the laptop once the sender closes; then stop accepting.
         receiver.wait_idle(3.0 if interrupted else DRAIN_S)
         receiver.stop()
+        if viewer is not None:
+            viewer.stop()
+            if viewer.dropped_bytes:
+                on_event(Notice("info", f"the live view skipped {viewer.dropped_bytes} bytes to keep up"))
         clock.tick(force=True)
     stderr = process.stderr_text() if process is not None else ""
     camera_failed = not interrupted and remote_exit["camera"] not in (0, None)

@@ -60,6 +60,10 @@ def demo(
         laptop_ip="127.0.0.1",
         segment_s=segment_seconds(segment), container=container, view=view,
     )
+    if view:
+        from orchestrator.viewer import require_player
+
+        require_player()  # said before anything starts
     display = pick_display("piorch demo: simulated Pi")
     with tempfile.TemporaryDirectory(prefix="piorch-demo-") as scratch:
         bin_dir = Path(scratch) / "bin"

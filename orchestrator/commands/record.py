@@ -66,6 +66,10 @@ def record(
         config, duration_ms(minutes, seconds), accept_new_host_key, discard_partial,
         segment_seconds(segment), keep_raw, view,
     )
+    if settings.view:
+        from orchestrator.viewer import require_player
+
+        require_player()  # said before anything starts on the Pi
     display = pick_display(f"piorch record: {ssh.target}")
     with stop_on_signals() as stop:
         host = SshHost.connect(ssh)
