@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.viewer import ViewFeeder  # noqa: E402
+from orchestrator.viewer import ViewFeeder
 
 RATE_BPS = 25_000_000
 CHUNK = 64 * 1024
@@ -71,7 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    direct_max, direct_costs = run_direct(args.seconds)
+    _, direct_costs = run_direct(args.seconds)
     feeder_max, offer_costs = run_feeder(args.seconds, PLAYER)
     _, stuck_costs = run_feeder(min(args.seconds, 3.0), ["sleep", "60"])
 
