@@ -28,7 +28,8 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
     """The camera half of the pipeline, writing H.264 to stdout.
 
     Always: no preview (a Pi on a cable has no one looking at its screen, and a preview costs GPU memory)
-    and inline headers (SPS/PPS before every I-frame, so a stream joined late or cut still decodes).
+    and, for H.264, inline headers (SPS/PPS before every I-frame, so a stream joined late or cut still
+    decodes). MJPEG needs neither: every frame is a whole JPEG.
     """
     if tool is CameraTool.AUTO:
         raise ValueError("resolve the camera tool before building its command line")
@@ -40,9 +41,13 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
             "-w", str(camera.width),
             "-h", str(camera.height),
             "-fps", str(camera.fps),
-            "-n", "-ih",
+            "-n",
         ]
-        if camera.intra_period:
+        if camera.codec == "mjpeg":
+            argv += ["-cd", "MJPEG"]  # exactly this spelling: raspivid compares case-sensitively
+        else:
+            argv.append("-ih")
+        if camera.intra_period and camera.codec == "h264":
             argv += ["-g", str(camera.intra_period)]
         if camera.vflip:
             argv.append("-vf")
@@ -53,14 +58,16 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
         tool.value, "-o", "-",
         # A bare number is milliseconds for every libcamera-vid/rpicam-vid release; units came later.
         "-t", str(camera.duration_ms),
-        "--codec", "h264",
+        "--codec", camera.codec,
         "-b", str(camera.bitrate),
         "--width", str(camera.width),
         "--height", str(camera.height),
         "--framerate", str(camera.fps),
-        "-n", "--inline",
+        "-n",
     ]
-    if camera.intra_period:
+    if camera.codec == "h264":
+        argv.append("--inline")
+    if camera.intra_period and camera.codec == "h264":
         argv += ["--intra", str(camera.intra_period)]
     if camera.vflip:
         argv.append("--vflip")

@@ -95,6 +95,9 @@ def _register() -> None:
     from orchestrator.commands import recover
     from orchestrator.commands import setup_link
     from orchestrator.commands import trust
+    from orchestrator.commands import doctor
+    from orchestrator.commands import bootstrap
+    from orchestrator.commands import snap
 
     app.command("record")(reports_errors(record.record))
     app.command("listen")(reports_errors(listen.listen))
@@ -102,6 +105,9 @@ def _register() -> None:
     app.command("trust")(reports_errors(trust.trust))
     app.command("recover")(reports_errors(recover.recover))
     app.command("setup-link")(reports_errors(setup_link.setup_link))
+    app.command("doctor")(reports_errors(doctor.doctor))
+    app.command("bootstrap")(reports_errors(bootstrap.bootstrap))
+    app.command("snap")(reports_errors(snap.snap))
 
 
 _register()

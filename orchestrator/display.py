@@ -15,7 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from orchestrator.events import Event, FileFinished, FileStarted, Notice, Progress, State, StateChanged
+from orchestrator.events import (
+    Event,
+    FileFinished,
+    FileStarted,
+    Notice,
+    PiHealthReport,
+    Progress,
+    State,
+    StateChanged,
+)
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -43,6 +52,21 @@ def build_sparkline(values: list[float], width: int = 30) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, round(v / top * (len(SPARK) - 1)))] for v in values)
 
 
+def format_health(health: PiHealthReport) -> str:
+    """One line: temperature, throttling in words, load, free memory, whether the pipeline runs."""
+    parts = []
+    if health.temp_c is not None:
+        parts.append(f"{health.temp_c:.1f} °C")
+    parts.append(", ".join(health.throttled) if health.throttled else "not throttled")
+    if health.load1 is not None:
+        parts.append(f"load {health.load1:.2f}")
+    if health.mem_available_mb is not None:
+        parts.append(f"{health.mem_available_mb} MB free")
+    if health.pipeline_alive is not None:
+        parts.append("pipeline running" if health.pipeline_alive else "pipeline NOT running")
+    return ", ".join(parts)
+
+
 def minutes_of_space(free_bytes: int | None, bps: float) -> float | None:
     if free_bytes is None or bps <= 0:
         return None
@@ -61,6 +85,7 @@ class _Model:
         self.notices: deque[Notice] = deque(maxlen=4)
         self.files_open = 0
         self.files_done: list[FileFinished] = []
+        self.health: PiHealthReport | None = None
 
     def update(self, event: Event) -> None:
         if isinstance(event, Progress):
@@ -78,6 +103,8 @@ class _Model:
         elif isinstance(event, FileFinished):
             self.files_open = max(0, self.files_open - 1)
             self.files_done.append(event)
+        elif isinstance(event, PiHealthReport):
+            self.health = event
 
 
 class Dashboard:
@@ -117,6 +144,7 @@ class Dashboard:
             progress = model.progress
             history = list(model.history)
             state, detail = model.state, model.detail
+            health = model.health
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold cyan", justify="right")
         grid.add_column()
@@ -138,12 +166,17 @@ class Dashboard:
             target = f" of {progress.target_bps / 1e6:.1f} requested" if progress.target_bps else ""
             grid.add_row("Mbit/s", f"{progress.rate_bps / 1e6:6.2f} now, {progress.average_bps / 1e6:6.2f} average"
                                    f"{target}")
+            if progress.fps is not None:
+                grid.add_row("frames/s", f"{progress.fps:.1f}")
             grid.add_row("last minute", build_sparkline(history))
             rate = progress.average_bps or progress.rate_bps or float(progress.target_bps or 0)
             minutes = minutes_of_space(progress.free_bytes, rate)
             if progress.free_bytes is not None:
                 hold = f", about {minutes:,.0f} min at this rate" if minutes is not None else ""
                 grid.add_row("disk free", f"{format_bytes(progress.free_bytes)}{hold}")
+        if health is not None:
+            style = "red" if health.throttled or health.warnings else ""
+            grid.add_row("Pi", f"[{style}]{format_health(health)}[/]" if style else format_health(health))
         return Panel(grid, title=self._title, expand=False)
 
 

@@ -50,6 +50,8 @@ class Progress:
     target_bps: int | None
     active_connections: int
     free_bytes: int | None
+    # Frames per second measured from the stream (H.264), None when not known.
+    fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,24 @@ class FileFinished:
 
 
 @dataclass(frozen=True)
+class PiHealthReport:
+    """Read every few seconds over the recording's own SSH connection (no second camera client)."""
+
+    temp_c: float | None
+    throttled: tuple[str, ...]
+    load1: float | None
+    mem_available_mb: int | None
+    pipeline_alive: bool | None
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Notice:
     level: str  # "info", "warning" or "error"
     message: str
 
 
-Event = StateChanged | Progress | FileStarted | FileFinished | Notice
+Event = StateChanged | Progress | FileStarted | FileFinished | Notice | PiHealthReport
 EventSink = Callable[[Event], None]
 
 

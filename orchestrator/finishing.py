@@ -5,6 +5,7 @@ Shared by `record` and `listen`, so a file means the same thing whichever comman
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,10 @@ def finish_received_file(
     shown = playable or item.path
     fps = item.frames / item.duration_s if item.frames and item.duration_s > 0 else None
     if removed:
-        item.path.unlink(missing_ok=True)
+        if item.path.is_dir():
+            shutil.rmtree(item.path)  # the frames folder of an interrupted MJPEG recording
+        else:
+            item.path.unlink(missing_ok=True)
         if playable is not None:
             playable.unlink(missing_ok=True)
     else:
@@ -48,7 +52,7 @@ def finish_received_file(
             id=item.id, file=shown.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
             started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, reason=reason,
             frames=item.frames, iframes=item.iframes, fps_measured=round(fps, 3) if fps else None,
-            segment=item.segment, **context,
+            segment=item.segment, frame_list=list(item.frame_list) or None, **context,
         ))
         if problem is None:
             manifest = manifest_path

@@ -22,7 +22,7 @@ class ProgressClock:
         self._duration_s = duration_s
         self._target_bps = target_bps
         self._started = time.monotonic()
-        self._samples: deque[tuple[float, int]] = deque(maxlen=8)
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=8)
         self._next = 0.0
         self._first_byte_at: float | None = None
 
@@ -40,12 +40,14 @@ class ProgressClock:
             return
         self._next = now + TICK_S
         total = self._receiver.bytes_total
+        frames = self._receiver.frames_total
         if total and self._first_byte_at is None:
             self._first_byte_at = now
-        self._samples.append((now, total))
+        self._samples.append((now, total, frames))
         # Current rate over the last ~2 s of samples: smooth enough to read, quick enough to show a stall.
-        then, then_bytes = self._samples[0]
+        then, then_bytes, then_frames = self._samples[0]
         rate = (total - then_bytes) * 8 / (now - then) if now > then else 0.0
+        fps = (frames - then_frames) / (now - then) if now > then and frames else None
         since = now - self._first_byte_at if self._first_byte_at is not None else 0.0
         average = total * 8 / since if since > 0.5 else rate
         try:
@@ -55,5 +57,5 @@ class ProgressClock:
         self._on_event(Progress(
             elapsed_s=now - self._started, duration_s=self._duration_s, bytes_total=total, rate_bps=rate,
             average_bps=average, target_bps=self._target_bps, active_connections=self._receiver.active,
-            free_bytes=free,
+            free_bytes=free, fps=fps,
         ))

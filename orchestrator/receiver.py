@@ -25,7 +25,7 @@ from orchestrator.events import EventSink, FileStarted, Notice
 from orchestrator.manifest import utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
-from orchestrator.sinks import StreamSink, Tap
+from orchestrator.sinks import FramesSink, StreamSink, Tap, WriteFailed
 
 if TYPE_CHECKING:
     from orchestrator.annexb import SegmentStats
@@ -34,10 +34,6 @@ CHUNK = 1 << 20
 SYNC_EVERY = 64 << 20
 # How often blocking calls wake up to notice a stop request.
 POLL_S = 0.25
-
-
-class WriteFailed(Exception):
-    """Writing the received bytes failed (disk full, folder gone): the connection ends, bytes kept."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,8 @@ class ReceivedFile:
     iframes: int | None = None
     # 1 for the first file of a connection, 2 for the next segment, ...
     segment: int = 1
+    # MJPEG split into frames: one entry per frame file (index, file, arrival_utc, bytes, complete).
+    frame_list: tuple[dict[str, object], ...] = ()
 
 
 class _FollowHasher(threading.Thread):
@@ -197,7 +195,11 @@ class Receiver:
         self._on_event = on_event
         self._suffix = suffix
         self._lock = threading.Lock()
-        self._writers: set[FileWriter] = set()
+        # Everything that counts bytes right now (a FileWriter, or a frame splitter's folder).
+        self._writers: set[Any] = set()
+        # Open H.264 connections, for the frame count; frames of finished ones are added up.
+        self._sinks: set[StreamSink] = set()
+        self._frames_done = 0
         self._finished_bytes = 0
         self.connections_done = 0
         self._stopping = threading.Event()
@@ -210,7 +212,7 @@ class Receiver:
     @property
     def bytes_total(self) -> int:
         with self._lock:
-            return self._finished_bytes + sum(w.bytes_written for w in self._writers)
+            return self._finished_bytes + sum(int(w.bytes_written) for w in self._writers)
 
     @property
     def active(self) -> int:
@@ -229,12 +231,32 @@ class Receiver:
         received = writer.finish(ended_by)
         if stats is not None:
             received = replace(received, frames=stats.frames, iframes=stats.iframes)
-        received = replace(received, segment=segment)
+        self._done(writer, replace(received, segment=segment))
+
+    @property
+    def frames_total(self) -> int:
         with self._lock:
-            self._writers.discard(writer)
+            return self._frames_done + sum(sink.frames for sink in self._sinks)
+
+    def _sink_done(self, sink: StreamSink) -> None:
+        with self._lock:
+            if sink in self._sinks:
+                self._sinks.discard(sink)
+                self._frames_done += sink.frames
+
+    def _track(self, counted: Any) -> None:
+        with self._lock:
+            self._writers.add(counted)
+
+    def _done(self, counted: Any, received: ReceivedFile) -> None:
+        with self._lock:
+            self._writers.discard(counted)
             self._finished_bytes += received.bytes
             self.connections_done += 1
         self._on_file(received)
+
+    def _new_sink(self, peer: str) -> StreamSink | FramesSink:
+        return FramesSink(self, peer) if self.settings.split_jpeg else StreamSink(self, peer)
 
     def start(self) -> None:
         raise NotImplementedError
@@ -297,7 +319,7 @@ class BuiltinReceiver(Receiver):
                 break  # `--once`: one connection, no more accepted
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
-        writer = StreamSink(self, peer)
+        writer = self._new_sink(peer)
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
         ended_by = "eof"
@@ -328,7 +350,7 @@ class BuiltinReceiver(Receiver):
                 self._stopping.set()
 
     @staticmethod
-    def _drain(conn: socket.socket, writer: StreamSink, view: memoryview) -> None:
+    def _drain(conn: socket.socket, writer: StreamSink | FramesSink, view: memoryview) -> None:
         conn.setblocking(False)
         while True:
             try:
@@ -395,7 +417,7 @@ class NcReceiver(Receiver):
         self._nc_path, flavour = detect_local_nc()
         self.argv = build_nc_listen_argv(flavour, self.settings.port, self.settings.bind)
         self._proc: Any = None
-        self._writer: StreamSink | None = None
+        self._writer: StreamSink | FramesSink | None = None
         self._write_error: str | None = None
         thread = threading.Thread(target=self._loop, daemon=True, name="piorch-nc")
         self._threads.append(thread)
@@ -420,7 +442,7 @@ class NcReceiver(Receiver):
             return  # the disk failed: nc is being stopped, the rest is dropped
         try:
             if self._writer is None:
-                self._writer = StreamSink(self, "nc")
+                self._writer = self._new_sink("nc")
             self._writer.write(chunk)
         except (WriteFailed, OSError) as exc:
             self._write_error = str(exc)

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 from orchestrator.annexb import frames_for, intra_period_for
 from orchestrator.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
-from orchestrator.errors import RemoteError
-from orchestrator.events import EventSink, FileFinished, Notice, State, StateChanged
+from orchestrator.errors import PiorchError, RemoteError
+from orchestrator.events import EventSink, FileFinished, Notice, PiHealthReport, State, StateChanged
+from orchestrator.health import health_warnings, read_health
 from orchestrator.host import Host, Process
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
 from orchestrator.progress import ProgressClock
@@ -40,6 +41,8 @@ from orchestrator.viewer import ViewFeeder, require_player
 OVERRUN_GRACE_S = 15.0
 # After the camera ends, how long the sender's nc may take to deliver the tail and close.
 DRAIN_S = 10.0
+# Pi health (temperature, throttling, load, memory) every few seconds: cheap, and slow to change.
+HEALTH_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,23 @@ def _read_pgid(process: Process, timeout: float) -> int | None:
     return None
 
 
+def report_health(host: Host, pgid: int, on_event: EventSink, seen: list[str]) -> None:
+    """One health reading over the same SSH connection; a failed reading is a warning, never a stop."""
+    try:
+        health = read_health(host, pgid, timeout=5)
+    except PiorchError as exc:
+        on_event(Notice("warning", f"could not read the Pi's health ({exc.message})"))
+        return
+    warnings = tuple(health_warnings(health))
+    for warning in warnings:
+        if warning not in seen:
+            seen.append(warning)
+            on_event(Notice("warning", warning))
+    throttled = tuple(health.throttled_now)
+    on_event(PiHealthReport(health.temp_c, throttled, health.load1, health.mem_available_mb,
+                            health.pipeline_alive, warnings))
+
+
 def stop_remote(host: Host, pgid: int, on_event: EventSink) -> bool:
     """Kill the pipeline's process group and confirm it is gone (the camera is then free)."""
     try:
@@ -133,14 +153,16 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     camera_argv = build_camera_argv(camera, tool)
     recover_leftovers(receive.out_dir, on_event)
     fps = settings.camera.fps
-    receive = replace(receive, parse_h264=True,
-                      segment_frames=frames_for(settings.segment_s, fps) if settings.segment_s else 0)
-    session = SessionFiles(receive.out_dir, settings.container, fps, settings.keep_raw, receive.discard_partial,
-                           on_event)
-    receiver = make_receiver(receive, session.on_file, on_event)
+    h264 = settings.camera.codec == "h264"
+    receive = replace(receive, parse_h264=h264, split_jpeg=not h264 and settings.frames,
+                      segment_frames=frames_for(settings.segment_s, fps) if settings.segment_s and h264 else 0)
+    # Containers hold H.264 here; an MJPEG stream stays as it came (or as its frames).
+    container = settings.container if h264 else "h264"
+    session = SessionFiles(receive.out_dir, container, fps, settings.keep_raw, receive.discard_partial, on_event)
+    receiver = make_receiver(receive, session.on_file, on_event, suffix=".h264" if h264 else ".mjpeg")
     viewer = None
     if settings.view:
-        viewer = ViewFeeder(require_player(), on_event)
+        viewer = ViewFeeder(require_player(settings.camera.codec), on_event)
         receiver.tap = viewer.offer
     receiver.start()
     if viewer is not None:
@@ -149,6 +171,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     duration_s = settings.camera.duration_ms / 1000 or None
     clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, settings.camera.bitrate)
     remote_exit: dict[str, int | None] = {"camera": None, "nc": None, "pipeline": None}
+    health_warnings_seen: list[str] = []
     interrupted = False
     overran = False
     freed = True
@@ -167,6 +190,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         clock.restart()
         on_event(StateChanged(State.RECORDING, f"{tool.value} -> {laptop_ip}:{receiver.port}"))
         deadline = None if duration_s is None else time.monotonic() + duration_s + OVERRUN_GRACE_S
+        next_health = time.monotonic() + 1.0
         while True:
             if stop.is_set():
                 interrupted = True
@@ -185,6 +209,9 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             elif status and status[0] == NC_EXIT_MARK:
                 remote_exit["nc"] = status[1]
             clock.tick()
+            if time.monotonic() >= next_health:
+                next_health = time.monotonic() + HEALTH_EVERY_S
+                report_health(host, pgid, on_event, health_warnings_seen)
     finally:
         if process is not None:
             if pgid is not None and (interrupted or overran or remote_exit["nc"] is None):
@@ -217,7 +244,8 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         problem = CameraProblem(f"the camera pipeline on {host.name} ended without reporting",
                                 stderr.strip().splitlines()[-1] if stderr.strip() else "run `piorch doctor`")
     session.context.update({"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
-                            "settings": _settings_dict(settings), "remote_exit": dict(remote_exit)})
+                            "settings": _settings_dict(settings), "remote_exit": dict(remote_exit),
+                            "health_warnings": list(health_warnings_seen)})
     files = session.finish(interrupted, problem.message if problem else None)
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
     on_event(StateChanged(state, problem.message if problem else ""))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
-from orchestrator.settings import CameraTool
+from orchestrator.settings import CameraTool, StillTool
 
 PGID_MARK = "piorch-pgid"
 CAMERA_EXIT_MARK = "piorch-camera-exit"
@@ -23,7 +23,8 @@ NC_EXIT_MARK = "piorch-nc-exit"
 
 def build_probe_script() -> str:
     """One round trip that tells which camera tools, which netcat and whether setsid the Pi has."""
-    tools = " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID))
+    tools = " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID,
+                                             StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL))
     return (
         f'for t in {tools}; do p=$(command -v "$t" 2>/dev/null) && echo "piorch-tool $t $p"; done; '
         # Both netcat flavours print their help to stderr and exit non-zero; only the first lines matter.
@@ -40,10 +41,17 @@ class PiProbe:
     nc_flavour: NetcatFlavour | None = None
     has_setsid: bool = False
     complete: bool = False
+    # `snap`: rpicam-still / libcamera-still / raspistill, where found.
+    still_tools: dict[StillTool, str] = field(default_factory=dict)
+
+
+_VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}
+_STILL_TOOLS = {tool.value for tool in StillTool if tool is not StillTool.AUTO}
 
 
 def parse_probe_output(text: str) -> PiProbe:
     tools: dict[CameraTool, str] = {}
+    still_tools: dict[StillTool, str] = {}
     nc_lines: list[str] = []
     in_nc = seen_nc = has_setsid = complete = False
     for line in text.splitlines():
@@ -55,10 +63,10 @@ def parse_probe_output(text: str) -> PiProbe:
             continue
         parts = line.split(" ", 2)
         if parts[0] == "piorch-tool" and len(parts) == 3:
-            try:
+            if parts[1] in _VIDEO_TOOLS:
                 tools[CameraTool(parts[1])] = parts[2].strip()
-            except ValueError:
-                continue
+            elif parts[1] in _STILL_TOOLS:
+                still_tools[StillTool(parts[1])] = parts[2].strip()
         elif line.strip() == "piorch-nc-begin":
             in_nc = seen_nc = True
         elif line.strip() == "piorch-setsid":
@@ -66,7 +74,7 @@ def parse_probe_output(text: str) -> PiProbe:
         elif line.strip() == "piorch-probe-done":
             complete = True
     flavour = parse_nc_flavour("\n".join(nc_lines)) if seen_nc else None
-    return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete)
+    return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools)
 
 
 def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) -> str:

@@ -37,6 +37,8 @@ class CameraSettings:
     duration_ms: int = 0
     # Frames between I-frames; 0 leaves the tool's default (about 60 for raspivid).
     intra_period: int = 0
+    # "h264" or "mjpeg" (JPEG images back to back).
+    codec: str = "h264"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class ReceiveSettings:
     parse_h264: bool = False
     # Cut into segments of this many frames at I-frame boundaries; 0 = one file per connection.
     segment_frames: int = 0
+    # MJPEG: each JPEG of a connection into its own file, OUT/<uuid>/frame_000001.jpg, ...
+    split_jpeg: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class RecordSettings:
     container: str = "mp4"
     keep_raw: bool = False
     view: bool = False
+    # MJPEG only: split the stream into one JPEG file a frame.
+    frames: bool = False
 
 
 class StillTool(str, enum.Enum):

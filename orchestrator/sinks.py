@@ -7,14 +7,22 @@ frames and, when segments are asked for, cuts at I-frame boundaries so no byte i
 
 from __future__ import annotations
 
+import errno
+import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.annexb import SegmentCutter, SegmentStats
-from orchestrator.events import Notice
+from orchestrator.events import FileStarted, Notice
+from orchestrator.mjpeg import JpegSplitter
 
 if TYPE_CHECKING:
     from orchestrator.receiver import FileWriter, Receiver
+
+
+class WriteFailed(Exception):
+    """Writing the received bytes failed (disk full, folder gone): the connection ends, bytes kept."""
 
 # "Never cut": the cutter still counts frames and I-frames.
 NO_CUT = 1 << 62
@@ -32,6 +40,12 @@ class StreamSink:
         self._writer: FileWriter | None = None
         self._segment = 0
         self._tap = receiver.tap
+        receiver._sinks.add(self)
+
+    @property
+    def frames(self) -> int:
+        """Frames seen so far on this connection (0 when the stream is not parsed)."""
+        return self._cutter.parser.frames if self._cutter is not None else 0
 
     @property
     def bytes_written(self) -> int:
@@ -66,6 +80,12 @@ class StreamSink:
 
     def finish(self, ended_by: str) -> None:
         """The connection ended; write what the cutter still held, close the last file."""
+        try:
+            self._finish(ended_by)
+        finally:
+            self._receiver._sink_done(self)
+
+    def _finish(self, ended_by: str) -> None:
         if self._cutter is not None:
             try:
                 for piece in self._cutter.finish():
@@ -80,3 +100,83 @@ class StreamSink:
                 self._receiver._on_event(Notice("warning", f"a connection from {self._peer} closed without data"))
             return
         self._close(ended_by)
+
+
+class FramesSink:
+    """MJPEG split on the laptop: each JPEG of the connection becomes `OUT/<uuid>/frame_000001.jpg`, ...
+
+    The folder is `OUT/<uuid>.tmp/` until the connection ends. The stream's SHA-256 is kept whole (MJPEG
+    rates are low enough to hash inline), so the manifest still proves what arrived.
+    """
+
+    def __init__(self, receiver: Receiver, peer: str) -> None:
+        import hashlib
+        import uuid
+
+        from orchestrator.manifest import utc_now
+
+        self._receiver = receiver
+        self._peer = peer
+        self._utc_now = utc_now
+        self.id = str(uuid.uuid4())
+        out = receiver.settings.out_dir
+        self._tmp_dir = out / f"{self.id}.tmp"
+        self._final_dir = out / self.id
+        self._splitter = JpegSplitter()
+        self._digest = hashlib.sha256()
+        self._frame = bytearray()
+        self._frames: list[dict[str, object]] = []
+        self.bytes_written = 0
+        self._started_utc = utc_now()
+        self._started = time.monotonic()
+        self._tap = receiver.tap
+        self._opened = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._tap is not None:
+            self._tap(data)
+        if not self._opened:
+            self._tmp_dir.mkdir()
+            self._opened = True
+            self._receiver._track(self)
+            self._receiver._on_event(FileStarted(self._tmp_dir, self._peer))
+        self._digest.update(data)
+        self.bytes_written += len(data)
+        for piece in self._splitter.feed(data):
+            if piece.new_frame and self._frame:
+                self._flush(complete=True)
+            self._frame += piece.data
+
+    def _flush(self, complete: bool) -> None:
+        index = len(self._frames) + 1
+        name = f"frame_{index:06d}.jpg"
+        try:
+            (self._tmp_dir / name).write_bytes(self._frame)
+        except OSError as exc:
+            raise WriteFailed("disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)) from None
+        self._frames.append({"index": index, "file": name, "arrival_utc": self._utc_now(),
+                             "bytes": len(self._frame), "complete": complete})
+        self._frame = bytearray()
+
+    def finish(self, ended_by: str) -> None:
+        from orchestrator.receiver import ReceivedFile
+
+        if not self._opened:
+            if ended_by == "eof":
+                self._receiver._on_event(Notice("warning", f"a connection from {self._peer} closed without data"))
+            return
+        try:
+            for piece in self._splitter.finish():
+                self._frame += piece.data
+            if self._frame:
+                # The last image: whole when it ends with EOI, else what arrived of it (kept, marked).
+                self._flush(complete=bytes(self._frame[-2:]) == b"\xff\xd9")
+        except WriteFailed as exc:
+            ended_by = f"error: {exc}"
+        os.replace(self._tmp_dir, self._final_dir)
+        received = ReceivedFile(
+            self.id, self._final_dir, self.bytes_written, self._digest.hexdigest(), self._peer,
+            self._started_utc, self._utc_now(), time.monotonic() - self._started, ended_by,
+            frames=len(self._frames), frame_list=tuple(self._frames),
+        )
+        self._receiver._done(self, received)

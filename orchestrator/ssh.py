@@ -35,7 +35,8 @@ class SshTarget:
     user: str | None = None
     identity_files: tuple[Path, ...] = ()
     identities_only: bool = False
-    known_hosts: tuple[Path, ...] = (Path("~/.ssh/known_hosts").expanduser(),)
+    # Empty means OpenSSH's default, expanded when used (not at import: HOME may change, e.g. under sudo).
+    known_hosts: tuple[Path, ...] = ()
     proxy_jump: str | None = None
     proxy_command: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -85,7 +86,7 @@ def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
         user=user or looked.get("user"),
         identity_files=identities,
         identities_only=str(looked.get("identitiesonly", "no")).lower() == "yes",
-        known_hosts=known or SshTarget.known_hosts,
+        known_hosts=known or (Path("~/.ssh/known_hosts").expanduser(),),
         proxy_jump=looked.get("proxyjump"),
         proxy_command=looked.get("proxycommand"),
     )

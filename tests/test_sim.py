@@ -1,4 +1,4 @@
-"""The camera simulator: option languages (pure tables), the H.264 it writes, and how it fails and dies.
+"""The camera simulator: option languages (pure tables), the H.264 and MJPEG it writes, how it fails and dies.
 
 Subprocess tests run the simulator through the same stand-in shims `piorch demo` and the sshd tests use,
 each with its own lock file and log directory, so they can run next to other tests.
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.mjpeg import JpegSplitter
 from orchestrator.sim import camera
 from orchestrator.sim.camera import (
     FILLER_MIN_SIZE,
     build_filler_nal,
     build_frame_plan,
+    build_mjpeg_plan,
     camera_is_free,
     filler_size,
     nal_type,
@@ -32,6 +34,7 @@ from orchestrator.sim.camera import (
     split_access_units,
     split_nal_units,
 )
+from orchestrator.sim.mjpeg_clip import MJPEG_CLIP_PATH, split_jpeg_images
 from orchestrator.sim.options import (
     LEGACY_OPTIONS,
     RPICAM_OPTIONS,
@@ -46,6 +49,7 @@ from orchestrator.sim.stand_in import SIM_TOOLS, build_stand_in_script, install_
 
 REFERENCE = Path("/work/shared/reference/options")
 CLIP = camera.CLIP_PATH.read_bytes()
+MJPEG_CLIP = MJPEG_CLIP_PATH.read_bytes()
 # Generous: a loaded CI machine may start Python slowly; a healthy run ends within ~0.2 s of its timeout.
 PROCESS_DEADLINE_S = 10.0
 
@@ -103,6 +107,8 @@ def test_legacy_parses(args: list[str], expected: dict[str, object]) -> None:
         (["-b", "abc"], "Invalid command line option (-b)"),
         (["-w", "wide"], "Invalid command line option (-w)"),
         (["-cd", "h264"], "Invalid command line option (h264)"),  # RaspiVid.c names the value here
+        (["-cd", "mjpeg"], "Invalid command line option (mjpeg)"),  # strcmp: case-sensitive
+        (["-cd", "Mjpeg"], "Invalid command line option (Mjpeg)"),
         (["-cd", ""], "Invalid command line option (-cd)"),
         (["-fps=25"], "Invalid command line option (-fps=25)"),
         (["--bitrate=8000000"], "Invalid command line option (--bitrate=8000000)"),
@@ -191,7 +197,9 @@ def test_rpicam_table_matches_the_real_one() -> None:
         (["--inline", "-n", "--flush", "--hflip"], {"inline_headers": True, "nopreview": True, "flush": True}),
         (["--inline=false"], {"inline_headers": False}),
         (["--inline=yes"], {"inline_headers": True}),
-        (["--codec", "MJPEG"], {"codec": "mjpeg"}),
+        (["--codec", "MJPEG"], {"codec": "mjpeg"}),  # rpicam lower-cases the codec name
+        (["--codec=MjPeG"], {"codec": "mjpeg"}),
+        (["--codec", "H264"], {"codec": "h264"}),
         (["--codec", "libav"], {"codec": "libav"}),
         (["-o", "-"], {"output": "-"}),
         (["-o-"], {"output": "-"}),
@@ -265,6 +273,52 @@ def test_frame_plan_strips_repeated_headers_unless_inline() -> None:
     assert [nal_type(nal) for nal in split_nal_units(bare.frame(25))] == [5]
     assert [nal_type(nal) for nal in split_nal_units(bare.frame(50))] == [5]  # next loop
     assert [nal_type(nal) for nal in split_nal_units(inline.frame(50))] == [7, 8, 5]
+
+
+def _split_jpegs(data: bytes, cut_short: int = 0) -> list[bytes]:
+    """The receiver's marker-walking splitter, as a second opinion on the simulator's plain search.
+    `cut_short`: how many images may end without EOI (1 when a signal stopped a write half-way)."""
+    splitter = JpegSplitter()
+    images: list[bytearray] = []
+    for piece in [*splitter.feed(data), *splitter.finish()]:
+        if piece.new_frame:
+            images.append(bytearray())
+        images[-1] += piece.data
+    assert splitter.skipped_bytes == 0 and splitter.truncated <= cut_short
+    return [bytes(image) for image in images]
+
+
+def _decode_jpeg(image: bytes) -> tuple[int, int]:
+    av = pytest.importorskip("av")
+    with av.open(io.BytesIO(image), format="mjpeg") as container:
+        (frame,) = list(container.decode(video=0))
+        return frame.width, frame.height
+
+
+def test_mjpeg_clip_layout() -> None:
+    images = split_jpeg_images(MJPEG_CLIP)
+    assert len(images) == 25  # 1 s at 25 fps
+    assert list(images) == _split_jpegs(MJPEG_CLIP)  # the plain SOI/EOI search is right for this file
+    assert b"".join(images) == MJPEG_CLIP
+    assert all(image[:2] == b"\xff\xd8" and image[-2:] == b"\xff\xd9" for image in images)
+    assert all(8_000 <= len(image) <= 20_000 for image in images)
+    assert len(MJPEG_CLIP) < 400_000
+    assert {_decode_jpeg(image) for image in images} == {(640, 360)}
+    plan = build_mjpeg_plan(MJPEG_CLIP)
+    assert [plan.frame(i) for i in (0, 1, 24, 25, 26)] == [images[0], images[1], images[24], images[0], images[1]]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "no JPEG images"),
+        (b"\x00\xff\xd8\xff\xd9", "expected a JPEG start (FF D8) at byte 0"),
+        (b"\xff\xd8\x01\xff\xd9\xff\xd8\x02", "the JPEG image at byte 5 has no end (FF D9)"),
+    ],
+)
+def test_split_jpeg_images_refuses_unclean_data(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        split_jpeg_images(data)
 
 
 def test_filler() -> None:
@@ -425,6 +479,59 @@ def test_stream_is_paced_padded_and_decodable(sim: Sim, tool: str, args: list[st
     assert not list(sim.log_dir.glob("running-*"))
 
 
+@pytest.mark.parametrize(
+    ("tool", "args", "fps"),
+    [
+        # -b is asked for and not met: JPEG cannot be padded, so the images go out at their own size.
+        ("raspivid", ["-cd", "MJPEG", "-t", "1000", "-fps", "25", "-b", "4000000", "-n", "-o", "-"], 25),
+        ("rpicam-vid", ["--codec", "MJPEG", "-t", "1s", "--framerate", "30", "-n", "-o", "-"], 30),
+    ],
+)
+def test_mjpeg_stream_is_paced_jpegs(sim: Sim, tool: str, args: list[str], fps: int) -> None:
+    started = time.monotonic()
+    result = sim.run(tool, *args)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    data = result.stdout
+    images = _split_jpegs(data)
+    assert abs(len(images) - fps) <= 2
+    assert 0.95 <= elapsed < 2.5  # runs for its timeout, not as fast as it can
+    shipped = split_jpeg_images(MJPEG_CLIP)
+    # The shipped images in order, looped, nothing between them: no padding, no partial image.
+    assert data == b"".join(shipped[i % len(shipped)] for i in range(len(images)))
+    assert {_decode_jpeg(image) for image in images} == {(640, 360)}
+    (record,) = _runs(sim.log_dir)
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["bytes"] == len(data)
+    assert record["frames"] == len(images)
+    assert record["reason"] == "timeout" and record["exit_code"] == 0
+    assert not list(sim.log_dir.glob("running-*"))
+
+
+def test_mjpeg_sigterm_logs_exactly_what_was_written(
+    sim: Sim, reap: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]
+) -> None:
+    process = reap(sim.start("raspivid", "-cd", "MJPEG", "-t", "0", "-fps", "50", "-o", "-"))
+    assert process.stdout is not None
+    received = process.stdout.read(2)
+    assert received == b"\xff\xd8"  # streaming, so it holds the camera
+    assert not camera_is_free(sim.lock)
+    # Not reading for a while fills the pipe (~11.5 KB an image at 50 fps): the signal may well land in
+    # the middle of an image, as it can on a Pi. The log must still hash exactly the bytes that went out.
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    received += process.stdout.read()
+    assert process.wait(timeout=PROCESS_DEADLINE_S) == 128 + signal.SIGTERM
+    (record,) = _runs(sim.log_dir)
+    assert record["reason"] == "signal" and record["signal"] == signal.SIGTERM
+    assert record["sha256"] == hashlib.sha256(received).hexdigest() and record["bytes"] == len(received)
+    images = _split_jpegs(received, cut_short=1)
+    assert record["frames"] == len(images) >= 5  # an image cut short by the signal counts as sent
+    shipped = split_jpeg_images(MJPEG_CLIP)
+    assert all(shipped[i % len(shipped)].startswith(image) for i, image in enumerate(images))
+    assert camera_is_free(sim.lock)
+
+
 def test_without_inline_headers_only_the_start_has_sps(sim: Sim, tmp_path: Path) -> None:
     target = tmp_path / "out.h264"
     # --frames overrides the timeout: 60 frames, although 60 ms would end the run after 18
@@ -539,8 +646,8 @@ def test_ignore_hup_pipe_mode_keeps_the_camera_busy(
 @pytest.mark.parametrize(
     ("tool", "args", "code", "stream", "text"),
     [
-        ("raspivid", ["-cd", "MJPEG", "-o", "-"], 1, "stderr", b"simulator: MJPEG not supported yet"),
-        ("rpicam-vid", ["--codec", "mjpeg", "-o", "-"], 1, "stderr", b"simulator: MJPEG not supported yet"),
+        ("raspivid", ["-cd", "mjpeg", "-o", "-"], 64, "stderr", b"Invalid command line option (mjpeg)\n"),
+        ("rpicam-vid", ["--codec", "yuv420", "-o", "-"], 1, "stderr", b"simulator: yuv420 output not supported"),
         ("raspivid", ["-bitrate", "8000000"], 64, "stderr", b"Invalid command line option (-bitrate)\n"),
         ("rpicam-vid", ["--foo"], 255, "stderr", b"ERROR: *** unrecognised option '--foo' ***\n"),
         ("raspivid", [], 64, "stdout", b"usage: raspivid [options]"),

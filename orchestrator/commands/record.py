@@ -45,6 +45,9 @@ def record(
     keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the raw .h264 beside the mp4/mkv."),
     view: bool = typer.Option(False, "--view",
                               help="Show the live picture in mpv (else ffplay), fed from the received stream."),
+    codec: str = typer.Option("h264", "--codec", help="h264, or mjpeg (JPEG images back to back) [h264]."),
+    frames: bool = typer.Option(False, "--frames",
+                                help="With --codec mjpeg: one file a frame, OUT/<uuid>/frame_000001.jpg, ..."),
     config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Record from the Pi's camera into OUT/<uuid>.h264 with a JSON manifest beside it.
@@ -64,7 +67,7 @@ def record(
          "bitrate": bitrate, "width": width, "height": height, "fps": fps, "vflip": vflip, "hflip": hflip,
          "camera_tool": camera_tool, "backend": backend, "container": container},
         config, duration_ms(minutes, seconds), accept_new_host_key, discard_partial,
-        segment_seconds(segment), keep_raw, view,
+        segment_seconds(segment), keep_raw, view, codec, frames,
     )
     if settings.view:
         from orchestrator.viewer import require_player
@@ -98,7 +101,14 @@ def segment_seconds(text: str | None) -> float:
 def build_record_settings(
     flags: dict[str, object], config_file: Path | None, duration: int, accept_new_host_key: bool,
     discard_partial: bool, segment_s: float = 0.0, keep_raw: bool = False, view: bool = False,
+    codec: str = "h264", frames: bool = False,
 ) -> tuple[RecordSettings, SshSettings]:
+    if codec not in ("h264", "mjpeg"):
+        raise UsageError(f"unknown --codec {codec!r}", "use h264 or mjpeg")
+    if frames and codec != "mjpeg":
+        raise UsageError("--frames splits MJPEG only", "add --codec mjpeg")
+    if segment_s and codec != "h264":
+        raise UsageError("--segment cuts H.264 at I-frames", "drop --segment, or record with --codec h264")
     config = load(flags, config_file)
     if not config["pi"]:
         raise UsageError("no Pi given", "pass --pi HOST or set `pi` in the config (piorch setup-link does)")
@@ -108,15 +118,15 @@ def build_record_settings(
     settings = RecordSettings(
         camera=CameraSettings(
             bitrate=config["bitrate"], width=config["width"], height=config["height"], fps=config["fps"],
-            vflip=config["vflip"], hflip=config["hflip"], duration_ms=duration,
+            vflip=config["vflip"], hflip=config["hflip"], duration_ms=duration, codec=codec,
         ),
         receive=ReceiveSettings(port=config["port"], out_dir=Path(config["out"]).expanduser(), backend=backend,
                                 discard_partial=discard_partial),
         camera_tool=CameraTool(config["camera_tool"]),
         laptop_ip=config["laptop_ip"] or None,
-        segment_s=segment_s, container=config["container"], keep_raw=keep_raw, view=view,
+        segment_s=segment_s, container=config["container"], keep_raw=keep_raw, view=view, frames=frames,
     )
-    if keep_raw and settings.container == "h264":
+    if keep_raw and (settings.container == "h264" or codec == "mjpeg"):
         raise UsageError("--keep-raw with --container h264", "the raw stream is the file already: drop --keep-raw")
     ssh = SshSettings(
         target=config["pi"], ssh_config=Path(config["ssh_config"]).expanduser() if config["ssh_config"] else None,

@@ -7,6 +7,10 @@ frame rate, padded with filler NAL units up to the requested bitrate. Without in
 (`-ih` / `--inline`) the SPS/PPS repeats are stripped after the first frame, as on a real Pi, so a
 stream cut anywhere but its start does not decode on its own.
 
+MJPEG (`-cd MJPEG` / `--codec mjpeg`) goes through the same loop, lock, log and faults: the shipped JPEG
+images (mjpeg_clip.py) looped, one image per frame interval, never padded (JPEG has no filler units), so
+its byte rate is the images' own size times the frame rate, whatever the bitrate.
+
 Environment (all optional):
   PIORCH_SIM_LOG=DIR             append one JSON line per run to DIR/runs.jsonl; DIR/running-<pid> exists
                                  while the process runs
@@ -38,6 +42,7 @@ from enum import Enum
 from pathlib import Path
 from types import FrameType
 
+from orchestrator.sim.mjpeg_clip import MJPEG_CLIP_PATH, split_jpeg_images
 from orchestrator.sim.options import (
     Dialect,
     SimOptions,
@@ -162,7 +167,7 @@ def filler_size(frame_index: int, bitrate: int, framerate: float, sent: int, fra
 
 @dataclass(frozen=True)
 class FramePlan:
-    """The clip as frames: `first` starts the run (always with SPS/PPS), `loop[i % len]` follows."""
+    """The clip as frames: `first` starts the run (H.264: always with SPS/PPS), `loop[i % len]` follows."""
 
     first: bytes
     loop: tuple[bytes, ...]
@@ -181,6 +186,12 @@ def build_frame_plan(clip: bytes, inline_headers: bool) -> FramePlan:
     else:
         loop = tuple(b"".join(n for n in unit if nal_type(n) not in (NAL_SPS, NAL_PPS)) for unit in units)
     return FramePlan(first=b"".join(units[0]), loop=loop)
+
+
+def build_mjpeg_plan(data: bytes) -> FramePlan:
+    """Back-to-back JPEGs as frames: one image per frame, looped; every image stands on its own."""
+    images = split_jpeg_images(data)
+    return FramePlan(first=images[0], loop=images)
 
 
 @dataclass(frozen=True)
@@ -453,11 +464,8 @@ def _run_camera(tool: str, args: Sequence[str], env: dict[str, str], stop: _Stop
         return RunOutcome(EXIT_FAILED, Reason.ERROR)
     if _handle_info_request(options, dialect, fault):
         return RunOutcome(EXIT_OK, Reason.USAGE)
-    if options.codec == "mjpeg":
-        _say("simulator: MJPEG not supported yet (only H.264 is simulated)")
-        return RunOutcome(EXIT_FAILED, Reason.ERROR)
     if options.codec == "yuv420":
-        _say("simulator: yuv420 output not supported yet (only H.264 is simulated)")
+        _say("simulator: yuv420 output not supported yet (only H.264 and MJPEG are simulated)")
         return RunOutcome(EXIT_FAILED, Reason.ERROR)
     if fault.no_camera:
         return _camera_failure(dialect, LEGACY_NO_CAMERA_LINES, "no cameras available")
@@ -493,7 +501,11 @@ def _record(options: SimOptions, dialect: Dialect, fault: Fault, env: dict[str, 
             _libcamera_line("INFO", "Camera camera_manager.cpp:325 libcamera v0.3.0+piorch-simulator"),
             _libcamera_line("INFO", f"Camera camera.cpp:1183 configuring streams: (0) {size}-YUV420"),
         )
-    plan = build_frame_plan(CLIP_PATH.read_bytes(), options.inline_headers)
+    if options.codec == "mjpeg":
+        plan = build_mjpeg_plan(MJPEG_CLIP_PATH.read_bytes())
+        bitrate = 0  # nothing to pad JPEG with; the legacy "too high" warning above is still the real one
+    else:
+        plan = build_frame_plan(CLIP_PATH.read_bytes(), options.inline_headers)
     opened = _open_output(options, dialect, fault)
     if isinstance(opened, RunOutcome):
         return opened

@@ -1,4 +1,5 @@
-"""Put the camera simulator on a PATH: tiny `#!/bin/sh` shims named raspivid, rpicam-vid, libcamera-vid.
+"""Put the camera simulator on a PATH: tiny `#!/bin/sh` shims named raspivid, rpicam-vid, libcamera-vid
+(and raspistill, rpicam-still, libcamera-still for the still simulator).
 
 A shim only sets the environment and `exec`s Python on orchestrator.sim.camera, so the process that
 `command -v raspivid` finds, that `pgrep` sees and that a signal reaches is the simulator itself, with the
@@ -16,9 +17,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 SIM_TOOLS = ("raspivid", "libcamera-vid", "rpicam-vid")
+# Still cameras, played by orchestrator/sim/still.py.
+SIM_STILL_TOOLS = ("raspistill", "libcamera-still", "rpicam-still")
 # Not a camera: the demo's stand-in for a laptop without netcat (orchestrator/sim/netcat.py).
 SIM_NETCAT = "nc"
-_MODULES = {**dict.fromkeys(SIM_TOOLS, "orchestrator.sim.camera"), SIM_NETCAT: "orchestrator.sim.netcat"}
+_MODULES = {
+    **dict.fromkeys(SIM_TOOLS, "orchestrator.sim.camera"),
+    **dict.fromkeys(SIM_STILL_TOOLS, "orchestrator.sim.still"),
+    SIM_NETCAT: "orchestrator.sim.netcat",
+}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -45,7 +52,7 @@ def build_stand_in_script(tool: str, python: str, pythonpath: str, extra_env: Ma
         lines += [f"{name}={shlex.quote(value)}", f"export {name}"]
     # exec: no shell stays behind as the parent, so signals and exit status are the simulator's own.
     module = _MODULES[tool]
-    tool_arg = f" {shlex.quote(tool)}" if tool in SIM_TOOLS else ""
+    tool_arg = f" {shlex.quote(tool)}" if tool in SIM_TOOLS or tool in SIM_STILL_TOOLS else ""
     lines.append(f'exec {shlex.quote(python)} -m {module}{tool_arg} "$@"')
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,205 @@
+"""`piorch snap`: stills and timelapses from the Pi's still tool, each picture in a file of its own."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import typer
+
+from orchestrator.commands.common import stdout_console
+from orchestrator.commands.record import CONFIG_HELP, build_record_settings
+from orchestrator.errors import PiorchError, UsageError
+from orchestrator.events import FileFinished, FileStarted, Notice, State, StateChanged
+from orchestrator.settings import ImageFormat, SnapSettings, SshSettings, StillSettings, StillTool
+
+MAX_INTERVAL_S = 7 * 24 * 3600
+
+
+def snap(
+    pi: str = typer.Option(None, "--pi", help="[user@]host[:port] or an ~/.ssh/config alias (config: pi)."),
+    image_format: str = typer.Option("jpg", "--format", help="jpg, png, bmp or gif (gif: raspistill only)."),
+    count: int = typer.Option(1, "--count", help="How many pictures; more than 1 is a timelapse."),
+    interval: float = typer.Option(None, "--interval",
+                                   help="Seconds from the start of one picture to the start of the next [0]."),
+    name: str = typer.Option(None, "--name",
+                             help="File names from a template, e.g. 'img{counter:03d}' -> img001.jpg, ... "
+                                  "(counter from 1) [<uuid>.jpg]."),
+    width: int = typer.Option(None, "--width", help="Width in pixels [the sensor's full resolution]."),
+    height: int = typer.Option(None, "--height", help="Height in pixels (with --width)."),
+    vflip: bool = typer.Option(None, "--vflip/--no-vflip", help="Flip vertically (config: vflip)."),
+    hflip: bool = typer.Option(None, "--hflip/--no-hflip", help="Flip horizontally (config: hflip)."),
+    camera_tool: str = typer.Option(None, "--camera-tool",
+                                    help="auto|raspistill|libcamera-still|rpicam-still [auto: the Pi's own, "
+                                         "or the sibling of the config's camera_tool]."),
+    laptop_ip: str = typer.Option(None, "--laptop-ip",
+                                  help="Where the Pi sends (default: config, else this end of the SSH link)."),
+    port: int = typer.Option(None, "--port", help="TCP port the laptop receives on [10401]."),
+    out: Path = typer.Option(None, "--out", help="Folder for the pictures [./recv]."),
+    backend: str = typer.Option(None, "--backend", help="Laptop receiver: builtin or nc [builtin]."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Record an unknown Pi host key in known_hosts."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+) -> None:
+    """Take a picture (or a timelapse) with the Pi's still camera into OUT/<uuid>.<format>.
+
+    Over SSH, piorch runs `rpicam-still|libcamera-still|raspistill -o - | nc LAPTOP PORT` once per picture,
+    in the tool's own encoding and option language, and writes a JSON manifest beside every picture.
+    Ctrl+C stops between or during pictures with the camera freed on the Pi, and exits 130.
+    """
+    from orchestrator.cli import stop_on_signals
+    from orchestrator.ssh import SshHost
+    from orchestrator.stills import run_snap
+
+    settings, ssh = build_snap_settings(
+        {"pi": pi, "laptop_ip": laptop_ip, "port": port, "out": None if out is None else str(out),
+         "vflip": vflip, "hflip": hflip, "backend": backend},
+        config, accept_new_host_key, image_format=image_format, count=count, interval=interval, name=name,
+        width=width, height=height, camera_tool=camera_tool,
+    )
+    display = pick_snap_display(f"piorch snap: {ssh.target}", settings.count)
+    with stop_on_signals() as stop:
+        host = SshHost.connect(ssh)
+        try:
+            with display.running():
+                result = run_snap(settings, host, display, stop)
+        finally:
+            host.close()
+    finish_snap(result)
+
+
+def build_snap_settings(
+    flags: dict[str, object], config_file: Path | None, accept_new_host_key: bool, *, image_format: str,
+    count: int, interval: float | None, name: str | None, width: int | None, height: int | None,
+    camera_tool: str | None,
+) -> tuple[SnapSettings, SshSettings]:
+    """Check every snap option before anything starts, so bad input creates nothing."""
+    from orchestrator.stills import MAX_COUNT, STILL_SIBLING, build_image_names, refuse_existing
+
+    # The keys snap shares with record (Pi, link, receiver, flips) come through the same four layers.
+    record, ssh = build_record_settings(flags, config_file, 0, accept_new_host_key, False)
+    try:
+        fmt = ImageFormat(image_format.lower())
+    except ValueError:
+        raise UsageError(f"--format {image_format!r} is not an image format piorch takes",
+                         "use jpg, png, bmp or gif") from None
+    if not 1 <= count <= MAX_COUNT:
+        raise UsageError(f"--count {count} is out of range", f"give 1 up to {MAX_COUNT}")
+    if interval is not None and count == 1:
+        raise UsageError("--interval without --count", "add --count N for a timelapse of N pictures")
+    if interval is not None and not 0 <= interval <= MAX_INTERVAL_S:
+        raise UsageError(f"--interval {interval:g} is out of range", f"give 0 up to {MAX_INTERVAL_S} seconds")
+    if (width is None) != (height is None):
+        raise UsageError("--width and --height go together", "give both, or neither for the full resolution")
+    for option, value in (("--width", width), ("--height", height)):
+        if value is not None and not 16 <= value <= 16384:
+            raise UsageError(f"{option} {value} is out of range", "give 16 up to 16384 pixels")
+    if camera_tool is None:
+        tool = STILL_SIBLING[record.camera_tool]
+    else:
+        try:
+            tool = StillTool(camera_tool)
+        except ValueError:
+            raise UsageError(f"--camera-tool {camera_tool!r} is not a still tool",
+                             "use auto, raspistill, libcamera-still or rpicam-still") from None
+    # A hostile or ambiguous --name, or one that would overwrite a picture, is refused here.
+    refuse_existing(record.receive.out_dir, build_image_names(name, count, fmt) or ())
+    still = StillSettings(image_format=fmt, width=width, height=height, vflip=record.camera.vflip,
+                          hflip=record.camera.hflip)
+    return SnapSettings(still=still, receive=record.receive, still_tool=tool, laptop_ip=record.laptop_ip,
+                        count=count, interval_s=interval or 0.0, name_template=name), ssh
+
+
+def finish_snap(result: object) -> None:
+    """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
+    from orchestrator.display import render_summary
+    from orchestrator.stills import SnapResult
+
+    assert isinstance(result, SnapResult)
+    if result.files:
+        render_summary(result.files, stdout_console())
+    if not result.camera_freed:
+        raise PiorchError("the camera on the Pi may still be held", "see the message above")
+    if result.state is State.INTERRUPTED:
+        raise typer.Exit(130)
+    if result.state is State.FAILED and result.problem is not None:
+        raise PiorchError(result.problem.message, result.problem.fix)
+
+
+# ------------------------------------------------------------------------------------------ displays
+
+
+def pick_snap_display(title: str, count: int) -> SnapBar | SnapLog:
+    """A progress bar on a terminal, plain lines otherwise (pipes, CI, cron)."""
+    return SnapBar(title, count) if sys.stderr.isatty() else SnapLog()
+
+
+class SnapBar:
+    """rich's progress bar of pictures taken; notices and saved files print above it. rich redraws on its
+    own thread, so an event only updates the bar's numbers and returns."""
+
+    def __init__(self, title: str, count: int, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._console = console or Console(stderr=True)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                  console=self._console, transient=False)
+        self._task = self._progress.add_task(title, total=count, status="connecting")
+
+    def __call__(self, event: object) -> None:
+        from orchestrator.stills import SnapProgress
+
+        if isinstance(event, SnapProgress):
+            status = (f"taking image {event.taking}" if event.taking
+                      else f"next in {event.next_in_s:.0f} s" if event.next_in_s > 0 else "")
+            self._progress.update(self._task, completed=event.done, status=status)
+        elif isinstance(event, StateChanged):
+            self._progress.update(self._task, status=event.state.value)
+        elif isinstance(event, Notice):
+            style = {"error": "bold red", "warning": "yellow"}.get(event.level, "")
+            self._console.print(f"[{style}]{event.message}[/]" if style else event.message)
+        elif isinstance(event, FileFinished):
+            self._console.print(f"{event.path.name}: {event.status.value}")
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._progress:
+            yield
+
+
+class SnapLog:
+    """Not a terminal: one line a picture, plus state changes and notices."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            self._stream.write(time.strftime("%H:%M:%S ") + text + "\n")
+            self._stream.flush()
+
+    def __call__(self, event: object) -> None:
+        from orchestrator.stills import SnapProgress
+
+        if isinstance(event, SnapProgress) and event.taking:
+            self._say(f"image {event.taking} of {event.count}: taking")
+        elif isinstance(event, StateChanged):
+            self._say(f"{event.state.value}{': ' + event.detail if event.detail else ''}")
+        elif isinstance(event, Notice):
+            self._say(f"{event.level}: {event.message}")
+        elif isinstance(event, FileFinished):
+            self._say(f"{event.path.name}: {event.bytes} bytes, {event.status.value}")
+        elif isinstance(event, FileStarted):
+            return  # the `.tmp` name says nothing yet; the picture is reported when it is saved
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        yield

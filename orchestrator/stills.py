@@ -1,0 +1,498 @@
+"""`snap`: stills and timelapses, each picture one `still-tool -o - | nc LAPTOP PORT` into its own file.
+
+Pure parts first: the still tools' command lines in their own option languages (raspistill strips one '-'
+and matches `-e`, `-w`, `-h` (height!), `-vf`; rpicam-still / libcamera-still speak boost:
+`--encoding`, `--width`, `--vflip`), the `--name` template, and the check that received bytes are one
+whole image of the format. Then `run_snap`, built from record's pieces: the probe, the netcat checks,
+the pipeline in a session of its own with its status marks, `stop_remote`, the receiver and the manifests.
+
+One receiver stays up for the whole timelapse; each capture is one connection, so one file. Capture i
+starts at start + i * interval: a schedule, not a sleep after each capture, so the interval never drifts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import string
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import cast
+
+from orchestrator.camera import CameraProblem, parse_camera_failure
+from orchestrator.errors import RemoteError, UsageError
+from orchestrator.events import Event, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.finishing import finish_received_file
+from orchestrator.host import Host, Process
+from orchestrator.netcat import build_nc_send_argv, parse_nc_failure
+from orchestrator.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
+from orchestrator.recording import DRAIN_S, _read_pgid, check_pi_netcat, probe_pi, stop_remote
+from orchestrator.recovery import recover_leftovers
+from orchestrator.remote import CAMERA_EXIT_MARK, NC_EXIT_MARK, PiProbe, build_pipeline_script, parse_status_line
+from orchestrator.settings import Backend, CameraTool, ImageFormat, SnapSettings, StillSettings, StillTool
+
+# The maintained stack first; raspistill only works on a legacy (MMAL) system, where the others are absent.
+STILL_TOOL_PREFERENCE = (StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL)
+STILL_TOOL_PACKAGE: Mapping[StillTool, str] = {StillTool.RPICAM_STILL: "rpicam-apps",
+                                               StillTool.LIBCAMERA_STILL: "libcamera-apps",
+                                               StillTool.RASPISTILL: "libraspberrypi-bin"}
+# What each tool's encoding option accepts (of the formats piorch offers): raspistill's encoding_xref has
+# jpg, bmp, gif, png; rpicam-still's has jpg, png, bmp (and raw rgb/yuv420), no gif.
+TOOL_FORMATS: Mapping[StillTool, frozenset[ImageFormat]] = {
+    StillTool.RASPISTILL: frozenset(ImageFormat),
+    StillTool.LIBCAMERA_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
+    StillTool.RPICAM_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
+}
+# The config's `camera_tool` names a video tool; its still sibling lives on the same camera stack.
+STILL_SIBLING: Mapping[CameraTool, StillTool] = {
+    CameraTool.AUTO: StillTool.AUTO,
+    CameraTool.RASPIVID: StillTool.RASPISTILL,
+    CameraTool.LIBCAMERA_VID: StillTool.LIBCAMERA_STILL,
+    CameraTool.RPICAM_VID: StillTool.RPICAM_STILL,
+}
+FIRST_COUNTER = 1
+MAX_COUNT = 100_000
+MAX_NAME_BYTES = 255
+# A still tool runs its settle time, then writes one picture: anything much longer is a hung camera.
+CAPTURE_GRACE_S = 30.0
+TICK_S = 0.5
+
+
+# ------------------------------------------------------------------------------------------ command lines
+
+# Each tool's own spelling (options/raspistill_options.txt, rpicam_still_options.txt): raspistill strips one
+# '-' and its -h is height; rpicam-still and libcamera-still are boost, where -h is help and width, height
+# and the flips have long names only.
+_SPELLING = {True: ("-e", "-w", "-h", "-vf", "-hf"), False: ("--encoding", "--width", "--height", "--vflip", "--hflip")}
+
+
+def build_still_argv(still: StillSettings, tool: StillTool) -> list[str]:
+    """The camera half of one capture: the picture goes to stdout in the tool's own encoding.
+
+    No preview (a Pi on a cable has no one looking at its screen), `-t` = the settle time in milliseconds
+    (a bare number is milliseconds for raspistill and every libcamera-still/rpicam-still release).
+    Width and height only when asked: the default is the sensor's full resolution.
+    """
+    if tool is StillTool.AUTO:
+        raise ValueError("resolve the still tool before building its command line")
+    if still.image_format not in TOOL_FORMATS[tool]:
+        raise ValueError(f"{tool.value} cannot write {still.image_format.value}")
+    encoding, width, height, vflip, hflip = _SPELLING[tool.is_legacy]
+    argv = [tool.value, "-o", "-", encoding, still.image_format.value, "-t", str(still.settle_ms), "-n"]
+    if still.width is not None and still.height is not None:
+        argv += [width, str(still.width), height, str(still.height)]
+    return argv + [vflip] * still.vflip + [hflip] * still.hflip
+
+
+def choose_still_tool(probe: PiProbe, wanted: StillTool, image_format: ImageFormat) -> StillTool:
+    tool: StillTool
+    if wanted is not StillTool.AUTO:
+        if wanted not in probe.still_tools:
+            raise RemoteError(f"{wanted.value} is not installed on the Pi",
+                              f"install {STILL_TOOL_PACKAGE[wanted]} there, or use --camera-tool auto")
+        tool = wanted
+    else:
+        found = [tool for tool in STILL_TOOL_PREFERENCE if tool in probe.still_tools]
+        if not found:
+            raise RemoteError("no still camera tool (rpicam-still, libcamera-still, raspistill) on the Pi",
+                              "install rpicam-apps there (sudo apt install rpicam-apps)")
+        tool = found[0]
+    if image_format not in TOOL_FORMATS[tool]:
+        can = ", ".join(sorted(fmt.value for fmt in TOOL_FORMATS[tool]))
+        raise UsageError(f"{tool.value} on the Pi cannot write {image_format.value} (it writes {can})",
+                         "use --format png for a lossless picture")
+    return tool
+
+
+def explain_still_failure(tool: StillTool, stderr: str, exit_code: int | None) -> CameraProblem:
+    if exit_code == 127 or "command not found" in stderr.lower():
+        return CameraProblem(f"{tool.value} is not installed on the Pi",
+                             f"install it there: sudo apt install {STILL_TOOL_PACKAGE.get(tool, 'rpicam-apps')}")
+    # record's explanations read only `.value` and `.is_legacy`, which a StillTool has too.
+    problem = parse_camera_failure(cast(CameraTool, tool), stderr, exit_code)
+    return replace(problem, fix=problem.fix.replace("record again", "snap again"))
+
+
+# ------------------------------------------------------------------------------------------ file names
+
+
+# A format spec for an integer: [[fill]align][sign][#][0][width][grouping][type]; width at most 3 digits,
+# so a spec cannot ask for a gigabyte of padding.
+_INT_SPEC = re.compile(r"(?:[^{}]?[<>=^])?[-+ ]?#?0?(?:\d{1,3})?[,_]?[bdoxX]?")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def check_name_template(template: str, image_format: ImageFormat) -> str:
+    """The template without the format's extension, or a UsageError saying what is wrong with it.
+
+    Only `{counter}` fields with an integer format spec (`{counter:03d}`); `{{` and `}}` are literal braces.
+    """
+    stem = template[: -len(image_format.suffix)] if template.lower().endswith(image_format.suffix) else template
+    if stem.lower().endswith(_IMAGE_SUFFIXES):
+        raise UsageError(f"--name {template!r} ends in another format's extension than .{image_format.value}",
+                         "give the name without an extension; piorch adds it")
+    try:
+        fields = list(string.Formatter().parse(stem))
+    except ValueError as exc:
+        raise UsageError(f"--name {template!r} is not a valid template ({exc})",
+                         "use {counter} for the image number, {{ and }} for braces") from None
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name != "counter" or conversion is not None:
+            raise UsageError(f"--name {template!r} has the field {{{name}}}, but only {{counter}} is known",
+                             "for example --name 'img{counter:03d}'")
+        if not _INT_SPEC.fullmatch(spec or ""):
+            raise UsageError(f"--name {template!r}: '{spec}' is not a number format",
+                             "for example {counter:03d} for 001, 002, ...")
+    return stem
+
+
+def check_image_name(name: str) -> str | None:
+    """Why `name` cannot be a file name in the output folder, or None when it can."""
+    if not name or name.startswith((".", "-")):
+        return "must not be empty or start with '.' or '-'"
+    if "/" in name or "\\" in name or ".." in name:
+        return "must not contain '/', '\\' or '..' (images stay in the --out folder)"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "must not contain control characters"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        return f"must be at most {MAX_NAME_BYTES} bytes long"
+    return None
+
+
+def render_image_name(stem: str, counter: int, image_format: ImageFormat) -> str:
+    """One file name from a checked template: `img{counter:03d}` and 7 -> `img007.jpg`."""
+    return stem.format(counter=counter) + image_format.suffix
+
+
+def build_image_names(template: str | None, count: int, image_format: ImageFormat) -> tuple[str, ...] | None:
+    """The `count` file names of a timelapse, checked; None when images are named by their UUID."""
+    if template is None:
+        return None
+    stem = check_name_template(template, image_format)
+    has_counter = any(name is not None for _, name, _, _ in string.Formatter().parse(stem))
+    if count > 1 and not has_counter:
+        raise UsageError(f"--name {template!r} has no {{counter}}, so {count} images would share one name",
+                         "add {counter}, for example --name 'img{counter:03d}'")
+    try:
+        names = tuple(render_image_name(stem, FIRST_COUNTER + i, image_format) for i in range(count))
+    except ValueError as exc:  # a spec the pattern lets through but Python refuses, such as ',b'
+        raise UsageError(f"--name {template!r} cannot number the images ({exc})",
+                         "for example --name 'img{counter:03d}'") from None
+    for name in names:
+        if (problem := check_image_name(name)) is not None:
+            raise UsageError(f"--name {template!r} gives the file name {name!r}, which {problem}",
+                             "for example --name 'img{counter:03d}'")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--name {template!r} gives the same file name to several images",
+                         "for example --name 'img{counter:03d}'")
+    return names
+
+
+def refuse_existing(out_dir: Path, names: Sequence[str]) -> None:
+    """piorch never overwrites a picture: refuse before anything starts."""
+    for name in names:
+        if (out_dir / name).exists():
+            raise UsageError(f"{out_dir / name} already exists", "pick another --name or --out")
+
+
+def place_image(path: Path, name: str) -> Path:
+    """Give a received image its final name without ever replacing a file (FileExistsError if taken).
+
+    A hard link fails when the name exists, atomically, which a rename cannot promise; the UUID name is
+    then unlinked. A filesystem without hard links (FAT and exFAT on a USB disk) gets check-then-rename.
+    """
+    target = path.with_name(name)
+    try:
+        os.link(path, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+        os.rename(path, target)
+        return target
+    path.unlink()
+    return target
+
+
+# ------------------------------------------------------------------------------------------ image check
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def check_image_bytes(image_format: ImageFormat, head: bytes, tail: bytes, size: int) -> str | None:
+    """Why `size` bytes starting with `head` and ending with `tail` are not one whole image, else None.
+
+    Start: the format's magic bytes. End: JPEG's EOI marker (FF D9, which entropy-coded data never
+    contains), PNG's IEND chunk, GIF's trailer (3B), or for BMP the size its header declares.
+    """
+    label = image_format.value.upper()
+    if size == 0:
+        return f"no {label} image arrived (0 bytes)"
+    if image_format is ImageFormat.JPG:
+        whole = head.startswith(b"\xff\xd8\xff") and b"\xff\xd9" in tail[-64:]
+    elif image_format is ImageFormat.PNG:
+        whole = head.startswith(_PNG_SIGNATURE) and tail.endswith(_PNG_END)
+    elif image_format is ImageFormat.GIF:
+        whole = head.startswith((b"GIF87a", b"GIF89a")) and tail.endswith(b";")
+    else:
+        whole = len(head) >= 6 and head.startswith(b"BM") and int.from_bytes(head[2:6], "little") <= size
+    return None if whole else f"the {size} bytes that arrived are not a whole {label} image"
+
+
+def read_image_ends(path: Path, length: int = 64) -> tuple[bytes, bytes, int]:
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(length)
+        handle.seek(max(0, size - length))
+        return head, handle.read(length), size
+
+
+# ------------------------------------------------------------------------------------------ events, results
+
+
+@dataclass(frozen=True)
+class SnapProgress:
+    """Where a snap stands: `done` of `count` images saved; `taking` = the image being taken (0: waiting
+    for its turn, `next_in_s` seconds from now)."""
+
+    done: int
+    count: int
+    taking: int
+    next_in_s: float = 0.0
+
+
+SnapEvent = Event | SnapProgress
+SnapSink = Callable[[SnapEvent], None]
+
+
+@dataclass(frozen=True)
+class SnapResult:
+    state: State
+    files: tuple[FileFinished, ...]
+    tool: StillTool | None
+    remote_argv: tuple[str, ...]
+    images: int = 0  # complete images
+    problem: CameraProblem | None = None
+    camera_freed: bool = True
+
+
+@dataclass(frozen=True)
+class _Capture:  # how one `tool | nc` run on the Pi ended
+    camera_exit: int | None
+    nc_exit: int | None
+    pipeline_exit: int | None
+    stderr: str
+    interrupted: bool
+    overran: bool
+    freed: bool
+    started: bool = True
+
+
+# ------------------------------------------------------------------------------------------ effects
+
+
+def _run_capture(host: Host, script: str, limit_s: float, stop: threading.Event, on_event: SnapSink) -> _Capture:
+    """Start one capture pipeline and follow its status marks until it ends, `stop` or its time limit."""
+    camera_exit = nc_exit = None
+    interrupted = overran = False
+    freed = True
+    process: Process = host.start(script)
+    pgid = _read_pgid(process, timeout=15)
+    try:
+        deadline = time.monotonic() + limit_s
+        while pgid is not None:
+            if stop.is_set():
+                interrupted = True
+                break
+            if time.monotonic() > deadline:
+                overran = True
+                break
+            line = process.next_line(0.2)
+            if line is None:
+                break  # the pipeline ended: its stdout closed
+            status = parse_status_line(line) if line else None
+            if status and status[0] == CAMERA_EXIT_MARK:
+                camera_exit = status[1]
+            elif status and status[0] == NC_EXIT_MARK:
+                nc_exit = status[1]
+    finally:
+        if pgid is not None and (interrupted or overran or nc_exit is None):
+            on_event(StateChanged(State.STOPPING, "stopping the camera on the Pi"))
+            freed = stop_remote(host, pgid, on_event)
+        pipeline_exit = process.wait(5)
+        process.close()
+    return _Capture(camera_exit, nc_exit, pipeline_exit, process.stderr_text(), interrupted, overran, freed,
+                    started=pgid is not None)
+
+
+def _wait_for_file(receiver: Receiver, received: list[ReceivedFile], before: int, timeout: float) -> None:
+    """Until the capture's connection has become a file (it may still sit in the accept queue when the
+    Pi reports success) and no connection is open, or the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (len(received) <= before or receiver.active):
+        time.sleep(0.02)
+
+
+def _explain_capture(capture: _Capture, tool: StillTool, host: Host, laptop_ip: str, port: int,
+                     arrived: bool) -> CameraProblem | None:
+    """The one problem to report for a capture that did not give a picture (record's rules)."""
+    if capture.interrupted:
+        return None
+    last = capture.stderr.strip().splitlines()[-1:] or ["no output"]
+    if not capture.started:
+        return CameraProblem(f"the camera pipeline did not start on {host.name} ({last[0]})",
+                             "run `piorch doctor` to check the Pi")
+    if capture.overran:
+        return CameraProblem("the camera did not take its picture in time", "run `piorch doctor` to check the Pi")
+    if capture.nc_exit not in (0, None) and (unreachable := parse_nc_failure(capture.stderr)):
+        return CameraProblem(
+            f"the Pi could not send to the laptop at {laptop_ip}:{port} ({unreachable})",
+            f"allow TCP port {port} in the laptop's firewall (e.g. sudo ufw allow {port}/tcp) "
+            "and check --laptop-ip is the laptop's address on the Pi link",
+        )
+    if capture.camera_exit not in (0, None):
+        return explain_still_failure(tool, capture.stderr, capture.camera_exit)
+    if capture.camera_exit is None:
+        return CameraProblem(f"the camera pipeline on {host.name} ended without reporting ({last[0]})",
+                             "run `piorch doctor` to check the Pi")
+    if not arrived:
+        return CameraProblem(f"the picture did not arrive at {laptop_ip}:{port}",
+                             "check the cable and that nothing else listens on --port")
+    return None
+
+
+def _settings_dict(settings: SnapSettings, index: int) -> dict[str, object]:
+    return {**asdict(settings.still), "image": FIRST_COUNTER + index, "count": settings.count,
+            "interval_s": settings.interval_s, "name_template": settings.name_template, "port": settings.receive.port,
+            "backend": settings.receive.backend.value, "camera_tool": settings.still_tool.value,
+            "laptop_ip": settings.laptop_ip}
+
+
+def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threading.Event) -> SnapResult:
+    """Take `count` pictures on the schedule; never raises for a stop, only for a failure to start."""
+    still = settings.still
+    image_format = still.image_format
+    names = build_image_names(settings.name_template, settings.count, image_format)
+    on_event(StateChanged(State.PROBING, host.name))
+    probe = probe_pi(host)
+    tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
+    laptop_ip = settings.laptop_ip or host.local_address()
+    if not laptop_ip:
+        raise RemoteError("cannot tell which laptop address the Pi should send to",
+                          "pass --laptop-ip with the laptop's address on the Pi link")
+    receive = settings.receive if settings.receive.bind else replace(settings.receive, bind=laptop_ip)
+    camera_argv = build_still_argv(still, tool)
+    recover_leftovers(receive.out_dir, on_event)  # `.tmp` files a killed piorch left, as record does
+    received: list[ReceivedFile] = []
+    receiver = make_receiver(receive, received.append, on_event, suffix=image_format.suffix)
+    receiver.start()
+    script = build_pipeline_script(camera_argv, build_nc_send_argv(flavour, laptop_ip, receiver.port))
+    files: list[FileFinished] = []
+    problem: CameraProblem | None = None
+    interrupted = False
+    freed = True
+    images = 0
+    finished = 0  # how many of `received` have their manifest
+
+    def finish(index: int, capture: _Capture | None, failure: CameraProblem | None,
+               rename: bool = True) -> CameraProblem | None:
+        """Check, name and write the manifest of what arrived for capture `index`; the problem, if any."""
+        nonlocal finished, images
+        remote_exit = {"camera": None, "nc": None, "pipeline": None} if capture is None else {
+            "camera": capture.camera_exit, "nc": capture.nc_exit, "pipeline": capture.pipeline_exit}
+        context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
+                   "settings": _settings_dict(settings, index), "remote_exit": remote_exit}
+        for position, item in enumerate(received[finished:]):
+            if item.ended_by.startswith("error") and failure is None:
+                failure = CameraProblem(f"saving {item.path.name} failed ({item.ended_by.removeprefix('error: ')})",
+                                        "check the disk of the --out folder")
+            reason = failure.message if failure else None
+            stopped = capture is None or capture.interrupted or item.ended_by == "stopped"
+            if reason is None and not stopped:
+                reason = check_image_bytes(image_format, *read_image_ends(item.path))
+                if reason is not None:
+                    failure = CameraProblem(reason, f"look at {item.path.name}; run `piorch doctor` to check the Pi")
+            if reason is None and not stopped and names is not None and rename and position == 0:
+                try:
+                    item = replace(item, path=place_image(item.path, names[index]))
+                except FileExistsError:
+                    on_event(Notice("warning", f"{names[index]} appeared during the snap: the picture is kept "
+                                               f"as {item.path.name}"))
+            done = finish_received_file(item, interrupted=stopped, failure=reason, discard_partial=False,
+                                        context=context, on_event=on_event)
+            files.append(done)
+            images += 1 if done.status is FileStatus.COMPLETE else 0
+        finished = len(received)
+        return failure
+
+    on_event(StateChanged(State.STARTING, f"{tool.value} on {host.name} -> {laptop_ip}:{receiver.port}"))
+    start: float | None = None
+    warned_late = False
+    index = 0
+    last: _Capture | None = None
+    try:
+        for index in range(settings.count):
+            if start is not None:
+                due = start + index * settings.interval_s
+                if not warned_late and time.monotonic() > due and settings.interval_s > 0:
+                    warned_late = True
+                    on_event(Notice("warning", f"a capture takes longer than --interval {settings.interval_s:g} s:"
+                                               " the next ones start as soon as the camera is free"))
+                if _wait_for_turn(due, stop, lambda left: on_event(SnapProgress(images, settings.count, 0, left))):
+                    interrupted = True
+                    break
+            if stop.is_set():
+                interrupted = True
+                break
+            # The local nc takes one connection per run; the Pi's nc must not connect before it listens again.
+            if receive.backend is Backend.NC and start is not None and \
+                    not wait_until_listening(receive.bind, receiver.port, 10.0, lambda: stop.is_set()):
+                problem = CameraProblem(f"the laptop's nc did not listen again on port {receiver.port}",
+                                        "use --backend builtin")
+                break
+            start = time.monotonic() if start is None else start
+            on_event(SnapProgress(images, settings.count, index + 1))
+            before = len(received)
+            capture = _run_capture(host, script, still.settle_ms / 1000 + CAPTURE_GRACE_S, stop, on_event)
+            freed = freed and capture.freed
+            last = capture
+            if capture.interrupted:
+                receiver.wait_idle(3.0)
+            else:
+                # A failed camera may have sent part of a picture: its connection gets a moment to land too.
+                ok = capture.camera_exit == 0 and capture.nc_exit == 0
+                _wait_for_file(receiver, received, before, DRAIN_S if ok else 2.0)
+            problem = _explain_capture(capture, tool, host, laptop_ip, receiver.port, len(received) > before)
+            problem = finish(index, capture, problem)
+            on_event(SnapProgress(images, settings.count, 0))
+            if capture.interrupted:
+                interrupted = True
+            if interrupted or problem is not None:
+                break
+    finally:
+        receiver.wait_idle(3.0 if interrupted else DRAIN_S)
+        receiver.stop()
+        if len(received) > finished:  # late, stray or cut short by an error: kept with a manifest, not renamed
+            finish(index, last, problem, rename=False)
+    state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
+    on_event(StateChanged(state, problem.message if problem else f"{images} image(s)"))
+    return SnapResult(state, tuple(files), tool, tuple(camera_argv), images, problem, freed)
+
+
+def _wait_for_turn(due: float, stop: threading.Event, tick: Callable[[float], None]) -> bool:
+    """Sleep until `due` (monotonic clock), reporting the time left twice a second; True if stopped first."""
+    while (left := due - time.monotonic()) > 0:
+        tick(left)
+        if stop.wait(min(TICK_S, left)):
+            return True
+    return stop.is_set()
