@@ -100,7 +100,8 @@ class SessionFiles:
         status = "interrupted" if interrupted else "failed" if failure else "complete"
         data = {
             "session": self.id, "started_utc": self.started_utc, "ended_utc": utc_now(), "status": status,
-            "reason": failure or "", **{k: v for k, v in self.context.items() if k in ("pi", "tool", "settings", "health_warnings")},
+            "reason": failure or "",
+            **{k: v for k, v in self.context.items() if k in ("pi", "tool", "settings", "health_warnings")},
             "files": [
                 {"id": item.id, "file": finished.path.name, "segment": item.segment, "status": finished.status.value,
                  "bytes": item.bytes, "sha256": item.sha256, "frames": item.frames, "removed": finished.removed}
