@@ -69,6 +69,13 @@ def check_pi_target(value: str) -> str | None:
     return "must be [user@]host[:port] or an alias from ~/.ssh/config (letters, digits, . _ - only)"
 
 
+def check_pi_targets(values: list[str]) -> str | None:
+    for value in values:
+        if check_pi_target(value) is not None:
+            return f"holds {value!r}, which is not [user@]host[:port] or an alias"
+    return None
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -83,6 +90,8 @@ KEYS: dict[str, Key] = {
     for key in (
         Key("pi", str, "", "the Pi to record from: [user@]host[:port] or an ~/.ssh/config alias",
             check_pi_target),
+        Key("pis", list, [], "several Pis recorded at once (used when no --pi is given), e.g. [\"cam1\", \"cam2\"]",
+            check_pi_targets),
         Key("laptop_ip", str, "", "address the Pi sends to (empty: the local address of the SSH connection)",
             check_ip),
         Key("port", int, 10401, "TCP port the laptop receives on", check_port),
@@ -150,6 +159,13 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
         except ValueError:
             raise ConfigError(f"{origin}: key '{key.name}' must be a whole number, not {raw!r}",
                               f"set {key.name} = {key.default}") from None
+    elif kind is list:
+        # A TOML array of strings, or in the environment a comma-separated list.
+        items = [part.strip() for part in raw.split(",") if part.strip()] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{origin}: key '{key.name}' must be a list of strings, not {raw!r}",
+                              f'set {key.name} = ["cam1", "cam2"]')
+        value = items
     elif kind is float:
         try:
             value = float(raw)
@@ -161,7 +177,7 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
             raise ConfigError(f"{origin}: key '{key.name}' must be a string, not {raw!r}",
                               f'set {key.name} = "..." in quotes')
         value = raw
-    if key.check is not None and value != "" and (problem := key.check(value)) is not None:
+    if key.check is not None and value not in ("", []) and (problem := key.check(value)) is not None:
         if origin.startswith("option"):
             raise ConfigError(f"{origin} {problem} (got {value!r})", "give a valid value")
         raise ConfigError(f"{origin}: key '{key.name}' {problem} (got {value!r})", f"fix {key.name} in {origin}")

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from rich.markup import escape
+
 from orchestrator.events import (
     Event,
     FileFinished,
@@ -124,7 +126,8 @@ class Dashboard:
             self._model.update(event)
         if isinstance(event, Notice):
             style = {"error": "bold red", "warning": "yellow"}.get(event.level, "")
-            self._console.print(f"[{style}]{event.message}[/]" if style else event.message)
+            text = escape(event.message)  # messages hold [brackets] (IPv6, known_hosts names), not markup
+            self._console.print(f"[{style}]{text}[/]" if style else text)
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -183,13 +186,14 @@ class Dashboard:
 class PlainLog:
     """Not a terminal: one line every few seconds, plus state changes, notices and files."""
 
-    def __init__(self, stream: IO[str] | None = None, every_s: float = 5.0) -> None:
+    def __init__(self, stream: IO[str] | None = None, every_s: float = 5.0, prefix: str = "") -> None:
         self._stream = stream or sys.stderr
         self._every = every_s
         self._last = 0.0
+        self._prefix = prefix
 
     def _say(self, text: str) -> None:
-        self._stream.write(time.strftime("%H:%M:%S ") + text + "\n")
+        self._stream.write(time.strftime("%H:%M:%S ") + self._prefix + text + "\n")
         self._stream.flush()
 
     def __call__(self, event: Event) -> None:
@@ -210,6 +214,72 @@ class PlainLog:
         elif isinstance(event, FileFinished):
             what = "removed (--discard-partial)" if event.removed else event.status.value
             self._say(f"{event.path.name}: {format_bytes(event.bytes)}, {what}")
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        yield
+
+
+class FleetDashboard:
+    """Several Pis: one row each (state, Mbit/s, sparkline, frames/s, files, health), drawn on its own clock."""
+
+    def __init__(self, pis: list[str], console: Any = None) -> None:
+        from rich.console import Console
+
+        self._console = console or Console(stderr=True)
+        self._models = {pi: _Model() for pi in pis}
+        self._lock = threading.Lock()
+
+    def __call__(self, tagged: Any) -> None:
+        event = tagged.event
+        with self._lock:
+            model = self._models.get(tagged.pi)
+            if model is not None:
+                model.update(event)
+        if isinstance(event, Notice):
+            style = {"error": "bold red", "warning": "yellow"}.get(event.level, "")
+            text = f"{tagged.pi}: {event.message}" if tagged.pi else event.message
+            self._console.print(f"[{style}]{escape(text)}[/]" if style else escape(text))
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        from rich.live import Live
+
+        with Live(self._render(), console=self._console, refresh_per_second=4, get_renderable=self._render):
+            yield
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="piorch record", expand=False)
+        for name in ("Pi", "state", "time", "Mbit/s", "last minute", "frames/s", "files", "health"):
+            table.add_column(name)
+        with self._lock:
+            rows = [(pi, m.state, m.detail, m.progress, list(m.history), len(m.files_done), m.health)
+                    for pi, m in self._models.items()]
+        for pi, state, detail, progress, history, done, health in rows:
+            colour = {State.FAILED: "red", State.INTERRUPTED: "yellow", State.DONE: "green"}.get(state, "white")
+            table.add_row(
+                escape(pi), f"[{colour}]{state.value}[/]" + (f" {escape(detail)}" if state is State.FAILED else ""),
+                format_duration(progress.elapsed_s) if progress else "",
+                f"{progress.rate_bps / 1e6:.2f}" if progress else "",
+                build_sparkline(history, 20),
+                f"{progress.fps:.1f}" if progress and progress.fps is not None else "",
+                str(done),
+                escape(format_health(health)) if health else "",
+            )
+        return table
+
+
+class FleetLog:
+    """Several Pis, not a terminal: the plain log with each line prefixed by its Pi."""
+
+    def __init__(self, pis: list[str], stream: IO[str] | None = None) -> None:
+        self._logs = {pi: PlainLog(stream, prefix=f"[{pi}] ") for pi in pis}
+        self._general = PlainLog(stream)
+
+    def __call__(self, tagged: Any) -> None:
+        self._logs.get(tagged.pi, self._general)(tagged.event)
 
     @contextmanager
     def running(self) -> Iterator[None]:

@@ -36,6 +36,12 @@ def pick_display(title: str) -> Any:
     return PlainLog()
 
 
+def fleet_display(pis: list[str]) -> Any:
+    from orchestrator.display import FleetDashboard, FleetLog
+
+    return FleetDashboard(pis) if sys.stderr.isatty() else FleetLog(pis)
+
+
 def stdout_console() -> Any:
     from rich.console import Console
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
 from orchestrator.commands.common import duration_ms, load, pick_display, stdout_console
+from orchestrator.config import check_pi_target
 from orchestrator.errors import PiorchError, UsageError
 from orchestrator.events import State
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings, SshSettings
@@ -15,7 +17,9 @@ CONFIG_HELP = "Config file (default: ~/.config/piorch/config.toml). Precedence: 
 
 
 def record(
-    pi: str = typer.Option(None, "--pi", help="[user@]host[:port] or an ~/.ssh/config alias (config: pi)."),
+    pi: list[str] = typer.Option(None, "--pi",
+                                 help="[user@]host[:port] or an ~/.ssh/config alias (config: pi); give it "
+                                      "several times to record several Pis at once (config: pis)."),
     minutes: float = typer.Option(None, "--minutes", help="Record this many minutes; 0 = until Ctrl+C."),
     seconds: float = typer.Option(None, "--seconds", help="Record this many seconds; 0 = until Ctrl+C."),
     laptop_ip: str = typer.Option(None, "--laptop-ip",
@@ -62,17 +66,28 @@ def record(
     from orchestrator.recording import run_recording
     from orchestrator.ssh import SshHost
 
+    several = pi is not None and len(pi) > 1
+    for target in pi or []:
+        if (problem := check_pi_target(target)) is not None:
+            raise UsageError(f"--pi {target!r} {problem}", "give [user@]host[:port] or an alias")
     settings, ssh = build_record_settings(
-        {"pi": pi, "laptop_ip": laptop_ip, "port": port, "out": None if out is None else str(out),
-         "bitrate": bitrate, "width": width, "height": height, "fps": fps, "vflip": vflip, "hflip": hflip,
+        {"pi": None if several or not pi else pi[0], "laptop_ip": laptop_ip, "port": port,
+         "out": None if out is None else str(out), "bitrate": bitrate, "width": width, "height": height,
+         "fps": fps, "vflip": vflip, "hflip": hflip,
          "camera_tool": camera_tool, "backend": backend, "container": container},
         config, duration_ms(minutes, seconds), accept_new_host_key, discard_partial,
-        segment_seconds(segment), keep_raw, view, codec, frames,
+        segment_seconds(segment), keep_raw, view, codec, frames, targets_given=several,
     )
     if settings.view:
         from orchestrator.viewer import require_player
 
         require_player()  # said before anything starts on the Pi
+    targets = list(pi) if several else [ssh.target] if ssh.target else ssh_targets_from_config(config)
+    if len(targets) > 1:
+        if settings.view:
+            raise UsageError("--view shows one Pi", "record that Pi alone to watch it")
+        record_fleet(targets, settings, ssh)
+        return
     display = pick_display(f"piorch record: {ssh.target}")
     with stop_on_signals() as stop:
         host = SshHost.connect(ssh)
@@ -82,6 +97,38 @@ def record(
         finally:
             host.close()
     finish(result)
+
+
+def ssh_targets_from_config(config_file: Path | None) -> list[str]:
+    return list(load({}, config_file)["pis"])
+
+
+def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings) -> None:
+    """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
+    from dataclasses import replace
+
+    from orchestrator.cli import stop_on_signals
+    from orchestrator.commands.common import fleet_display
+    from orchestrator.display import render_summary
+    from orchestrator.fleet import plan_fleet, run_fleet
+    from orchestrator.ssh import SshHost
+
+    plan = plan_fleet(targets, settings)
+    display = fleet_display(targets)
+    with stop_on_signals() as stop, display.running():
+        result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target)), display, stop)
+    if result.files:
+        render_summary(result.files, stdout_console())
+    failed = [o for o in result.outcomes if o.state is State.FAILED]
+    for outcome in failed:
+        problem = outcome.result.problem if outcome.result and outcome.result.problem else None
+        message = problem.message if problem else outcome.error
+        fix = problem.fix if problem else outcome.fix
+        print(f"piorch: {outcome.pi}: {message}{': ' + fix if fix else ''}", file=sys.stderr)
+    if any(o.state is State.INTERRUPTED for o in result.outcomes):
+        raise typer.Exit(130)
+    if failed:
+        raise PiorchError(f"{len(failed)} of {len(result.outcomes)} Pis failed", "see the lines above")
 
 
 def segment_seconds(text: str | None) -> float:
@@ -101,7 +148,7 @@ def segment_seconds(text: str | None) -> float:
 def build_record_settings(
     flags: dict[str, object], config_file: Path | None, duration: int, accept_new_host_key: bool,
     discard_partial: bool, segment_s: float = 0.0, keep_raw: bool = False, view: bool = False,
-    codec: str = "h264", frames: bool = False,
+    codec: str = "h264", frames: bool = False, targets_given: bool = False,
 ) -> tuple[RecordSettings, SshSettings]:
     if codec not in ("h264", "mjpeg"):
         raise UsageError(f"unknown --codec {codec!r}", "use h264 or mjpeg")
@@ -110,7 +157,7 @@ def build_record_settings(
     if segment_s and codec != "h264":
         raise UsageError("--segment cuts H.264 at I-frames", "drop --segment, or record with --codec h264")
     config = load(flags, config_file)
-    if not config["pi"]:
+    if not (config["pi"] or config["pis"] or targets_given):
         raise UsageError("no Pi given", "pass --pi HOST or set `pi` in the config (piorch setup-link does)")
     backend = Backend(config["backend"])
     if backend is Backend.NC and config["port"] == 0:

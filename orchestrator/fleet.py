@@ -1,0 +1,139 @@
+"""Several Pis at once: one recording per Pi, each in its own thread with its own SSH connection, port
+and folder, all sharing the stop signal. One failing Pi does not stop the others. A session manifest at
+the top of the output folder ties the runs together with their common start time."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from orchestrator.errors import PiorchError
+from orchestrator.events import Event, FileFinished, Notice, State, StateChanged
+from orchestrator.host import Host
+from orchestrator.manifest import utc_now, write_json_atomically
+from orchestrator.recording import RecordResult, run_recording
+from orchestrator.settings import RecordSettings
+
+# Each Pi's recording joins within its own deadlines; this only bounds a thread stuck beyond them.
+JOIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class FromPi:
+    """An event of one Pi's recording, tagged with the Pi's name for the shared display."""
+
+    pi: str
+    event: Event
+
+
+FleetSink = Callable[[FromPi], None]
+
+
+@dataclass(frozen=True)
+class PiOutcome:
+    pi: str
+    folder: Path
+    result: RecordResult | None
+    error: str = ""
+    fix: str = ""
+
+    @property
+    def state(self) -> State:
+        return self.result.state if self.result is not None else State.FAILED
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    session: str
+    outcomes: tuple[PiOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def files(self) -> tuple[FileFinished, ...]:
+        return tuple(f for outcome in self.outcomes if outcome.result for f in outcome.result.files)
+
+
+def build_pi_folder_name(target: str) -> str:
+    """`pi@192.168.50.2:2222` -> `pi_192.168.50.2_2222`: a folder name that is safe everywhere (pure)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("._") or "pi"
+    return name[:64]
+
+
+def plan_fleet(targets: list[str], base: RecordSettings) -> list[tuple[str, RecordSettings]]:
+    """Per Pi: its own folder under OUT and its own port, counted up from the base port (0: any free)."""
+    if len(set(targets)) != len(targets):
+        raise PiorchError("the same Pi is given twice", "give each --pi once")
+    names = [build_pi_folder_name(target) for target in targets]
+    if len(set(names)) != len(names):
+        raise PiorchError("two Pis would share an output folder", "give them distinct names or aliases")
+    plan = []
+    for index, (target, name) in enumerate(zip(targets, names, strict=True)):
+        port = base.receive.port + index if base.receive.port else 0
+        if port > 65535:
+            raise PiorchError(f"no port left for {target} above {base.receive.port}", "pick a lower --port")
+        receive = replace(base.receive, port=port, out_dir=base.receive.out_dir / name)
+        plan.append((target, replace(base, receive=receive)))
+    return plan
+
+
+def run_fleet(
+    plan: list[tuple[str, RecordSettings]], connect: Callable[[str], Host], on_event: FleetSink,
+    stop: threading.Event,
+) -> FleetResult:
+    session = str(uuid.uuid4())
+    started = utc_now()
+    outcomes: dict[str, PiOutcome] = {}
+    lock = threading.Lock()
+
+    def one(target: str, settings: RecordSettings) -> None:
+        def tagged(event: Event) -> None:
+            on_event(FromPi(target, event))
+
+        outcome: PiOutcome
+        host: Host | None = None
+        try:
+            tagged(StateChanged(State.CONNECTING, target))
+            host = connect(target)
+            outcome = PiOutcome(target, settings.receive.out_dir, run_recording(settings, host, tagged, stop))
+        except PiorchError as exc:
+            tagged(StateChanged(State.FAILED, exc.message))
+            outcome = PiOutcome(target, settings.receive.out_dir, None, exc.message, exc.fix)
+        except Exception as exc:  # one Pi's bug must not take the others down: reported, never hidden
+            tagged(StateChanged(State.FAILED, f"{type(exc).__name__}: {exc}"))
+            outcome = PiOutcome(target, settings.receive.out_dir, None, f"{type(exc).__name__}: {exc}")
+        finally:
+            if host is not None:
+                host.close()
+        with lock:
+            outcomes[target] = outcome
+
+    threads = [threading.Thread(target=one, args=item, name=f"piorch-{item[0]}", daemon=True) for item in plan]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_S if stop.is_set() else None)
+        # Joined without a deadline while recording: each run has its own; after Ctrl+C they are bounded.
+    result = FleetResult(session, tuple(outcomes.get(target, PiOutcome(target, settings.receive.out_dir, None,
+                                                                      "did not finish in time"))
+                                        for target, settings in plan))
+    _write_fleet_manifest(plan[0][1].receive.out_dir.parent, result, started, on_event)
+    return result
+
+
+def _write_fleet_manifest(out: Path, result: FleetResult, started: str, on_event: FleetSink) -> None:
+    data = {
+        "session": result.session, "started_utc": started, "ended_utc": utc_now(),
+        "pis": [
+            {"pi": o.pi, "folder": o.folder.name, "state": o.state.value, "error": o.error,
+             "files": [str(f.path.relative_to(out)) for f in (o.result.files if o.result else ())
+                       if not f.removed]}
+            for o in result.outcomes
+        ],
+    }
+    try:
+        write_json_atomically(out / f"session-{result.session}.json", data)
+    except OSError as exc:
+        on_event(FromPi("", Notice("error", f"could not write the session manifest ({exc.strerror or exc})")))
