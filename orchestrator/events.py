@@ -18,6 +18,8 @@ class State(str, enum.Enum):
     LISTENING = "listening"
     STARTING = "starting camera"
     RECORDING = "recording"
+    STALLED = "stalled"
+    RESUMING = "reconnecting"
     STOPPING = "stopping"
     DONE = "done"
     INTERRUPTED = "interrupted"
@@ -30,6 +32,8 @@ class FileStatus(str, enum.Enum):
     FAILED = "failed"
     # A `.tmp` left by a run that was killed, finalised later by `piorch recover` or the next run.
     RECOVERED = "recovered"
+    # Everything that arrived before the link was lost; the recording resumed in the next file.
+    LINK_LOST = "link-lost"
 
 
 @dataclass(frozen=True)

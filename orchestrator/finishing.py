@@ -18,6 +18,8 @@ def decide_status(item: ReceivedFile, interrupted: bool, failure: str | None) ->
     """Pure: a write error fails the file; a stop interrupts it; a failed camera fails it; else complete."""
     if item.ended_by.startswith("error"):
         return FileStatus.FAILED, item.ended_by.removeprefix("error: ")
+    if item.ended_by == "stalled":
+        return FileStatus.LINK_LOST, "the link to the Pi was lost here; see the session manifest's gaps"
     if interrupted or item.ended_by == "stopped":
         return FileStatus.INTERRUPTED, "stopped by the user"
     if failure:

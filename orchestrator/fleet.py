@@ -97,7 +97,8 @@ def run_fleet(
         try:
             tagged(StateChanged(State.CONNECTING, target))
             host = connect(target)
-            outcome = PiOutcome(target, settings.receive.out_dir, run_recording(settings, host, tagged, stop))
+            result = run_recording(settings, host, tagged, stop, reconnect=lambda: connect(target))
+            outcome = PiOutcome(target, settings.receive.out_dir, result)
         except PiorchError as exc:
             tagged(StateChanged(State.FAILED, exc.message))
             outcome = PiOutcome(target, settings.receive.out_dir, None, exc.message, exc.fix)

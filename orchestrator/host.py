@@ -116,6 +116,10 @@ class Host(Protocol):
         """The laptop's address as the Pi sees it, when known."""
         ...
 
+    def peer_address(self) -> str | None:
+        """The Pi's address as the laptop sees it, when known (None through a jump host)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -185,6 +189,9 @@ class LocalHost:
         return run_to_end(self, command, timeout)
 
     def local_address(self) -> str | None:
+        return "127.0.0.1"
+
+    def peer_address(self) -> str | None:
         return "127.0.0.1"
 
     def close(self) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from orchestrator.events import EventSink, FileFinished, State, StateChanged
+from orchestrator.events import EventSink, FileFinished, Notice, State, StateChanged
 from orchestrator.finishing import finish_received_file
 from orchestrator.progress import ProgressClock
 from orchestrator.receiver import ReceivedFile, make_receiver
 from orchestrator.recovery import recover_leftovers
-from orchestrator.settings import ReceiveSettings
+from orchestrator.settings import Backend, ReceiveSettings
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ def run_listen(settings: ReceiveSettings, on_event: EventSink, stop: threading.E
         ))
 
     recover_leftovers(settings.out_dir, on_event)
+    if settings.backend is Backend.NC and settings.bind is None:
+        # nc takes whoever connects first; on every address that may be anyone on the laptop's networks.
+        on_event(Notice("warning", "the nc backend accepts any peer and listens on every address: "
+                                   "use --bind with the link address, or the builtin backend"))
     receiver = make_receiver(settings, on_file, on_event)
     receiver.start()
     clock = ProgressClock(receiver, on_event, settings.out_dir, None, None)

@@ -44,6 +44,8 @@ class Manifest:
     remux_error: str | None = None
     # What the Pi's health readings warned about during the recording (heat, under-voltage, ...).
     health_warnings: list[str] = field(default_factory=list)
+    # Link outages of the recording this file belongs to: start_utc, end_utc, cause.
+    gaps: list[dict[str, Any]] = field(default_factory=list)
     # MJPEG split into frames: index, file, arrival_utc, bytes, complete for each frame file.
     frame_list: list[dict[str, Any]] | None = None
     piorch_version: str = __version__

@@ -207,6 +207,9 @@ class Receiver:
         self.port = settings.port
         # Sees every byte as it arrives (the live view); must never block.
         self.tap: Tap | None = None
+        # Why writing failed ("disk full"), so the recording can stop the camera at once.
+        self.failure: str | None = None
+        self._cut_reason: str | None = None
 
     # Counters the dashboard reads on its own clock.
     @property
@@ -261,6 +264,16 @@ class Receiver:
     def start(self) -> None:
         raise NotImplementedError
 
+    def cut_connections(self, reason: str) -> None:
+        """End every open connection now (a lost link never sends its FIN); files end as `reason`."""
+        self._cut_reason = reason
+        self._interrupt_connections()
+        self.wait_idle(5.0)
+        self._cut_reason = None
+
+    def _interrupt_connections(self) -> None:
+        """Backend hook: make open connections end."""
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no connection is open (the sender closed); False at the deadline."""
         deadline = time.monotonic() + timeout
@@ -296,6 +309,7 @@ class BuiltinReceiver(Receiver):
         self._listener = bind_listener(self.settings.bind, self.settings.port)
         self.port = self._listener.getsockname()[1]
         self._listener.settimeout(POLL_S)
+        self._live: set[socket.socket] = set()
         thread = threading.Thread(target=self._accept_loop, daemon=True, name="piorch-accept")
         self._threads.append(thread)
         thread.start()
@@ -312,13 +326,31 @@ class BuiltinReceiver(Receiver):
             except OSError:
                 break  # the listener was closed by stop()
             peer = f"{address[0]}:{address[1]}"
+            allowed = self.settings.allowed_peer
+            if allowed is not None and address[0] != allowed:
+                # Someone else on the link: refused and logged, the recording goes on undisturbed.
+                conn.close()
+                self._on_event(Notice("warning", f"refused a connection from {peer}: only the Pi ({allowed}) "
+                                                 "may send here"))
+                continue
             thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True, name="piorch-conn")
             self._threads.append(thread)
             thread.start()
             if self.settings.once:
                 break  # `--once`: one connection, no more accepted
 
+    def _interrupt_connections(self) -> None:
+        with self._lock:
+            live = list(self._live)
+        for conn in live:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its own thread
+
     def _serve(self, conn: socket.socket, peer: str) -> None:
+        with self._lock:
+            self._live.add(conn)
         writer = self._new_sink(peer)
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
@@ -339,11 +371,15 @@ class BuiltinReceiver(Receiver):
                     ended_by = f"error: {exc.strerror or exc}"
                     break
                 if count == 0:
+                    ended_by = self._cut_reason or "eof"
                     break
                 writer.write(view[:count])
         except (WriteFailed, OSError) as exc:
             ended_by = f"error: {exc}"
+            self.failure = str(exc)
         finally:
+            with self._lock:
+                self._live.discard(conn)
             conn.close()
             writer.finish(ended_by)
             if self.settings.once:
@@ -384,6 +420,17 @@ def wait_until_listening(bind: str | None, port: int, timeout: float,
                 raise
         time.sleep(0.02)
     return False
+
+
+def find_free_port(bind: str | None, start: int, tries: int = 100) -> int:
+    """`--port auto`: the first port from `start` upward that can be listened on."""
+    for port in range(max(start, 1024), min(65536, max(start, 1024) + tries)):
+        try:
+            bind_listener(bind, port).close()
+        except ReceiverError:
+            continue
+        return port
+    raise ReceiverError(f"no free port from {start} to {start + tries - 1}", "free one or give --port")
 
 
 def detect_local_nc() -> tuple[str, NetcatFlavour]:
@@ -445,7 +492,7 @@ class NcReceiver(Receiver):
                 self._writer = self._new_sink("nc")
             self._writer.write(chunk)
         except (WriteFailed, OSError) as exc:
-            self._write_error = str(exc)
+            self._write_error = self.failure = str(exc)
             self._kill_nc()
 
     def _kill_nc(self) -> None:
@@ -458,6 +505,9 @@ class NcReceiver(Receiver):
 
     def _interrupt(self) -> None:
         self._kill_nc()
+
+    def _interrupt_connections(self) -> None:
+        self._kill_nc()  # nc serves one connection: ending it ends the connection; the loop starts a new nc
 
     def _loop(self) -> None:
         import sh
@@ -480,6 +530,8 @@ class NcReceiver(Receiver):
             if writer is not None:
                 if self._write_error:
                     ended_by = f"error: {self._write_error}"
+                elif self._cut_reason:
+                    ended_by = self._cut_reason
                 elif self._stopping.is_set():
                     ended_by = "stopped"
                 else:

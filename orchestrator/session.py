@@ -101,7 +101,7 @@ class SessionFiles:
         data = {
             "session": self.id, "started_utc": self.started_utc, "ended_utc": utc_now(), "status": status,
             "reason": failure or "",
-            **{k: v for k, v in self.context.items() if k in ("pi", "tool", "settings", "health_warnings")},
+            **{k: v for k, v in self.context.items() if k in ("pi", "tool", "settings", "health_warnings", "gaps")},
             "files": [
                 {"id": item.id, "file": finished.path.name, "segment": item.segment, "status": finished.status.value,
                  "bytes": item.bytes, "sha256": item.sha256, "frames": item.frames, "removed": finished.removed}

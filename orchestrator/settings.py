@@ -58,6 +58,8 @@ class ReceiveSettings:
     segment_frames: int = 0
     # MJPEG: each JPEG of a connection into its own file, OUT/<uuid>/frame_000001.jpg, ...
     split_jpeg: bool = False
+    # Builtin backend only: accept connections from this address alone (the Pi); None accepts any.
+    allowed_peer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ class RecordSettings:
     view: bool = False
     # MJPEG only: split the stream into one JPEG file a frame.
     frames: bool = False
+    # Start even when the disk cannot hold the expected size.
+    force: bool = False
+    # No bytes for this long while recording: the link is lost; resume into a new file (unless no_resume).
+    stall_timeout_s: float = 10.0
+    no_resume: bool = False
 
 
 class StillTool(str, enum.Enum):

@@ -237,6 +237,14 @@ class SshHost:
             return str(sock.getsockname()[0])
         return None  # through a jump host the local end of the link is not ours to see
 
+    def peer_address(self) -> str | None:
+        """The Pi's address as this laptop sees it: the only peer the receiver accepts."""
+        transport = self._client.get_transport()
+        sock = transport.sock if transport is not None else None
+        if isinstance(sock, socket.socket):
+            return str(sock.getpeername()[0])
+        return None
+
     def close(self) -> None:
         self._client.close()
 

@@ -17,7 +17,7 @@ def listen(
     out: Path = typer.Option(None, "--out", help="Folder for the files [./recv]."),
     backend: str = typer.Option(None, "--backend",
                                 help="builtin (Python, no gap between connections) or nc (local netcat, one "
-                                     "connection at a time) [builtin]."),
+                                     "connection at a time; it cannot refuse other peers) [builtin]."),
     bind: str = typer.Option(None, "--bind", help="Address to listen on [every address]."),
     once: bool = typer.Option(False, "--once", help="Exit after the first connection ends."),
     discard_partial: bool = typer.Option(False, "--discard-partial",

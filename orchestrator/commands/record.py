@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -13,6 +14,7 @@ from orchestrator.errors import PiorchError, UsageError
 from orchestrator.events import State
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings, SshSettings
 
+RESUME_CONNECT_TIMEOUT_S = 1.5
 CONFIG_HELP = "Config file (default: ~/.config/piorch/config.toml). Precedence: defaults < file < PIORCH_* < flags."
 
 
@@ -24,7 +26,9 @@ def record(
     seconds: float = typer.Option(None, "--seconds", help="Record this many seconds; 0 = until Ctrl+C."),
     laptop_ip: str = typer.Option(None, "--laptop-ip",
                                   help="Where the Pi sends (default: config, else this end of the SSH link)."),
-    port: int = typer.Option(None, "--port", help="TCP port the laptop receives on [10401]."),
+    port: str = typer.Option(None, "--port",
+                             help="TCP port the laptop receives on [10401]; `auto`: the first free one from "
+                                  "the configured port up; 0: any free port (builtin backend)."),
     out: Path = typer.Option(None, "--out", help="Folder for the files [./recv]."),
     bitrate: int = typer.Option(None, "--bitrate", help="H.264 bitrate in bit/s [16000000]."),
     width: int = typer.Option(None, "--width", help="Width in pixels [1920]."),
@@ -35,7 +39,8 @@ def record(
     camera_tool: str = typer.Option(None, "--camera-tool",
                                     help="auto|raspivid|libcamera-vid|rpicam-vid [auto: the Pi's own]."),
     backend: str = typer.Option(None, "--backend",
-                                help="Laptop receiver: builtin (Python) or nc (local netcat) [builtin]."),
+                                help="Laptop receiver: builtin (Python; accepts only the Pi) or nc (local netcat; "
+                                     "cannot refuse other peers) [builtin]."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
                                              help="Record an unknown Pi host key in known_hosts (a changed key "
                                                   "is always refused)."),
@@ -52,6 +57,12 @@ def record(
     codec: str = typer.Option("h264", "--codec", help="h264, or mjpeg (JPEG images back to back) [h264]."),
     frames: bool = typer.Option(False, "--frames",
                                 help="With --codec mjpeg: one file a frame, OUT/<uuid>/frame_000001.jpg, ..."),
+    stall_timeout: float = typer.Option(10.0, "--stall-timeout",
+                                        help="Seconds without data before the link counts as lost."),
+    no_resume: bool = typer.Option(False, "--no-resume",
+                                   help="Stop when the link is lost instead of reconnecting and resuming "
+                                        "into a new file until the deadline."),
+    force: bool = typer.Option(False, "--force", help="Start even when the disk cannot hold the recording."),
     config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Record from the Pi's camera into OUT/<uuid>.h264 with a JSON manifest beside it.
@@ -71,13 +82,22 @@ def record(
         if (problem := check_pi_target(target)) is not None:
             raise UsageError(f"--pi {target!r} {problem}", "give [user@]host[:port] or an alias")
     settings, ssh = build_record_settings(
-        {"pi": None if several or not pi else pi[0], "laptop_ip": laptop_ip, "port": port,
+        {"pi": None if several or not pi else pi[0], "laptop_ip": laptop_ip,
+         "port": None if port in (None, "auto") else port,
          "out": None if out is None else str(out), "bitrate": bitrate, "width": width, "height": height,
          "fps": fps, "vflip": vflip, "hflip": hflip,
          "camera_tool": camera_tool, "backend": backend, "container": container},
         config, duration_ms(minutes, seconds), accept_new_host_key, discard_partial,
         segment_seconds(segment), keep_raw, view, codec, frames, targets_given=several,
     )
+    if stall_timeout < 1 or stall_timeout > 3600:
+        raise UsageError(f"--stall-timeout {stall_timeout:g} is out of range", "give 1 to 3600 seconds")
+    settings = replace(settings, force=force, stall_timeout_s=stall_timeout, no_resume=no_resume)
+    if port == "auto":
+        from orchestrator.receiver import find_free_port
+
+        settings = replace(settings, receive=replace(
+            settings.receive, port=find_free_port(settings.laptop_ip, settings.receive.port or 10401)))
     if settings.view:
         from orchestrator.viewer import require_player
 
@@ -89,11 +109,15 @@ def record(
         record_fleet(targets, settings, ssh)
         return
     display = pick_display(f"piorch record: {ssh.target}")
+    def reconnect() -> SshHost:
+        # While the link is down, short connection attempts: recording resumes soon after it returns.
+        return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S))
+
     with stop_on_signals() as stop:
         host = SshHost.connect(ssh)
         try:
             with display.running():
-                result = run_recording(settings, host, display, stop)
+                result = run_recording(settings, host, display, stop, reconnect)
         finally:
             host.close()
     finish(result)
@@ -105,8 +129,6 @@ def ssh_targets_from_config(config_file: Path | None) -> list[str]:
 
 def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings) -> None:
     """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
-    from dataclasses import replace
-
     from orchestrator.cli import stop_on_signals
     from orchestrator.commands.common import fleet_display
     from orchestrator.display import render_summary
