@@ -87,11 +87,12 @@ def parse_camera_failure(tool: CameraTool, stderr: str, exit_code: int | None) -
     text = stderr.lower()
     if exit_code == 127 or "command not found" in text:
         return CameraProblem(f"{tool.value} is not installed on the Pi",
-                             f"install it there: sudo apt install {TOOL_PACKAGE.get(tool, 'rpicam-apps')}")
+                             f"install it there: sudo apt install {TOOL_PACKAGE.get(tool, 'rpicam-apps')} "
+                             "(`piorch bootstrap` checks the camera stack)")
     if "enospc" in text or "failed to acquire camera" in text or "in use by another process" in text:
         return CameraProblem(
             "camera busy: another program on the Pi holds the camera",
-            "stop it (on the Pi: pgrep -a 'vid|still|python' to find it), then record again",
+            "stop it, or pass --kill-stale to let piorch stop it",
         )
     if ("no cameras available" in text or "failed to create camera component" in text
             or "camera is not enabled" in text or "cannot read camera info" in text):

@@ -43,11 +43,18 @@ def check_fps(value: int) -> str | None:
     return None if 1 <= value <= 120 else "must be between 1 and 120 frames per second"
 
 
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
 def check_ip(value: str) -> str | None:
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         return "must be an IP address such as 192.168.50.1"
+    # ipaddress takes any text as an IPv6 zone (`fe80::1%...`): only an interface name is one.
+    zone = getattr(address, "scope_id", None)
+    if zone is not None and not _ZONE.fullmatch(zone):
+        return "has a zone that is not an interface name (fe80::1%eth0)"
     return None
 
 
@@ -64,7 +71,8 @@ _TARGET = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0
 
 
 def check_pi_target(value: str) -> str | None:
-    if _TARGET.match(value) and not value.startswith("-"):
+    # fullmatch: `$` would also accept a trailing newline.
+    if _TARGET.fullmatch(value) and not value.startswith("-"):
         return None
     return "must be [user@]host[:port] or an alias from ~/.ssh/config (letters, digits, . _ - only)"
 

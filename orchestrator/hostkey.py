@@ -9,6 +9,7 @@ call `ssh.fetch_host_key`, which takes the default order.
 from __future__ import annotations
 
 import enum
+import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ def host_key_fix(target: SshTarget, check: HostKeyCheck) -> str:
     """What to do about an unknown or changed key, in the words `piorch trust` and ssh-keygen use."""
     if check.state is HostKeyState.CHANGED:
         return (f"if the Pi was re-flashed, remove the old key with `ssh-keygen -R '{check.name}' "
-                f"-f {check.known_hosts}` and run `piorch trust {target.alias}`; otherwise do not connect")
+                f"-f {shlex.quote(str(check.known_hosts))}` and run `piorch trust {target.alias}`; "
+                "otherwise do not connect")
     kind = "rsa" if "rsa" in check.key_type else "ecdsa" if "ecdsa" in check.key_type else "ed25519"
     return (f"compare {check.fingerprint} with `ssh-keygen -lf /etc/ssh/ssh_host_{kind}_key.pub` on the Pi, "
             f"then run `piorch trust {target.alias}` (or `piorch bootstrap --pi {target.alias}`)")

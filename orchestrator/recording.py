@@ -39,6 +39,7 @@ from orchestrator.remote import (
 )
 from orchestrator.session import SessionFiles
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
+from orchestrator.stale import describe, find_holders
 from orchestrator.viewer import ViewFeeder, require_player
 
 # How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
@@ -82,13 +83,14 @@ def choose_tool(probe: PiProbe, wanted: CameraTool) -> CameraTool:
     if wanted is not CameraTool.AUTO:
         if wanted not in probe.tools:
             raise RemoteError(f"{wanted.value} is not installed on the Pi",
-                              f"install {TOOL_PACKAGE[wanted]} there, or use --camera-tool auto")
+                              f"install {TOOL_PACKAGE[wanted]} there, or use --camera-tool auto "
+                              "(`piorch bootstrap` checks the camera stack)")
         return wanted
     for tool in TOOL_PREFERENCE:
         if tool in probe.tools:
             return tool
     raise RemoteError("no camera tool (rpicam-vid, libcamera-vid, raspivid) on the Pi",
-                      "install rpicam-apps there (sudo apt install rpicam-apps)")
+                      "install rpicam-apps there (sudo apt install rpicam-apps); `piorch bootstrap` checks the stack")
 
 
 def check_pi_netcat(probe: PiProbe) -> NetcatFlavour:
@@ -318,12 +320,15 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     camera_argv = build_camera_argv(camera, tool)
     attempt = _Attempt()
     problem: CameraProblem | None = None
+    busy_retried = False
     try:
         clock.restart()
         while True:
             limit_s = None if end_at is None else max(0.0, end_at - time.monotonic())
             if limit_s is not None and limit_s < MIN_RESUME_S and recorder.gaps:
                 break  # resumed too close to the deadline to be worth a new camera start
+            if limit_s is not None and round(limit_s * 1000) < 1:
+                break  # never `-t 0` for a bounded recording: to the camera that means "for ever"
             run_camera = replace(camera, duration_ms=0 if limit_s is None else round(limit_s * 1000))
             camera_argv = build_camera_argv(run_camera, tool)
             on_event(StateChanged(State.STARTING, f"{tool.value} on {recorder.host.name}"))
@@ -331,6 +336,13 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                 recorder.gaps[-1]["end_utc"] = utc_now()
             on_event(StateChanged(State.RECORDING, f"{tool.value} -> {laptop_ip}:{receiver.port}"))
             attempt = recorder.run_attempt(build_pipeline_script(camera_argv, nc_argv), clock, receiver, limit_s)
+            if attempt.ended == "done" and not busy_retried and camera_busy(attempt, tool):
+                busy_retried = True
+                if free_busy_camera(recorder.host, settings.kill_stale, on_event):
+                    # Nothing was recorded yet: the full duration starts again now.
+                    end_at = None if duration_s is None else time.monotonic() + duration_s
+                    continue
+                break
             if attempt.ended not in ("stalled", "lost"):
                 break
             cause = (f"no data for {settings.stall_timeout_s:.0f} s" if attempt.ended == "stalled"
@@ -371,6 +383,31 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     on_event(StateChanged(state, problem.message if problem else ""))
     return RecordResult(state, files, tool, tuple(camera_argv), problem, attempt.freed, remote_exit,
                         tuple(recorder.gaps))
+
+
+def camera_busy(attempt: _Attempt, tool: CameraTool) -> bool:
+    code = attempt.remote_exit["camera"]
+    return code not in (0, None) and parse_camera_failure(tool, attempt.stderr, code).message.startswith("camera busy")
+
+
+def free_busy_camera(host: Host, kill_stale: bool, on_event: EventSink) -> bool:
+    """Stop what holds the camera when it is an orphan of a piorch run (or --kill-stale); say who it is."""
+    holders = find_holders(host)
+    if not holders:
+        return False
+    if not kill_stale and not all(holder.from_piorch for holder in holders):
+        others = [h for h in holders if not h.from_piorch]
+        on_event(Notice("error", f"camera busy: held by {describe(others)}; stop it on the Pi, or pass "
+                                 "--kill-stale to let piorch stop it"))
+        return False
+    why = "left by an earlier piorch run" if all(h.from_piorch for h in holders) else "stopped on --kill-stale"
+    freed = True
+    for holder in holders:
+        # A real group stops whole (camera and its nc); a lone process by its pid.
+        target = holder.pgid if holder.pgid > 1 else holder.pid
+        freed = stop_remote(host, target, on_event) and freed
+    on_event(Notice("warning", f"camera busy: {describe(holders)}, {why}; piorch stopped it"))
+    return freed
 
 
 def explain_failure(attempt: _Attempt, tool: CameraTool, laptop_ip: str, receiver: Receiver,

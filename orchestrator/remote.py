@@ -90,6 +90,8 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) ->
     Every construct here is POSIX sh (dash on Raspberry Pi OS), not bash.
     """
     inner = (
+        # Marks every process of the pipeline as piorch's: a later run may stop an orphan of this one.
+        "PIORCH_RUN=1; export PIORCH_RUN; "
         f'echo "{PGID_MARK} $$"; '
         # The channel moves to fd 4 for the watchdog alone (POSIX lets sh give a background job /dev/null
         # as stdin, so it is passed explicitly). $$ in a subshell is still the session leader's pid, which
@@ -118,13 +120,21 @@ def build_kill_script(pgid: int, grace_s: float = 3.0) -> str:
         raise ValueError(f"refusing to signal process group {pgid}")
     steps = max(1, int(grace_s / 0.1))
     group = f"-{pgid}"
+    # Alive = a member that is not a zombie: a killed process waiting for its parent to reap it holds
+    # nothing (not the camera). Without ps, `kill -0` (which counts zombies) is the fallback.
+    alive = (
+        f"alive() {{ if command -v ps >/dev/null 2>&1; then ps -eo pgid=,stat= | "
+        f"awk -v g={pgid} '$1 == g && $2 !~ /^Z/ {{ f = 1 }} END {{ exit !f }}'; "
+        f"else kill -0 {group} 2>/dev/null; fi; }}; "
+    )
     # `kill -SIG -PGID` (no `--`): the form both bash's and dash's kill builtins accept.
     return (
-        f"kill -TERM {group} 2>/dev/null; i=0; "
-        f"while kill -0 {group} 2>/dev/null; do "
+        alive
+        + f"kill -TERM {group} 2>/dev/null; i=0; "
+        "while alive; do "
         f'i=$((i+1)); if [ "$i" -gt {steps} ]; then kill -KILL {group} 2>/dev/null; sleep 0.2; break; fi; '
         "sleep 0.1; done; "
-        f"if kill -0 {group} 2>/dev/null; then echo piorch-still-running; else echo piorch-gone; fi"
+        "if alive; then echo piorch-still-running; else echo piorch-gone; fi"
     )
 
 

@@ -35,8 +35,10 @@ def remux_h264(raw: Path, target: Path, fps: float) -> RemuxResult:
     partial = target.with_name(target.name + ".partial")
     frames = 0
     try:
-        with av.open(str(raw), format="h264") as source, \
-                av.open(str(partial), mode="w", format=target.suffix.lstrip(".").replace("mkv", "matroska")) as sink:
+        # Absolute paths: FFmpeg reads `pipe:1` or `concat:x` as protocols, whatever folder they name.
+        with av.open(os.fspath(raw.absolute()), format="h264") as source, \
+                av.open(os.fspath(partial.absolute()), mode="w",
+                        format=target.suffix.lstrip(".").replace("mkv", "matroska")) as sink:
             in_stream = source.streams.video[0]
             out_stream = sink.add_stream_from_template(in_stream)
             # Timestamps in a 90 kHz clock (MPEG's), which every container takes; the muxer rescales them

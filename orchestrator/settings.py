@@ -87,6 +87,8 @@ class RecordSettings:
     frames: bool = False
     # Start even when the disk cannot hold the expected size.
     force: bool = False
+    # Camera busy: stop whatever holds it, not only orphans of earlier piorch runs.
+    kill_stale: bool = False
     # No bytes for this long while recording: the link is lost; resume into a new file (unless no_resume).
     stall_timeout_s: float = 10.0
     no_resume: bool = False

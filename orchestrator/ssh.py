@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import re
+import shlex
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ def open_client(target: SshTarget, settings: SshSettings, _depth: int = 0) -> pa
         raise HostKeyError(
             f"the host key of {target.display} has CHANGED (now {fingerprint(exc.key)}); refusing to connect",
             f"if the Pi was re-flashed, remove the old key with `ssh-keygen -R '{target.known_hosts_name}' "
-            f"-f {target.known_hosts[0]}` and run `piorch trust {target.alias}`",
+            f"-f {shlex.quote(str(target.known_hosts[0]))}` and run `piorch trust {target.alias}`",
         ) from None
     except paramiko.AuthenticationException:
         client.close()

@@ -63,6 +63,9 @@ def record(
                                    help="Stop when the link is lost instead of reconnecting and resuming "
                                         "into a new file until the deadline."),
     force: bool = typer.Option(False, "--force", help="Start even when the disk cannot hold the recording."),
+    kill_stale: bool = typer.Option(False, "--kill-stale",
+                                    help="Camera busy: stop whatever holds it (an orphan of an earlier piorch "
+                                         "run is always stopped)."),
     config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Record from the Pi's camera into OUT/<uuid>.h264 with a JSON manifest beside it.
@@ -92,7 +95,8 @@ def record(
     )
     if stall_timeout < 1 or stall_timeout > 3600:
         raise UsageError(f"--stall-timeout {stall_timeout:g} is out of range", "give 1 to 3600 seconds")
-    settings = replace(settings, force=force, stall_timeout_s=stall_timeout, no_resume=no_resume)
+    settings = replace(settings, force=force, stall_timeout_s=stall_timeout, no_resume=no_resume,
+                       kill_stale=kill_stale)
     if port == "auto":
         from orchestrator.receiver import find_free_port
 

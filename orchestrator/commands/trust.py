@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -44,7 +45,8 @@ def trust(
     if recorded is not None:
         raise HostKeyError(
             f"{target.display} now shows a DIFFERENT host key ({fingerprint(key)}) than the one recorded",
-            f"if the Pi was re-flashed, run `ssh-keygen -R '{target.known_hosts_name}' -f {known_file}` first",
+            f"if the Pi was re-flashed, run `ssh-keygen -R '{target.known_hosts_name}' "
+            f"-f {shlex.quote(str(known_file))}` first",
         )
     print(f"{target.display} presents {key.get_name()} {fingerprint(key)}")
     if not yes and not typer.confirm("Record this key as your Pi's?", default=False):
