@@ -25,6 +25,10 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/receiver.py
+	$(BIN)/python benchmarks/cutting.py
+	$(BIN)/python benchmarks/remux.py
+	$(BIN)/python benchmarks/view.py
+	$(BIN)/python benchmarks/fleet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
