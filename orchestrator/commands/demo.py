@@ -30,7 +30,7 @@ def demo(
     container: str = typer.Option("mp4", "--container", help="mp4, mkv or h264 (raw)."),
     view: bool = typer.Option(False, "--view", help="Show the live picture in mpv or ffplay."),
 ) -> None:
-    """Record from a built-in simulated Pi, with the live dashboard, into OUT/<uuid>.h264."""
+    """Record from a built-in simulated Pi, with the live dashboard, into OUT/<uuid>.mp4 (or .mkv, .h264)."""
     from orchestrator.cli import stop_on_signals
     from orchestrator.config import check_bitrate
     from orchestrator.host import LocalHost

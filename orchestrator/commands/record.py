@@ -54,7 +54,7 @@ def record(
     keep_raw: bool = typer.Option(False, "--keep-raw", help="Keep the raw .h264 beside the mp4/mkv."),
     view: bool = typer.Option(False, "--view",
                               help="Show the live picture in mpv (else ffplay), fed from the received stream."),
-    codec: str = typer.Option("h264", "--codec", help="h264, or mjpeg (JPEG images back to back) [h264]."),
+    codec: str = typer.Option("h264", "--codec", help="h264, or mjpeg (JPEG images back to back)."),
     frames: bool = typer.Option(False, "--frames",
                                 help="With --codec mjpeg: one file a frame, OUT/<uuid>/frame_000001.jpg, ..."),
     stall_timeout: float = typer.Option(10.0, "--stall-timeout",
@@ -68,12 +68,13 @@ def record(
                                          "run is always stopped)."),
     config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
-    """Record from the Pi's camera into OUT/<uuid>.h264 with a JSON manifest beside it.
+    """Record from the Pi's camera into OUT/<uuid>.mp4 (or .mkv, .h264) with a JSON manifest beside it.
 
     Over SSH, piorch starts `camera | nc LAPTOP PORT` on the Pi in a process session of its own and
     receives the stream here. At the time limit the camera stops by itself and piorch exits 0. Ctrl+C
     stops the whole pipeline on the Pi (the camera is free again), keeps what arrived as `interrupted`
-    and exits 130.
+    and exits 130. A lost link is resumed into a new file until the same deadline (gaps in the session
+    manifest); several --pi record together, each into OUT/<pi>/.
     """
 
     from orchestrator.cli import stop_on_signals
