@@ -1,6 +1,6 @@
 """Subscribers that show the core's events: a rich Live dashboard on a terminal, a plain log otherwise.
 
-Both only store what arrives; the dashboard draws on its own thread four times a second and the plain
+Both only store what arrives; the dashboard draws on its own thread twice a second and the plain
 log prints one line every few seconds, so neither can slow the socket. Each has start/stop (a context
 manager) and the same `__call__(event)`.
 """
@@ -133,7 +133,7 @@ class Dashboard:
     def running(self) -> Iterator[None]:
         from rich.live import Live
 
-        with Live(self._render(), console=self._console, refresh_per_second=4, transient=False,
+        with Live(self._render(), console=self._console, refresh_per_second=2, transient=False,
                   get_renderable=self._render):
             yield
 
@@ -245,7 +245,7 @@ class FleetDashboard:
     def running(self) -> Iterator[None]:
         from rich.live import Live
 
-        with Live(self._render(), console=self._console, refresh_per_second=4, get_renderable=self._render):
+        with Live(self._render(), console=self._console, refresh_per_second=2, get_renderable=self._render):
             yield
 
     def _render(self) -> Any:

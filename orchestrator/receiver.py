@@ -130,7 +130,10 @@ class FileWriter:
                 raise WriteFailed(reason) from None
             view = view[written:]
             self.bytes_written += written
-        self._hasher.poke()
+        # Wake the hasher for a whole chunk only: fewer, larger SHA-256 updates cost less (it also looks
+        # by itself every POLL_S, and finish() wakes it for the tail).
+        if self.bytes_written - self._hasher.hashed >= CHUNK:
+            self._hasher.poke()
 
     def finish(self, ended_by: str) -> ReceivedFile:
         """fsync, close, rename to the final name; the hash is complete when this returns."""
