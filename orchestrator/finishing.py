@@ -43,6 +43,7 @@ def finish_received_file(
     shown = playable or item.path
     fps = item.frames / item.duration_s if item.frames and item.duration_s > 0 else None
     if removed:
+        manifest_path.unlink(missing_ok=True)  # the placeholder reserved when the file opened
         if item.path.is_dir():
             shutil.rmtree(item.path)  # the frames folder of an interrupted MJPEG recording
         else:

@@ -66,11 +66,42 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+# Room kept for a manifest from the moment its file opens, so a disk that fills during the recording can
+# still say so in the manifest.
+RESERVED_BYTES = 64 * 1024
+
+
+def reserve_manifest(path: Path, file_id: str, receiving: str) -> None:
+    """A placeholder `<uuid>.json` (status `receiving`) padded to RESERVED_BYTES; best effort."""
+    text = json.dumps({"id": file_id, "file": receiving, "status": "receiving"})
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text + "\n" + " " * max(0, RESERVED_BYTES - len(text) - 1))
+    except OSError:
+        pass  # no room even for that: the final manifest is tried all the same
+
+
 def write_manifest(path: Path, manifest: Manifest) -> str | None:
     """Write the manifest; on failure (a full disk) return why instead of raising, so the data file and
-    the rest of the run are not lost over a sidecar. The caller reports the reason."""
+    the rest of the run are not lost over a sidecar. The caller reports the reason.
+
+    Atomically when possible; when the disk is full, over the space reserved when the file opened (in
+    place, then truncated: no new blocks are needed)."""
+    data = asdict(manifest)
     try:
-        write_json_atomically(path, asdict(manifest))
+        write_json_atomically(path, data)
+        return None
     except OSError as exc:
-        return f"could not write {path.name} ({exc.strerror or exc})"
-    return None
+        problem = f"could not write {path.name} ({exc.strerror or exc})"
+    encoded = (json.dumps(data, indent=2) + "\n").encode()
+    try:
+        if path.stat().st_size >= len(encoded):
+            with open(path, "r+b") as handle:
+                handle.write(encoded)
+                handle.truncate(len(encoded))
+                handle.flush()
+                os.fsync(handle.fileno())
+            return None
+    except OSError:
+        pass  # no reserved room either: report the first reason
+    return problem

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ReceiverError
 from orchestrator.events import EventSink, FileStarted, Notice
-from orchestrator.manifest import utc_now
+from orchestrator.manifest import reserve_manifest, utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.sinks import FramesSink, StreamSink, Tap, WriteFailed
@@ -113,6 +113,7 @@ class FileWriter:
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         # Held until the file is finished: `recover` (or a second piorch) never touches a file in use.
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        reserve_manifest(out_dir / f"{self.id}.json", self.id, self.tmp_path.name)
         self.bytes_written = 0
         self.closed = False
         self.started_utc = utc_now()

@@ -244,13 +244,14 @@ class _Recorder:
             process.close()
         return attempt
 
-    def resume(self, old: _Attempt, cause: str) -> bool:
-        """Reconnect with a short backoff until the deadline or a stop; free the camera the old run held."""
+    def resume(self, old: _Attempt, cause: str, until: float | None) -> bool:
+        """Reconnect with a short backoff until the deadline (`until`, monotonic) or a stop; free the camera
+        the old run held. False when the deadline passed first: the recording ends there, as asked."""
         if self.reconnect is None:
             return False
         self.on_event(StateChanged(State.RESUMING, cause))
         delay = 0.25
-        while not self.stop.is_set():
+        while not self.stop.is_set() and (until is None or time.monotonic() < until - MIN_RESUME_S):
             # The old connection is already broken; closing it is only tidiness.
             with contextlib.suppress(Exception):
                 self.host.close()
@@ -351,12 +352,17 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                                        + ("" if settings.no_resume else ", reconnecting")))
             # What arrived before the gap is finished as its own file; the next attempt opens a new one.
             receiver.cut_connections("stalled")
+            # A data connection may have ended cleanly (its FIN came before the SSH loss was seen): the
+            # camera did not finish it, so it is cut by the fault all the same.
+            session.mark_pending("stalled")
             recorder.gaps.append({"start_utc": utc_now(), "cause": cause})
             if end_at is not None and time.monotonic() >= end_at - MIN_RESUME_S:
                 break
-            if not recorder.resume(attempt, cause):
+            if not recorder.resume(attempt, cause, end_at):
+                reached = end_at is not None and time.monotonic() >= end_at - MIN_RESUME_S
                 problem = None if stop.is_set() else CameraProblem(
-                    f"the link to the Pi was lost ({cause})",
+                    f"the link to the Pi was lost ({cause})"
+                    + (" and did not come back before the deadline" if reached else ""),
                     "check the cable; without --no-resume piorch reconnects by itself" if settings.no_resume
                     else "check the cable and the Pi, then record again")
                 break

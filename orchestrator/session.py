@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,12 @@ class SessionFiles:
         else:
             with self._lock:
                 self._open_tail.append(item)
+
+    def mark_pending(self, ended_by: str) -> None:
+        """Files that ended but are not finalised yet ended because of a fault, not the camera."""
+        with self._lock:
+            self._open_tail = [replace(item, ended_by=ended_by) if item.ended_by == "eof" else item
+                               for item in self._open_tail]
 
     @property
     def pending(self) -> list[ReceivedFile]:

@@ -216,6 +216,9 @@ def test_disk_full_keeps_what_was_written_and_fails_the_file(tmp_path: Path) -> 
         data = finished.path.read_bytes()
         assert 0 < len(data) < len(payload) and payload.startswith(data)
         assert finished.sha256 == hashlib.sha256(data).hexdigest()
+        # The manifest still says so: its room was reserved when the file opened.
+        manifest = json.loads(finished.path.with_suffix(".json").read_text())
+        assert manifest["status"] == "failed" and manifest["reason"] == "disk full"
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
