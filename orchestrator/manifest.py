@@ -16,6 +16,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def utc_at(timestamp: float) -> str:
+    """A Unix time (time.time()) in the manifests' UTC form."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class Manifest:
     id: str
@@ -44,8 +50,6 @@ class Manifest:
     remux_error: str | None = None
     # What the Pi's health readings warned about during the recording (heat, under-voltage, ...).
     health_warnings: list[str] = field(default_factory=list)
-    # Link outages of the recording this file belongs to: start_utc, end_utc, cause.
-    gaps: list[dict[str, Any]] = field(default_factory=list)
     # MJPEG split into frames: index, file, arrival_utc, bytes, complete for each frame file.
     frame_list: list[dict[str, Any]] | None = None
     piorch_version: str = __version__

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ReceiverError
 from orchestrator.events import EventSink, FileStarted, Notice
-from orchestrator.manifest import reserve_manifest, utc_now
+from orchestrator.manifest import reserve_manifest, utc_at, utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.sinks import FramesSink, StreamSink, Tap, WriteFailed
@@ -118,6 +118,7 @@ class FileWriter:
         self.closed = False
         self.started_utc = utc_now()
         self.started = time.monotonic()
+        self.last_write = time.time()
         self._hasher = _FollowHasher(self.tmp_path, self)
         self._hasher.start()
 
@@ -131,6 +132,7 @@ class FileWriter:
                 raise WriteFailed(reason) from None
             view = view[written:]
             self.bytes_written += written
+        self.last_write = time.time()
         # Wake the hasher for a whole chunk only: fewer, larger SHA-256 updates cost less (it also looks
         # by itself every POLL_S, and finish() wakes it for the tail).
         if self.bytes_written - self._hasher.hashed >= CHUNK:
@@ -148,8 +150,10 @@ class FileWriter:
         # The hash reads back what was written (from the page cache): allow 20 MB/s at the slowest.
         digest = self._hasher.hexdigest(timeout=30 + self.bytes_written / 20e6)
         os.replace(self.tmp_path, self.final_path)
+        # A file cut by a lost link ended when its last byte came, not when the loss was noticed.
+        ended = utc_at(self.last_write) if ended_by == "stalled" else utc_now()
         return ReceivedFile(self.id, self.final_path, self.bytes_written, digest, self.peer,
-                            self.started_utc, utc_now(), duration, ended_by)
+                            self.started_utc, ended, duration, ended_by)
 
 
 FileSink = Callable[[ReceivedFile], None]

@@ -21,7 +21,7 @@ from orchestrator.errors import PiorchError, ReceiverError, RemoteError
 from orchestrator.events import EventSink, FileFinished, Notice, PiHealthReport, State, StateChanged
 from orchestrator.health import health_warnings, read_health
 from orchestrator.host import Host, Process
-from orchestrator.manifest import utc_now
+from orchestrator.manifest import utc_at, utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
 from orchestrator.progress import ProgressClock
 from orchestrator.receiver import Receiver, check_out_dir, make_receiver
@@ -157,6 +157,8 @@ class _Attempt:
                                                                          "pipeline": None})
     # done | stopped | overran | stalled | lost | disk
     ended: str = "done"
+    # time.time() of the last byte that arrived during this attempt (where a gap starts).
+    last_data_at: float = field(default_factory=time.time)
     stderr: str = ""
     freed: bool = True
 
@@ -206,6 +208,7 @@ class _Recorder:
                 total = receiver.bytes_total
                 if total != seen:
                     seen, last_data = total, now
+                    attempt.last_data_at = time.time()
                     if self.stalled_shown:
                         self.stalled_shown = False
                         on_event(StateChanged(State.RECORDING, "data flows again"))
@@ -319,6 +322,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect)
     end_at = None if duration_s is None else time.monotonic() + duration_s
     camera_argv = build_camera_argv(camera, tool)
+    base_context = {"pi": host.name, "tool": tool.value, "settings": _settings_dict(settings)}
     attempt = _Attempt()
     problem: CameraProblem | None = None
     busy_retried = False
@@ -355,7 +359,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             # A data connection may have ended cleanly (its FIN came before the SSH loss was seen): the
             # camera did not finish it, so it is cut by the fault all the same.
             session.mark_pending("stalled")
-            recorder.gaps.append({"start_utc": utc_now(), "cause": cause})
+            session.context.update(base_context)
+            session.finish_pending({"remote_argv": list(camera_argv), "remote_exit": dict(attempt.remote_exit)})
+            # The gap starts when data stopped, not when the stall was noticed.
+            recorder.gaps.append({"start_utc": utc_at(attempt.last_data_at), "cause": cause})
             if end_at is not None and time.monotonic() >= end_at - MIN_RESUME_S:
                 break
             if not recorder.resume(attempt, cause, end_at):

@@ -74,8 +74,18 @@ class SessionFiles:
         with self._lock:
             self._finished.append((item, finished))
 
-    def _finalize(self, item: ReceivedFile, interrupted: bool, failure: str | None) -> None:
-        context = {**self.context, "container": "h264"}
+    def finish_pending(self, attempt_context: dict[str, Any]) -> None:
+        """Finalise the files of an attempt that a fault ended, with that attempt's own argv and exits."""
+        with self._lock:
+            tail, self._open_tail = self._open_tail, []
+        for item in tail:
+            self._finalize(item, interrupted=False, failure=None, extra=attempt_context)
+
+    def _finalize(self, item: ReceivedFile, interrupted: bool, failure: str | None,
+                  extra: dict[str, Any] | None = None) -> None:
+        # Gaps belong to the session manifest: a file finished at a gap cannot know when it ends.
+        context = {k: v for k, v in {**self.context, **(extra or {})}.items() if k != "gaps"}
+        context["container"] = "h264"
         finish: Callable[..., FileFinished] = finish_received_file
         if self._remuxer is None or not item.frames:
             # Nothing to remux (raw wanted, or a stream with no frame in it): the raw file is the file.

@@ -172,7 +172,8 @@ def open_client(target: SshTarget, settings: SshSettings, _depth: int = 0) -> pa
         client.close()
         raise ConnectError(f"the Pi at {target.display} refused the login",
                            "install your key there with `ssh-copy-id` (or `piorch bootstrap`)") from None
-    except (OSError, paramiko.SSHException) as exc:
+    # EOFError: paramiko's word for a peer that reset the connection mid-handshake (a Pi rebooting).
+    except (OSError, EOFError, paramiko.SSHException) as exc:
         client.close()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise ConnectError(f"cannot reach the Pi at {target.display} ({reason})",
