@@ -92,7 +92,7 @@ def parse_camera_failure(tool: CameraTool, stderr: str, exit_code: int | None) -
     if "enospc" in text or "failed to acquire camera" in text or "in use by another process" in text:
         return CameraProblem(
             "camera busy: another program on the Pi holds the camera",
-            "stop it, or pass --kill-stale to let piorch stop it",
+            "stop it on the Pi, then record again (`piorch record --kill-stale` stops it for you)",
         )
     if ("no cameras available" in text or "failed to create camera component" in text
             or "camera is not enabled" in text or "cannot read camera info" in text):

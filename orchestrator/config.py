@@ -84,6 +84,30 @@ def check_pi_targets(values: list[str]) -> str | None:
     return None
 
 
+def parse_pi_ports(values: list[str]) -> dict[str, int]:
+    """`["cam1=10410", ...]` -> {"cam1": 10410}; ValueError naming the entry that is wrong."""
+    ports: dict[str, int] = {}
+    for value in values:
+        name, _, port = value.partition("=")
+        if not name or check_pi_target(name) is not None or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"holds {value!r}, which is not NAME=PORT")
+        ports[name] = int(port)
+    return ports
+
+
+def check_pi_ports(values: list[str]) -> str | None:
+    try:
+        parse_pi_ports(values)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# Keys that would hold a secret. piorch itself has none; a file that has one and that others can read is
+# refused, so a password pasted into the config is not left readable by every user of the laptop.
+_SECRET = re.compile(r"pass|secret|token|private|credential", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -100,6 +124,8 @@ KEYS: dict[str, Key] = {
             check_pi_target),
         Key("pis", list, [], "several Pis recorded at once (used when no --pi is given), e.g. [\"cam1\", \"cam2\"]",
             check_pi_targets),
+        Key("pi_ports", list, [], "a port of its own for some Pis of a multi-Pi recording, e.g. [\"cam2=10450\"]",
+            check_pi_ports),
         Key("laptop_ip", str, "", "address the Pi sends to (empty: the local address of the SSH connection)",
             check_ip),
         Key("port", int, 10401, "TCP port the laptop receives on", check_port),
@@ -204,6 +230,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML ({exc})", "fix the syntax on that line") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc.strerror})", "check its permissions") from None
+    secrets = [name for name in data if _SECRET.search(name)]
+    if secrets and path.stat().st_mode & 0o077:
+        raise ConfigError(f"{path} holds a secret ('{secrets[0]}') and other users can read it",
+                          f"remove it (piorch never needs one), or at least chmod 600 {path}")
     values: dict[str, Any] = {}
     for name, raw in data.items():
         key = KEYS.get(name)

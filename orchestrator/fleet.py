@@ -62,8 +62,11 @@ def build_pi_folder_name(target: str) -> str:
     return name[:64]
 
 
-def plan_fleet(targets: list[str], base: RecordSettings) -> list[tuple[str, RecordSettings]]:
-    """Per Pi: its own folder under OUT and its own port, counted up from the base port (0: any free)."""
+def plan_fleet(targets: list[str], base: RecordSettings,
+               ports: dict[str, int] | None = None) -> list[tuple[str, RecordSettings]]:
+    """Per Pi: its own folder under OUT and its own port: set in the config (`ports`), else counted up from
+    the base port (0: any free)."""
+    ports = ports or {}
     if len(set(targets)) != len(targets):
         raise PiorchError("the same Pi is given twice", "give each --pi once")
     names = [build_pi_folder_name(target) for target in targets]
@@ -71,11 +74,14 @@ def plan_fleet(targets: list[str], base: RecordSettings) -> list[tuple[str, Reco
         raise PiorchError("two Pis would share an output folder", "give them distinct names or aliases")
     plan = []
     for index, (target, name) in enumerate(zip(targets, names, strict=True)):
-        port = base.receive.port + index if base.receive.port else 0
+        port = ports.get(target, base.receive.port + index if base.receive.port else 0)
         if port > 65535:
             raise PiorchError(f"no port left for {target} above {base.receive.port}", "pick a lower --port")
         receive = replace(base.receive, port=port, out_dir=base.receive.out_dir / name)
         plan.append((target, replace(base, receive=receive)))
+    taken = [settings.receive.port for _, settings in plan if settings.receive.port]
+    if len(set(taken)) != len(taken):
+        raise PiorchError("two Pis would receive on the same port", "fix pi_ports in the config or --port")
     return plan
 
 

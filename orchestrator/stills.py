@@ -114,7 +114,9 @@ def explain_still_failure(tool: StillTool, stderr: str, exit_code: int | None) -
                              f"install it there: sudo apt install {STILL_TOOL_PACKAGE.get(tool, 'rpicam-apps')}")
     # record's explanations read only `.value` and `.is_legacy`, which a StillTool has too.
     problem = parse_camera_failure(cast(CameraTool, tool), stderr, exit_code)
-    return replace(problem, fix=problem.fix.replace("record again", "snap again"))
+    # snap has no --kill-stale: its advice is to stop the holder and take the picture again.
+    fix = problem.fix.replace(" (`piorch record --kill-stale` stops it for you)", "")
+    return replace(problem, fix=fix.replace("record again", "snap again"))
 
 
 # ------------------------------------------------------------------------------------------ file names

@@ -91,3 +91,25 @@ def test_build_config_text_replaces_in_place_and_keeps_comments() -> None:
     assert after == '# my Pi\npi = "pi@192.168.50.2"\nport = 1\nlaptop_ip = "192.168.50.1"\n'
     assert build_config_text(after, {"pi": "pi@192.168.50.2"}) == after
     assert 'x = "a\\"b"' in build_config_text("", {"x": 'a"b'})
+
+
+def test_pi_ports_parsed_and_checked(tmp_path: Path) -> None:
+    from orchestrator.config import parse_pi_ports
+
+    path = write(tmp_path, 'pis = ["cam1", "cam2"]\npi_ports = ["cam2=10450"]\n')
+    config = load_config({}, path, {})
+    assert parse_pi_ports(config["pi_ports"]) == {"cam2": 10450}
+    bad = write(tmp_path, 'pi_ports = ["cam2:10450"]\n')
+    with pytest.raises(ConfigError, match="not NAME=PORT"):
+        load_config({}, bad, {})
+
+
+def test_a_secret_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'pi = "cam1"\npassword = "hunter2"\n')
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="holds a secret") as caught:
+        load_config({}, path, {})
+    assert "hunter2" not in str(caught.value) and "chmod 600" in caught.value.fix
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="unknown key 'password'"):  # still not a piorch setting
+        load_config({}, path, {})

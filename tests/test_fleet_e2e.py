@@ -105,3 +105,15 @@ def test_same_pi_twice_is_refused(tmp_path: Path) -> None:
                         "--out", str(tmp_path / "recv"))
     assert result.returncode == 1 and "the same Pi is given twice" in result.stderr
     assert not (tmp_path / "recv").exists()
+
+
+def test_ports_per_pi_from_the_config(tmp_path: Path) -> None:
+    from orchestrator.fleet import plan_fleet
+    from orchestrator.settings import CameraSettings, ReceiveSettings, RecordSettings
+
+    base = RecordSettings(camera=CameraSettings(), receive=ReceiveSettings(port=10401, out_dir=tmp_path))
+    plan = plan_fleet(["cam1", "cam2", "cam3"], base, {"cam2": 10450})
+    assert [(t, s.receive.port, s.receive.out_dir.name) for t, s in plan] == [
+        ("cam1", 10401, "cam1"), ("cam2", 10450, "cam2"), ("cam3", 10403, "cam3")]
+    with pytest.raises(Exception, match="same port"):
+        plan_fleet(["cam1", "cam2"], base, {"cam2": 10401})

@@ -111,7 +111,7 @@ def record(
     if len(targets) > 1:
         if settings.view:
             raise UsageError("--view shows one Pi", "record that Pi alone to watch it")
-        record_fleet(targets, settings, ssh)
+        record_fleet(targets, settings, ssh, config)
         return
     display = pick_display(f"piorch record: {ssh.target}")
     def reconnect() -> SshHost:
@@ -132,15 +132,17 @@ def ssh_targets_from_config(config_file: Path | None) -> list[str]:
     return list(load({}, config_file)["pis"])
 
 
-def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings) -> None:
+def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
+                 config_file: Path | None = None) -> None:
     """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
     from orchestrator.cli import stop_on_signals
     from orchestrator.commands.common import fleet_display
+    from orchestrator.config import parse_pi_ports
     from orchestrator.display import render_summary
     from orchestrator.fleet import plan_fleet, run_fleet
     from orchestrator.ssh import SshHost
 
-    plan = plan_fleet(targets, settings)
+    plan = plan_fleet(targets, settings, parse_pi_ports(load({}, config_file)["pi_ports"]))
     display = fleet_display(targets)
     with stop_on_signals() as stop, display.running():
         result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target)), display, stop)
