@@ -5,13 +5,17 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import typer
 
 from orchestrator.commands.common import duration_ms, load, pick_display, stdout_console
 from orchestrator.config import check_pi_target
+
+if TYPE_CHECKING:
+    from orchestrator.camera import CameraProblem
 from orchestrator.errors import PiorchError, UsageError
-from orchestrator.events import State
+from orchestrator.events import FileFinished, State
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings, SshSettings
 
 RESUME_CONNECT_TIMEOUT_S = 1.5
@@ -211,12 +215,23 @@ def build_record_settings(
     return settings, ssh
 
 
-def finish(result: object) -> None:
+class Outcome(Protocol):
+    """What record, demo and snap end with (RecordResult, SnapResult)."""
+
+    @property
+    def files(self) -> tuple[FileFinished, ...]: ...
+    @property
+    def camera_freed(self) -> bool: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def problem(self) -> CameraProblem | None: ...
+
+
+def finish(result: Outcome) -> None:
     """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
     from orchestrator.display import render_summary
-    from orchestrator.recording import RecordResult
 
-    assert isinstance(result, RecordResult)
     if result.files:
         render_summary(result.files, stdout_console())
     if not result.camera_freed:

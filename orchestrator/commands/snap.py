@@ -12,10 +12,9 @@ from typing import IO, Any
 
 import typer
 
-from orchestrator.commands.common import stdout_console
-from orchestrator.commands.record import CONFIG_HELP, build_record_settings
-from orchestrator.errors import PiorchError, UsageError
-from orchestrator.events import FileFinished, FileStarted, Notice, State, StateChanged
+from orchestrator.commands.record import CONFIG_HELP, build_record_settings, finish
+from orchestrator.errors import UsageError
+from orchestrator.events import FileFinished, FileStarted, Notice, StateChanged
 from orchestrator.settings import ImageFormat, SnapSettings, SshSettings, StillSettings, StillTool
 
 MAX_INTERVAL_S = 7 * 24 * 3600
@@ -70,7 +69,7 @@ def snap(
                 result = run_snap(settings, host, display, stop)
         finally:
             host.close()
-    finish_snap(result)
+    finish(result)
 
 
 def build_snap_settings(
@@ -113,25 +112,6 @@ def build_snap_settings(
                           hflip=record.camera.hflip)
     return SnapSettings(still=still, receive=record.receive, still_tool=tool, laptop_ip=record.laptop_ip,
                         count=count, interval_s=interval or 0.0, name_template=name), ssh
-
-
-def finish_snap(result: object) -> None:
-    """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
-    from orchestrator.display import render_summary
-    from orchestrator.stills import SnapResult
-
-    assert isinstance(result, SnapResult)
-    if result.files:
-        render_summary(result.files, stdout_console())
-    if not result.camera_freed:
-        raise PiorchError("the camera on the Pi may still be held", "see the message above")
-    if result.state is State.INTERRUPTED:
-        raise typer.Exit(130)
-    if result.state is State.FAILED and result.problem is not None:
-        raise PiorchError(result.problem.message, result.problem.fix)
-
-
-# ------------------------------------------------------------------------------------------ displays
 
 
 def pick_snap_display(title: str, count: int) -> SnapBar | SnapLog:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from orchestrator.sim.mjpeg_clip import MJPEG_CLIP_PATH, split_jpeg_images
 from orchestrator.sim.options import (
@@ -443,14 +444,15 @@ def _open_output(options: SimOptions, dialect: Dialect, fault: Fault) -> _Output
     return _Output(fd, True, fault.crash_after)
 
 
-def _run_camera(tool: str, args: Sequence[str], env: dict[str, str], stop: _Stop) -> RunOutcome:
-    """Everything after the tool name is known: parse, fail like the tool, or stream until done."""
-    dialect = dialect_for(tool)
-    if dialect is Dialect.LEGACY and not args:
-        _print_stdout(build_legacy_help(tool))  # raspivid with no arguments: help, then EX_USAGE
-        return RunOutcome(EXIT_LEGACY_USAGE, Reason.USAGE)
+_Options = TypeVar("_Options")
+
+
+def parse_or_refuse(dialect: Dialect, parse: Callable[[], _Options], env: dict[str, str]
+                    ) -> tuple[_Options, Fault] | RunOutcome:
+    """Options and the injected fault, or the outcome of refusing them as the real tool would (shared by
+    the video and the still simulators)."""
     try:
-        options = parse_args(tool, args)
+        options = parse()
     except SimUsageError as error:
         if dialect is Dialect.LEGACY:
             _say(error.message)
@@ -462,6 +464,19 @@ def _run_camera(tool: str, args: Sequence[str], env: dict[str, str], stop: _Stop
     except ValueError as error:
         _say(f"simulator: {error}")
         return RunOutcome(EXIT_FAILED, Reason.ERROR)
+    return options, fault
+
+
+def _run_camera(tool: str, args: Sequence[str], env: dict[str, str], stop: _Stop) -> RunOutcome:
+    """Everything after the tool name is known: parse, fail like the tool, or stream until done."""
+    dialect = dialect_for(tool)
+    if dialect is Dialect.LEGACY and not args:
+        _print_stdout(build_legacy_help(tool))  # raspivid with no arguments: help, then EX_USAGE
+        return RunOutcome(EXIT_LEGACY_USAGE, Reason.USAGE)
+    parsed = parse_or_refuse(dialect, lambda: parse_args(tool, args), env)
+    if isinstance(parsed, RunOutcome):
+        return parsed
+    options, fault = parsed
     if _handle_info_request(options, dialect, fault):
         return RunOutcome(EXIT_OK, Reason.USAGE)
     if options.codec == "yuv420":

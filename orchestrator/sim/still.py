@@ -50,9 +50,9 @@ from orchestrator.sim.camera import (
     _sleep_until,
     _Stop,
     lock_path_from_env,
-    parse_fault,
+    parse_or_refuse,
 )
-from orchestrator.sim.options import Dialect, SimUsageError
+from orchestrator.sim.options import Dialect
 from orchestrator.sim.still_options import (
     RASPISTILL_OPTIONS,
     RPICAM_STILL_OPTIONS,
@@ -116,19 +116,10 @@ def _run_still(tool: str, args: Sequence[str], env: dict[str, str], stop: _Stop)
     if dialect is Dialect.LEGACY and not args:
         sys.stdout.write(_help_text(StillOptions(tool), dialect))  # raspistill with no arguments: help, EX_USAGE
         return RunOutcome(EXIT_LEGACY_USAGE, Reason.USAGE)
-    try:
-        options = parse_still_args(tool, args)
-    except SimUsageError as error:
-        if dialect is Dialect.LEGACY:
-            _say(error.message)
-            return RunOutcome(EXIT_LEGACY_USAGE, Reason.USAGE)
-        _say(f"ERROR: *** {error.message} ***")
-        return RunOutcome(EXIT_RPICAM_ERROR, Reason.USAGE)
-    try:
-        fault = parse_fault(env.get(ENV_FAULT))
-    except ValueError as error:
-        _say(f"simulator: {error}")
-        return RunOutcome(EXIT_FAILED, Reason.ERROR)
+    parsed = parse_or_refuse(dialect, lambda: parse_still_args(tool, args), env)
+    if isinstance(parsed, RunOutcome):
+        return parsed
+    options, fault = parsed
     if options.show_help or options.show_version or options.list_cameras:
         sys.stdout.write(_help_text(options, dialect) if options.show_help else
                          "rpicam-apps build: v1.5.0 piorch-simulator\n" if options.show_version else
