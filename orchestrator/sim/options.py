@@ -20,7 +20,7 @@ Both raise `SimUsageError(message)` with the exact line the real tool prints (mi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -455,30 +455,39 @@ _TIME_UNITS_NS = {"min": 60e9, "sec": 1e9, "s": 1e9, "ms": 1e6, "us": 1e3, "ns":
 _BITRATE_UNITS = {"bps": 1, "b": 1, "kbps": 1000, "k": 1000, "K": 1000, "mbps": 1_000_000, "m": 1_000_000, "M": 1000}
 
 
-def find_rpicam_long(name: str) -> RpicamOption:
-    """boost's options_description::find with allow_guessing: an exact long name wins, else the one long
+def find_long_in(table: Sequence[RpicamOption], name: str) -> RpicamOption:
+    """boost's find with allow_guessing over one option table: an exact long name, else the only long
     name that starts with `name`. Raises SimUsageError (unknown or ambiguous) with boost's message."""
-    exact = [option for option in RPICAM_OPTIONS if option.long == name]
+    exact = [option for option in table if option.long == name]
     if exact:
         return exact[0]
-    prefixed = sorted(option.long for option in RPICAM_OPTIONS if option.long.startswith(name))
+    prefixed = sorted(option.long for option in table if option.long.startswith(name))
     if len(prefixed) == 1:
-        return next(option for option in RPICAM_OPTIONS if option.long == prefixed[0])
+        return next(option for option in table if option.long == prefixed[0])
     if not prefixed:
         raise SimUsageError(f"unrecognised option '--{name}'")
     quoted = [f"'--{long}'" for long in prefixed]
     raise SimUsageError(f"option '--{name}' is ambiguous and matches {', '.join(quoted[:-1])}, and {quoted[-1]}")
 
 
-def _is_known_option_word(word: str) -> bool:
+def find_rpicam_long(name: str) -> RpicamOption:
+    """find_long_in over rpicam-vid's table."""
+    return find_long_in(RPICAM_OPTIONS, name)
+
+
+def is_option_word(table: Sequence[RpicamOption], by_short: Mapping[str, RpicamOption], word: str) -> bool:
     """boost refuses to take a word as an option's value when that word parses as a known option."""
     if word.startswith("--") and len(word) > 2:
         try:
-            find_rpicam_long(word[2:].partition("=")[0])
+            find_long_in(table, word[2:].partition("=")[0])
         except SimUsageError:
             return False
         return True
-    return word.startswith("-") and len(word) >= 2 and word[1] in _RPICAM_BY_SHORT
+    return word.startswith("-") and len(word) >= 2 and word[1] in by_short
+
+
+def _is_known_option_word(word: str) -> bool:
+    return is_option_word(RPICAM_OPTIONS, _RPICAM_BY_SHORT, word)
 
 
 @dataclass(frozen=True)

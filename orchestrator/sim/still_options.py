@@ -27,6 +27,8 @@ from orchestrator.sim.options import (
     _Given,
     _legacy,
     _rpicam,
+    find_long_in,
+    is_option_word,
     parse_rpicam_time_ms,
     scan_c_int,
     scan_c_uint,
@@ -195,25 +197,11 @@ _REPEATABLE = {"exif"}
 
 
 def _find_long(name: str) -> RpicamOption:
-    """boost's find with allow_guessing: an exact long name, else the one long name starting with it."""
-    exact = [option for option in RPICAM_STILL_OPTIONS if option.long == name]
-    prefixed = sorted(option.long for option in RPICAM_STILL_OPTIONS if option.long.startswith(name))
-    if exact or len(prefixed) == 1:
-        return exact[0] if exact else next(o for o in RPICAM_STILL_OPTIONS if o.long == prefixed[0])
-    if not prefixed:
-        raise SimUsageError(f"unrecognised option '--{name}'")
-    quoted = [f"'--{long}'" for long in prefixed]
-    raise SimUsageError(f"option '--{name}' is ambiguous and matches {', '.join(quoted[:-1])}, and {quoted[-1]}")
+    return find_long_in(RPICAM_STILL_OPTIONS, name)
 
 
 def _is_option_word(word: str) -> bool:
-    if word.startswith("--") and len(word) > 2:
-        try:
-            _find_long(word[2:].partition("=")[0])
-        except SimUsageError:
-            return False
-        return True
-    return word.startswith("-") and len(word) >= 2 and word[1] in _BY_SHORT
+    return is_option_word(RPICAM_STILL_OPTIONS, _BY_SHORT, word)
 
 
 def _tokenize(args: Sequence[str]) -> list[_Given]:
