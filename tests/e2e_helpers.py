@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.sim.camera import camera_is_free
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.sshd_server import SshServer, SshServerInfo
 
@@ -34,13 +34,7 @@ class FakePi:
 
     def camera_free(self) -> bool:
         """The simulator holds an exclusive flock on the lock file while it runs, like the real camera."""
-        with open(self.lock, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return True
+        return camera_is_free(self.lock)
 
     def use_traditional_nc(self) -> None:
         (self.info.bin_dir / "nc").symlink_to("/bin/nc.traditional")

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.sim.camera import camera_is_free
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.sshd_server import (
     LOOPBACK,
@@ -491,13 +492,8 @@ class NetnsPi:
         return sorted(self.log_dir.glob("running-*"))
 
     def camera_free(self) -> bool:
-        with open(self.lock, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return True
+        """The simulator holds an exclusive flock on the lock file while it runs, like the real camera."""
+        return camera_is_free(self.lock)
 
     def wait_camera_free(self, timeout: float) -> float | None:
         """Seconds until no simulator runs and the lock is free; None if still held at the deadline."""
