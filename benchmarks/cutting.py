@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.annexb import SegmentCutter, frames_for
 from orchestrator.sim.camera import CLIP_PATH, FILLER_MIN_SIZE, build_filler_nal, build_frame_plan, filler_size
+from orchestrator.stream.h264 import SegmentCutter, frames_for
 
 MINUTE_S = 60.0
 

@@ -58,11 +58,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.camera import build_camera_argv
 from orchestrator.events import State, StateChanged
-from orchestrator.fleet import FleetResult, FromPi, plan_fleet, run_fleet
-from orchestrator.host import LocalHost
+from orchestrator.jobs.fleet import FleetResult, FromPi, plan_fleet, run_fleet
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv
+from orchestrator.pi.camera import build_camera_argv
+from orchestrator.pi.host import LocalHost
 from orchestrator.settings import CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 from orchestrator.sim.camera import RUNNING_PREFIX, RUNS_FILE
 from orchestrator.sim.stand_in import install_stand_ins
@@ -482,7 +482,7 @@ def run_fleet_with_deadline(plan: list[tuple[str, RecordSettings]], connect: Cal
 
 def run_piorch(folder: Path, count: int, bitrate: int, seconds: float, container: str, dashboard: bool,
                terminal: str, round_index: int) -> ModeRun:
-    from orchestrator.display import FleetDashboard
+    from orchestrator.ui.display import FleetDashboard
 
     pis = make_sim_pis(folder, count)
     by_name = {pi.name: pi for pi in pis}

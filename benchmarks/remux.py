@@ -11,7 +11,7 @@ in a temp folder under `--dir`, removed at the end. Rows, measured interleaved `
 fastest run counting (the least disturbed by the rest of the machine):
 
 - copy: `shutil.copyfile` of the raw file, the baseline: what keeping the bytes costs at all;
-- remux mp4 / remux mkv: `orchestrator.remux.remux_h264(raw, target, fps)` of the whole minute;
+- remux mp4 / remux mkv: `orchestrator.stream.remux.remux_h264(raw, target, fps)` of the whole minute;
 - cut+write+remux <container>: the minute fed to a `SegmentCutter` in 1 MiB reads (a receiver's `recv_into`
   buffer), every piece written to the open segment file (a new file where a piece says `new_segment`), then
   every closed segment remuxed, as the recorder's `Remuxer` does. Its `cut+write` share is reported too.
@@ -41,8 +41,8 @@ from typing import BinaryIO
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cutting import build_stream
-from orchestrator.annexb import SegmentCutter, frames_for
-from orchestrator.remux import RemuxError, remux_h264
+from orchestrator.stream.h264 import SegmentCutter, frames_for
+from orchestrator.stream.remux import RemuxError, remux_h264
 
 MINUTE_S = 60.0
 READ_SIZE = 1024 * 1024  # the receiver's read size

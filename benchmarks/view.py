@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.viewer import ViewFeeder
+from orchestrator.stream.viewer import ViewFeeder
 
 RATE_BPS = 25_000_000
 CHUNK = 64 * 1024

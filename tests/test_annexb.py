@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import annexb
-from orchestrator.annexb import (
+from orchestrator.sim.camera import CLIP_PATH, build_filler_nal, nal_type, split_nal_units
+from orchestrator.stream import h264 as annexb
+from orchestrator.stream.h264 import (
     MAX_HOLD,
     AnnexBParser,
     NalStart,
@@ -30,7 +31,6 @@ from orchestrator.annexb import (
     intra_period_for,
     parse_duration,
 )
-from orchestrator.sim.camera import CLIP_PATH, build_filler_nal, nal_type, split_nal_units
 
 CLIP = CLIP_PATH.read_bytes()
 CLIP_GOP = 25  # make_clip.sh: keyint=25, SPS+PPS before every IDR

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootfs import (
+from orchestrator.errors import RemoteError
+from orchestrator.link.bootfs import (
     BACKUP,
     LocalBootFiles,
     RemoteBootFiles,
@@ -22,9 +23,8 @@ from orchestrator.bootfs import (
     pick_boot_dir,
     write_bytes_atomically,
 )
-from orchestrator.errors import RemoteError
-from orchestrator.host import LocalHost
-from orchestrator.linkplan import LinkError
+from orchestrator.link.plan import LinkError
+from orchestrator.pi.host import LocalHost
 from tests.e2e_helpers import piorch_env, run_piorch
 
 BOOKWORM = (b"console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "

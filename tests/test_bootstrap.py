@@ -12,11 +12,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from orchestrator.bootstrap import SCRIPTS_DIR, Step, StepStatus, build_script_command, parse_steps
-from orchestrator.host import LocalHost
-from orchestrator.login import create_ed25519_key, ensure_laptop_key, pick_key_path
+from orchestrator.jobs.bootstrap import SCRIPTS_DIR, Step, StepStatus, build_script_command, parse_steps
+from orchestrator.pi.host import LocalHost
+from orchestrator.pi.login import create_ed25519_key, ensure_laptop_key, pick_key_path
+from orchestrator.pi.ssh import SshTarget
 from orchestrator.sim.stand_in import install_stand_ins
-from orchestrator.ssh import SshTarget
 from tests.e2e_helpers import piorch_argv, piorch_env
 from tests.sshd_password import PasswordSshServer, can_make_accounts
 from tests.sshd_server import SshServerFactory, SshServerInfo

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.camera import build_camera_argv, parse_camera_failure
 from orchestrator.netcat import (
     NetcatFlavour,
     build_nc_listen_argv,
@@ -21,7 +20,8 @@ from orchestrator.netcat import (
     parse_nc_failure,
     parse_nc_flavour,
 )
-from orchestrator.remote import (
+from orchestrator.pi.camera import build_camera_argv, parse_camera_failure
+from orchestrator.pi.scripts import (
     build_kill_script,
     build_pipeline_script,
     build_probe_script,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.cmdline import (
+from orchestrator.link.cmdline import (
     CmdlineError,
     build_diff,
     build_ip_param,

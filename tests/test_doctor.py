@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.camera_detect import CameraReport, build_camera_check_script, parse_camera_check
-from orchestrator.doctor import (
+from orchestrator.errors import ReceiverError
+from orchestrator.jobs.doctor import (
     PI_CHECKS,
     Check,
     DoctorSettings,
@@ -31,12 +31,12 @@ from orchestrator.doctor import (
     judge_throttling,
     run_doctor,
 )
-from orchestrator.errors import ReceiverError
-from orchestrator.health import PiHealth
-from orchestrator.host import LocalHost
-from orchestrator.login import create_ed25519_key
 from orchestrator.netcat import NetcatFlavour
-from orchestrator.remote import PiProbe
+from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
+from orchestrator.pi.health import PiHealth
+from orchestrator.pi.host import LocalHost
+from orchestrator.pi.login import create_ed25519_key
+from orchestrator.pi.scripts import PiProbe
 from orchestrator.settings import Backend, CameraTool, SshSettings
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import piorch_env, run_piorch

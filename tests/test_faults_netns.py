@@ -593,8 +593,8 @@ def test_a_reset_during_the_ssh_handshake_is_a_connect_error(monkeypatch: pytest
     import paramiko
 
     from orchestrator.errors import ConnectError
+    from orchestrator.pi.ssh import SshHost
     from orchestrator.settings import SshSettings
-    from orchestrator.ssh import SshHost
 
     def reset_before_the_banner(self: paramiko.Transport, *args: object, **kwargs: object) -> None:
         # What paramiko 4/5 raise from Packetizer.write_all when the first write meets the peer's RST.

@@ -108,7 +108,7 @@ def test_same_pi_twice_is_refused(tmp_path: Path) -> None:
 
 
 def test_ports_per_pi_from_the_config(tmp_path: Path) -> None:
-    from orchestrator.fleet import plan_fleet
+    from orchestrator.jobs.fleet import plan_fleet
     from orchestrator.settings import CameraSettings, ReceiveSettings, RecordSettings
 
     base = RecordSettings(camera=CameraSettings(), receive=ReceiveSettings(port=10401, out_dir=tmp_path))

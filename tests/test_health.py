@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import RemoteError
-from orchestrator.health import (
+from orchestrator.pi.health import (
     PiHealth,
     build_health_script,
     decode_throttled,
@@ -21,7 +21,7 @@ from orchestrator.health import (
     parse_health,
     read_health,
 )
-from orchestrator.host import LocalHost
+from orchestrator.pi.host import LocalHost
 from tests.stand_in_pi import install_vcgencmd
 
 M = "piorch-health"

@@ -63,8 +63,8 @@ def test_sigkill_frees_the_camera_and_recover_keeps_the_bytes(tmp_path: Path, ig
 
 def test_next_run_recovers_leftovers_and_skips_live_files(tmp_path: Path) -> None:
     from orchestrator.events import Event, FileFinished
-    from orchestrator.receiver import FileWriter
-    from orchestrator.recovery import recover_leftovers
+    from orchestrator.stream.receiver import FileWriter
+    from orchestrator.stream.recovery import recover_leftovers
 
     out = tmp_path / "recv"
     out.mkdir()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootfs import BootState
 from orchestrator.errors import UsageError
-from orchestrator.linkplan import (
+from orchestrator.link.bootfs import BootState
+from orchestrator.link.plan import (
     Iface,
     IfaceKind,
     LaptopTool,
@@ -31,7 +31,7 @@ from orchestrator.linkplan import (
     guess_iface_kind,
     pick_iface,
 )
-from orchestrator.linksetup import (
+from orchestrator.link.setup import (
     CONFIG_HEADER,
     LaptopFacts,
     Mode,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.mjpeg import JpegSplitter, Piece
+from orchestrator.stream.mjpeg import JpegSplitter, Piece
 
 READ_SIZES = range(1, 65)
 FRAMES = 10

@@ -16,9 +16,9 @@ import pytest
 
 from orchestrator.errors import ReceiverError
 from orchestrator.events import Event, FileFinished, FileStarted, FileStatus
-from orchestrator.listening import ListenResult, run_listen
-from orchestrator.receiver import bind_listener
+from orchestrator.jobs.listen import ListenResult, run_listen
 from orchestrator.settings import Backend, ReceiveSettings
+from orchestrator.stream.receiver import bind_listener
 from tests.e2e_helpers import piorch_argv
 
 BACKENDS = [Backend.BUILTIN, Backend.NC]

@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 
 from orchestrator.events import Event, FileFinished, State, StateChanged
-from orchestrator.host import LocalHost
-from orchestrator.recording import run_recording
+from orchestrator.jobs.record import run_recording
+from orchestrator.pi.host import LocalHost
 from orchestrator.settings import CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 from orchestrator.sim.stand_in import install_stand_ins
 

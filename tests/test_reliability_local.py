@@ -12,10 +12,10 @@ import pytest
 
 from orchestrator.errors import ReceiverError
 from orchestrator.events import Event, Notice
-from orchestrator.listening import run_listen
-from orchestrator.receiver import bind_listener, find_free_port
-from orchestrator.recording import check_disk_space, run_recording
+from orchestrator.jobs.listen import run_listen
+from orchestrator.jobs.record import check_disk_space, run_recording
 from orchestrator.settings import Backend, CameraSettings, ReceiveSettings, RecordSettings
+from orchestrator.stream.receiver import bind_listener, find_free_port
 from tests.test_recording_core import simulated_pi
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.laptopnet import apply_laptop_plan, gather_routes
-from orchestrator.linkplan import Iface, IfaceKind, build_iproute2_setup, build_iproute2_undo
+from orchestrator.link.laptop import apply_laptop_plan, gather_routes
+from orchestrator.link.plan import Iface, IfaceKind, build_iproute2_setup, build_iproute2_undo
 from tests.e2e_helpers import piorch_argv, piorch_env
 
 IFACE = "pl0"

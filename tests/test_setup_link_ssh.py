@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootfs import BACKUP
+from orchestrator.link.bootfs import BACKUP
 from tests.e2e_helpers import piorch_env, run_piorch
 from tests.sshd_server import SshServerInfo
 from tests.test_bootfs import BOOKWORM, STUB, laptop_changes, laptop_stubs, snapshot

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.mjpeg import JpegSplitter
 from orchestrator.sim import camera
 from orchestrator.sim.camera import (
     FILLER_MIN_SIZE,
@@ -46,6 +45,7 @@ from orchestrator.sim.options import (
     parse_rpicam_args,
 )
 from orchestrator.sim.stand_in import SIM_TOOLS, build_stand_in_script, install_stand_ins
+from orchestrator.stream.mjpeg import JpegSplitter
 
 REFERENCE = Path("/work/shared/reference/options")
 CLIP = camera.CLIP_PATH.read_bytes()

@@ -15,22 +15,7 @@ import pytest
 
 from orchestrator.errors import RemoteError, UsageError
 from orchestrator.events import FileFinished, FileStatus, State
-from orchestrator.host import LocalHost
-from orchestrator.remote import PiProbe, build_probe_script, parse_probe_output
-from orchestrator.settings import (
-    Backend,
-    CameraTool,
-    ImageFormat,
-    ReceiveSettings,
-    SnapSettings,
-    StillSettings,
-    StillTool,
-)
-from orchestrator.sim import still as sim_still
-from orchestrator.sim import still_options
-from orchestrator.sim.options import SimUsageError
-from orchestrator.sim.stand_in import SIM_STILL_TOOLS, install_stand_ins
-from orchestrator.stills import (
+from orchestrator.jobs.snap import (
     FIRST_COUNTER,
     SnapProgress,
     build_image_names,
@@ -44,6 +29,21 @@ from orchestrator.stills import (
     render_image_name,
     run_snap,
 )
+from orchestrator.pi.host import LocalHost
+from orchestrator.pi.scripts import PiProbe, build_probe_script, parse_probe_output
+from orchestrator.settings import (
+    Backend,
+    CameraTool,
+    ImageFormat,
+    ReceiveSettings,
+    SnapSettings,
+    StillSettings,
+    StillTool,
+)
+from orchestrator.sim import still as sim_still
+from orchestrator.sim import still_options
+from orchestrator.sim.options import SimUsageError
+from orchestrator.sim.stand_in import SIM_STILL_TOOLS, install_stand_ins
 
 JPG, PNG, BMP, GIF = ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP, ImageFormat.GIF
 SAMPLES = Path(sim_still.__file__).with_name("stills")

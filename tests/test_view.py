@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.events import Event
-from orchestrator.viewer import MAX_QUEUED_BYTES, ViewFeeder, build_player_argv
+from orchestrator.stream.viewer import MAX_QUEUED_BYTES, ViewFeeder, build_player_argv
 from tests.e2e_helpers import run_piorch
 
 

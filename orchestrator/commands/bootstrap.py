@@ -34,7 +34,7 @@ def bootstrap(
     what to enable. The Pi-side steps are the shell scripts in bootstrap/. For automation, the password
     can come from the PIORCH_BOOTSTRAP_PASSWORD environment variable.
     """
-    from orchestrator.bootstrap import BootstrapPrompts, BootstrapSettings, Step, bootstrap_passed, run_bootstrap
+    from orchestrator.jobs.bootstrap import BootstrapPrompts, BootstrapSettings, Step, bootstrap_passed, run_bootstrap
 
     values = load({"pi": pi}, config)
     if not values["pi"]:

@@ -29,7 +29,7 @@ def duration_ms(minutes: float | None, seconds: float | None) -> int:
 
 def pick_display(title: str) -> Any:
     """The live dashboard on a terminal, the plain log otherwise (pipes, CI, systemd)."""
-    from orchestrator.display import Dashboard, PlainLog
+    from orchestrator.ui.display import Dashboard, PlainLog
 
     if sys.stderr.isatty():
         return Dashboard(title)
@@ -37,7 +37,7 @@ def pick_display(title: str) -> Any:
 
 
 def fleet_display(pis: list[str]) -> Any:
-    from orchestrator.display import FleetDashboard, FleetLog
+    from orchestrator.ui.display import FleetDashboard, FleetLog
 
     return FleetDashboard(pis) if sys.stderr.isatty() else FleetLog(pis)
 

@@ -33,8 +33,8 @@ def demo(
     """Record from a built-in simulated Pi, with the live dashboard, into OUT/<uuid>.mp4 (or .mkv, .h264)."""
     from orchestrator.cli import stop_on_signals
     from orchestrator.config import check_bitrate
-    from orchestrator.host import LocalHost
-    from orchestrator.recording import run_recording
+    from orchestrator.jobs.record import run_recording
+    from orchestrator.pi.host import LocalHost
     from orchestrator.sim.stand_in import install_stand_ins
 
     if seconds < 0 or seconds > 24 * 3600:
@@ -61,7 +61,7 @@ def demo(
         segment_s=segment_seconds(segment), container=container, view=view,
     )
     if view:
-        from orchestrator.viewer import require_player
+        from orchestrator.stream.viewer import require_player
 
         require_player()  # said before anything starts
     display = pick_display("piorch demo: simulated Pi")

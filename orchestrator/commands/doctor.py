@@ -27,7 +27,7 @@ def doctor(
     stack, camera detected, nc, setsid, free memory, temperature, throttling, clock skew. Nothing is
     changed anywhere. Exit 0 when every check passes, 1 otherwise.
     """
-    from orchestrator.doctor import DoctorSettings, doctor_passed, run_doctor
+    from orchestrator.jobs.doctor import DoctorSettings, doctor_passed, run_doctor
 
     values = load({"pi": pi}, config)
     ssh = None
@@ -67,7 +67,7 @@ def _run_with_table(settings: Any) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from orchestrator.doctor import run_doctor
+    from orchestrator.jobs.doctor import run_doctor
 
     console = Console()
     with console.status("checking...") as status:

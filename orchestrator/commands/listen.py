@@ -32,7 +32,7 @@ def listen(
     from orchestrator.cli import stop_on_signals
     from orchestrator.config import check_ip
     from orchestrator.errors import UsageError
-    from orchestrator.listening import run_listen
+    from orchestrator.jobs.listen import run_listen
 
     values = load({"port": port, "out": None if out is None else str(out), "backend": backend}, config)
     if bind is not None and check_ip(bind):
@@ -44,7 +44,7 @@ def listen(
     with stop_on_signals() as stop, display.running():
         result = run_listen(settings, display, stop)
     if result.files:
-        from orchestrator.display import render_summary
+        from orchestrator.ui.display import render_summary
 
         render_summary(result.files, stdout_console())
     if result.state is State.INTERRUPTED:

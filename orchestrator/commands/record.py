@@ -13,7 +13,7 @@ from orchestrator.commands.common import duration_ms, load, pick_display, stdout
 from orchestrator.config import check_pi_target
 
 if TYPE_CHECKING:
-    from orchestrator.camera import CameraProblem
+    from orchestrator.pi.camera import CameraProblem
 from orchestrator.errors import PiorchError, UsageError
 from orchestrator.events import FileFinished, State
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings, SshSettings
@@ -82,8 +82,8 @@ def record(
     """
 
     from orchestrator.cli import stop_on_signals
-    from orchestrator.recording import run_recording
-    from orchestrator.ssh import SshHost
+    from orchestrator.jobs.record import run_recording
+    from orchestrator.pi.ssh import SshHost
 
     several = pi is not None and len(pi) > 1
     for target in pi or []:
@@ -103,12 +103,12 @@ def record(
     settings = replace(settings, force=force, stall_timeout_s=stall_timeout, no_resume=no_resume,
                        kill_stale=kill_stale)
     if port == "auto":
-        from orchestrator.receiver import find_free_port
+        from orchestrator.stream.receiver import find_free_port
 
         settings = replace(settings, receive=replace(
             settings.receive, port=find_free_port(settings.laptop_ip, settings.receive.port or 10401)))
     if settings.view:
-        from orchestrator.viewer import require_player
+        from orchestrator.stream.viewer import require_player
 
         require_player()  # said before anything starts on the Pi
     targets = list(pi) if several else [ssh.target] if ssh.target else ssh_targets_from_config(config)
@@ -142,9 +142,9 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     from orchestrator.cli import stop_on_signals
     from orchestrator.commands.common import fleet_display
     from orchestrator.config import parse_pi_ports
-    from orchestrator.display import render_summary
-    from orchestrator.fleet import plan_fleet, run_fleet
-    from orchestrator.ssh import SshHost
+    from orchestrator.jobs.fleet import plan_fleet, run_fleet
+    from orchestrator.pi.ssh import SshHost
+    from orchestrator.ui.display import render_summary
 
     plan = plan_fleet(targets, settings, parse_pi_ports(load({}, config_file)["pi_ports"]))
     display = fleet_display(targets)
@@ -167,7 +167,7 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
 def segment_seconds(text: str | None) -> float:
     if text is None:
         return 0.0
-    from orchestrator.annexb import parse_duration
+    from orchestrator.stream.h264 import parse_duration
 
     try:
         value = parse_duration(text)
@@ -230,7 +230,7 @@ class Outcome(Protocol):
 
 def finish(result: Outcome) -> None:
     """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
-    from orchestrator.display import render_summary
+    from orchestrator.ui.display import render_summary
 
     if result.files:
         render_summary(result.files, stdout_console())

@@ -13,7 +13,7 @@ from orchestrator.commands.record import CONFIG_HELP
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.linksetup import SetupLinkSettings
+    from orchestrator.link.setup import SetupLinkSettings
 
 TOOLS = ("auto", "nmcli", "iproute2", "macos", "windows")
 
@@ -45,7 +45,7 @@ def setup_link(
     Run it with the freshly flashed SD card in the laptop, then boot the Pi on the cable: `piorch record`
     reaches it with no flags (the addresses are saved in the config). `--undo` reverts both sides.
     """
-    from orchestrator.linksetup import run_setup_link
+    from orchestrator.link.setup import run_setup_link
 
     settings = build_setup_link_settings(
         {"pi_ip": pi_ip, "laptop_ip": laptop_ip, "iface": iface, "pi": pi}, prefix, config,
@@ -60,9 +60,9 @@ def build_setup_link_settings(
     skip_laptop: bool, hostname: str, dry_run: bool, undo: bool, check: bool, laptop_tool: str,
     accept_new_host_key: bool,
 ) -> SetupLinkSettings:
-    from orchestrator.cmdline import CmdlineError, check_hostname
-    from orchestrator.linkplan import LaptopTool
-    from orchestrator.linksetup import Mode, SavedLink, SetupLinkSettings
+    from orchestrator.link.cmdline import CmdlineError, check_hostname
+    from orchestrator.link.plan import LaptopTool
+    from orchestrator.link.setup import Mode, SavedLink, SetupLinkSettings
     from orchestrator.settings import SshSettings
 
     if undo and check:

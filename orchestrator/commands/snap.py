@@ -52,8 +52,8 @@ def snap(
     Ctrl+C stops between or during pictures with the camera freed on the Pi, and exits 130.
     """
     from orchestrator.cli import stop_on_signals
-    from orchestrator.ssh import SshHost
-    from orchestrator.stills import run_snap
+    from orchestrator.jobs.snap import run_snap
+    from orchestrator.pi.ssh import SshHost
 
     settings, ssh = build_snap_settings(
         {"pi": pi, "laptop_ip": laptop_ip, "port": port, "out": None if out is None else str(out),
@@ -78,7 +78,7 @@ def build_snap_settings(
     camera_tool: str | None,
 ) -> tuple[SnapSettings, SshSettings]:
     """Check every snap option before anything starts, so bad input creates nothing."""
-    from orchestrator.stills import MAX_COUNT, STILL_SIBLING, build_image_names, refuse_existing
+    from orchestrator.jobs.snap import MAX_COUNT, STILL_SIBLING, build_image_names, refuse_existing
 
     # The keys snap shares with record (Pi, link, receiver, flips) come through the same four layers.
     record, ssh = build_record_settings(flags, config_file, 0, accept_new_host_key, False)
@@ -134,7 +134,7 @@ class SnapBar:
         self._task = self._progress.add_task(title, total=count, status="connecting")
 
     def __call__(self, event: object) -> None:
-        from orchestrator.stills import SnapProgress
+        from orchestrator.jobs.snap import SnapProgress
 
         if isinstance(event, SnapProgress):
             status = (f"taking image {event.taking}" if event.taking
@@ -167,7 +167,7 @@ class SnapLog:
             self._stream.flush()
 
     def __call__(self, event: object) -> None:
-        from orchestrator.stills import SnapProgress
+        from orchestrator.jobs.snap import SnapProgress
 
         if isinstance(event, SnapProgress) and event.taking:
             self._say(f"image {event.taking} of {event.count}: taking")

@@ -22,7 +22,7 @@ def trust(
     Compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the Pi. A key
     that differs from the recorded one is never replaced here: remove the old line first.
     """
-    from orchestrator.ssh import fetch_host_key, fingerprint, record_host_key, resolve_target
+    from orchestrator.pi.ssh import fetch_host_key, fingerprint, record_host_key, resolve_target
 
     values = load({"pi": pi}, config)
     if not values["pi"]:

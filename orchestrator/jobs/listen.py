@@ -6,11 +6,11 @@ import threading
 from dataclasses import dataclass
 
 from orchestrator.events import EventSink, FileFinished, Notice, State, StateChanged
-from orchestrator.finishing import finish_received_file
-from orchestrator.progress import ProgressClock
-from orchestrator.receiver import ReceivedFile, make_receiver
-from orchestrator.recovery import recover_leftovers
 from orchestrator.settings import Backend, ReceiveSettings
+from orchestrator.stream.finishing import finish_received_file
+from orchestrator.stream.progress import ProgressClock
+from orchestrator.stream.receiver import ReceivedFile, make_receiver
+from orchestrator.stream.recovery import recover_leftovers
 
 
 @dataclass(frozen=True)

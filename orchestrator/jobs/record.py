@@ -15,18 +15,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.annexb import frames_for, intra_period_for
-from orchestrator.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
 from orchestrator.errors import PiorchError, ReceiverError, RemoteError
 from orchestrator.events import EventSink, FileFinished, Notice, PiHealthReport, State, StateChanged
-from orchestrator.health import health_warnings, read_health
-from orchestrator.host import Host, Process
-from orchestrator.manifest import utc_at, utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
-from orchestrator.progress import ProgressClock
-from orchestrator.receiver import Receiver, check_out_dir, make_receiver
-from orchestrator.recovery import recover_leftovers
-from orchestrator.remote import (
+from orchestrator.pi.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
+from orchestrator.pi.health import health_warnings, read_health
+from orchestrator.pi.holders import describe, find_holders
+from orchestrator.pi.host import Host, Process
+from orchestrator.pi.scripts import (
     CAMERA_EXIT_MARK,
     NC_EXIT_MARK,
     PGID_MARK,
@@ -37,10 +33,14 @@ from orchestrator.remote import (
     parse_probe_output,
     parse_status_line,
 )
-from orchestrator.session import SessionFiles
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
-from orchestrator.stale import describe, find_holders
-from orchestrator.viewer import ViewFeeder, require_player
+from orchestrator.stream.h264 import frames_for, intra_period_for
+from orchestrator.stream.manifest import utc_at, utc_now
+from orchestrator.stream.progress import ProgressClock
+from orchestrator.stream.receiver import Receiver, check_out_dir, make_receiver
+from orchestrator.stream.recovery import recover_leftovers
+from orchestrator.stream.session import SessionFiles
+from orchestrator.stream.viewer import ViewFeeder, require_player
 
 # How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
 # takes 1-3 s; a camera that never stops by itself must not hang the run).

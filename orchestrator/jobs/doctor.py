@@ -17,17 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.camera_detect import CameraReport, build_camera_check_script, parse_camera_check
-from orchestrator.display import minutes_of_space
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
-from orchestrator.health import MEM_WARN_MB, SKEW_WARN_S, TEMP_HOT_C, TEMP_WARN_C, PiHealth, read_health
-from orchestrator.host import Host
-from orchestrator.hostkey import HostKeyState, check_host_key, host_key_fix
-from orchestrator.login import is_login_refused, login_name
+from orchestrator.jobs.record import choose_tool, probe_pi
 from orchestrator.netcat import NetcatFlavour
-from orchestrator.recording import choose_tool, probe_pi
-from orchestrator.remote import PiProbe
+from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
+from orchestrator.pi.health import MEM_WARN_MB, SKEW_WARN_S, TEMP_HOT_C, TEMP_WARN_C, PiHealth, read_health
+from orchestrator.pi.host import Host
+from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix
+from orchestrator.pi.login import is_login_refused, login_name
+from orchestrator.pi.scripts import PiProbe
 from orchestrator.settings import Backend, CameraTool, SshSettings
+from orchestrator.ui.display import minutes_of_space
 
 
 class Status(str, enum.Enum):
@@ -128,7 +128,7 @@ def judge_link_address(laptop_ip: str | None, addresses: Mapping[str, tuple[str,
 
 
 def _laptop_nc() -> tuple[str, NetcatFlavour] | PiorchError:
-    from orchestrator.receiver import detect_local_nc
+    from orchestrator.stream.receiver import detect_local_nc
 
     try:
         return detect_local_nc()
@@ -173,7 +173,7 @@ def local_addresses() -> dict[str, tuple[str, bool]] | None:
 
 
 def _port_check(port: int, bind: str | None) -> Check:
-    from orchestrator.receiver import bind_listener
+    from orchestrator.stream.receiver import bind_listener
 
     if port == 0:
         return Check("receiver-port", Status.PASS, "port 0: any free port is taken at record time")
@@ -344,7 +344,7 @@ def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
 def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
     """Reachable, host key known, login works; the logged-in Host, or None after a failure (then every
     later SSH check has been emitted as skipped)."""
-    from orchestrator.ssh import SshHost, open_client, resolve_target
+    from orchestrator.pi.ssh import SshHost, open_client, resolve_target
 
     done: list[str] = []
 

@@ -8,7 +8,7 @@ from collections import deque
 from pathlib import Path
 
 from orchestrator.events import EventSink, Progress
-from orchestrator.receiver import Receiver
+from orchestrator.stream.receiver import Receiver
 
 TICK_S = 0.5
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, replace
 
 from orchestrator.errors import RemoteError
-from orchestrator.host import Host
+from orchestrator.pi.host import Host
 
 MARK = "piorch-health"
 DONE_MARK = f"{MARK}-done"

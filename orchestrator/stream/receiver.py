@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ReceiverError
 from orchestrator.events import EventSink, FileStarted, Notice
-from orchestrator.manifest import reserve_manifest, utc_at, utc_now
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
-from orchestrator.sinks import FramesSink, StreamSink, Tap, WriteFailed
+from orchestrator.stream.manifest import reserve_manifest, utc_at, utc_now
+from orchestrator.stream.sinks import FramesSink, StreamSink, Tap, WriteFailed
 
 if TYPE_CHECKING:
-    from orchestrator.annexb import SegmentStats
+    from orchestrator.stream.h264 import SegmentStats
 
 CHUNK = 1 << 20
 SYNC_EVERY = 64 << 20

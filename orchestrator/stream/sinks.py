@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from orchestrator.annexb import SegmentCutter, SegmentStats
 from orchestrator.events import FileStarted, Notice
-from orchestrator.mjpeg import JpegSplitter
+from orchestrator.stream.h264 import SegmentCutter, SegmentStats
+from orchestrator.stream.mjpeg import JpegSplitter
 
 if TYPE_CHECKING:
-    from orchestrator.receiver import FileWriter, Receiver
+    from orchestrator.stream.receiver import FileWriter, Receiver
 
 
 class WriteFailed(Exception):
@@ -113,7 +113,7 @@ class FramesSink:
         import hashlib
         import uuid
 
-        from orchestrator.manifest import utc_now
+        from orchestrator.stream.manifest import utc_now
 
         self._receiver = receiver
         self._peer = peer
@@ -159,7 +159,7 @@ class FramesSink:
         self._frame = bytearray()
 
     def finish(self, ended_by: str) -> None:
-        from orchestrator.receiver import ReceivedFile
+        from orchestrator.stream.receiver import ReceivedFile
 
         if not self._opened:
             if ended_by == "eof":

@@ -14,8 +14,9 @@ from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from orchestrator.bootfs import BootFiles, BootState, write_bytes_atomically
-from orchestrator.cmdline import (
+from orchestrator.config import build_config_text
+from orchestrator.link.bootfs import BootFiles, BootState, write_bytes_atomically
+from orchestrator.link.cmdline import (
     build_diff,
     find_ip_param,
     is_piorch_ip_param,
@@ -23,8 +24,7 @@ from orchestrator.cmdline import (
     remove_ip_param,
     set_ip_param,
 )
-from orchestrator.config import build_config_text
-from orchestrator.linkplan import (
+from orchestrator.link.plan import (
     Iface,
     LaptopPlan,
     LaptopTool,
@@ -334,7 +334,7 @@ CHECK_PROBE_TIMEOUT_S = 5.0
 
 
 def gather_laptop_facts(tool: LaptopTool | None, ask_network_manager: bool) -> LaptopFacts:
-    from orchestrator.laptopnet import detect_tool, gather_ifaces, gather_routes, nm_profile_exists
+    from orchestrator.link.laptop import detect_tool, gather_ifaces, gather_routes, nm_profile_exists
 
     if tool is None:
         tool = detect_tool() if ask_network_manager else _platform_tool()
@@ -351,7 +351,7 @@ def _platform_tool() -> LaptopTool:
 
 
 def run_check(settings: SetupLinkSettings, notify: Notify) -> None:
-    from orchestrator.laptopnet import probe_ssh
+    from orchestrator.link.laptop import probe_ssh
 
     facts = gather_laptop_facts(settings.tool or LaptopTool.IPROUTE2, ask_network_manager=False)
     banner = probe_ssh(settings.link.pi_ip, settings.ssh_port, CHECK_PROBE_TIMEOUT_S) if settings.link.pi_ip else None
@@ -397,7 +397,7 @@ def run_setup_link(settings: SetupLinkSettings, notify: Notify) -> None:
 
 
 def _open_boot(settings: SetupLinkSettings) -> tuple[BootFiles, Any]:
-    from orchestrator.bootfs import (
+    from orchestrator.link.bootfs import (
         PI_BOOT_DIRS,
         LocalBootFiles,
         RemoteBootFiles,
@@ -408,7 +408,7 @@ def _open_boot(settings: SetupLinkSettings) -> tuple[BootFiles, Any]:
     )
 
     if settings.ssh is not None:
-        from orchestrator.ssh import SshHost
+        from orchestrator.pi.ssh import SshHost
 
         host = SshHost.connect(settings.ssh)
         dirs = (settings.pi_boot_dir,) if settings.pi_boot_dir else PI_BOOT_DIRS
@@ -434,14 +434,14 @@ def _build_plan(settings: SetupLinkSettings, facts: LaptopFacts, iface: str, add
 
 
 def _apply_laptop(plan: LaptopPlan, notify: Notify) -> None:
-    from orchestrator.laptopnet import apply_laptop_plan, needs_sudo
+    from orchestrator.link.laptop import apply_laptop_plan, needs_sudo
 
     apply_laptop_plan(plan, sudo=needs_sudo(), notify=notify)
 
 
 def _finish_setup(settings: SetupLinkSettings, plan: SetupPlan, notify: Notify) -> None:
     """When the Pi already answers on the link, run the full check; otherwise say what comes next."""
-    from orchestrator.laptopnet import probe_ssh
+    from orchestrator.link.laptop import probe_ssh
 
     assert plan.addresses is not None
     pi_ip = str(plan.addresses.pi)

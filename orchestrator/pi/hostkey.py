@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConnectError
-from orchestrator.ssh import SshTarget, fingerprint
+from orchestrator.pi.ssh import SshTarget, fingerprint
 
 if TYPE_CHECKING:
     import paramiko

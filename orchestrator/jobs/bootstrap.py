@@ -1,8 +1,8 @@
 """`bootstrap`: get a Pi ready. Laptop key, host key, key login, netcat, camera check, in that order.
 
-The laptop steps are here; the Pi steps are the plain shell scripts in `bootstrap/` at the top of the
-project, readable and runnable on their own (`ssh PI sh -s < bootstrap/install-netcat.sh`). piorch sends
-each one as `sh -c SCRIPT` over the SSH connection, so nothing is left behind on the Pi. Every script
+The laptop steps are here; the Pi steps are the plain shell scripts in `orchestrator/pi/sh/` (`bootstrap/`
+at the top of the project), readable and runnable on their own (`ssh PI sh -s < bootstrap/install-netcat.sh`).
+piorch sends each one as `sh -c SCRIPT` over the SSH connection, so nothing is left behind on the Pi. Every script
 prints `piorch-step NAME done|already|failed DETAIL`, and every step is idempotent: a second run reports
 `already` everywhere.
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import ConnectError, PiorchError, UsageError
-from orchestrator.host import Host
-from orchestrator.hostkey import HostKeyState, check_host_key, host_key_fix
-from orchestrator.login import ensure_laptop_key, is_login_refused, login_name, open_password_client, pick_key_path
+from orchestrator.pi.host import Host
+from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix
+from orchestrator.pi.login import ensure_laptop_key, is_login_refused, login_name, open_password_client, pick_key_path
 from orchestrator.settings import SshSettings
 
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "pi" / "sh"
 STEP_MARK = "piorch-step"
 STEPS = ("laptop-key", "host-key", "authorize-key", "netcat", "camera")
 PI_SCRIPTS = {"authorize-key": "authorize-key.sh", "netcat": "install-netcat.sh", "camera": "check-camera.sh"}
@@ -113,7 +113,7 @@ def run_pi_script(host: Host, scripts_dir: Path, step: str, args: Sequence[str] 
 
 def run_bootstrap(settings: BootstrapSettings, prompts: BootstrapPrompts, on_step: StepSink) -> list[Step]:
     """Every step in order; a failed laptop-key, host-key or login step skips the rest (they need it)."""
-    from orchestrator.ssh import SshHost, open_client, record_host_key, resolve_target
+    from orchestrator.pi.ssh import SshHost, open_client, record_host_key, resolve_target
 
     steps: list[Step] = []
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.host import Host
+from orchestrator.pi.host import Host
 
 HOLDER_MARK = "piorch-holder"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
+from orchestrator.pi.ssh import SshTarget, fingerprint
 from orchestrator.settings import SshSettings
-from orchestrator.ssh import SshTarget, fingerprint
 
 if TYPE_CHECKING:
     import paramiko

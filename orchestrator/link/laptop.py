@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
-from orchestrator.linkplan import (
+from orchestrator.link.plan import (
     NM_PROFILE,
     Iface,
     IfaceKind,

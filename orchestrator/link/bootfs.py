@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.errors import RemoteError
-from orchestrator.host import CommandResult, Host
-from orchestrator.linkplan import LinkError
+from orchestrator.link.plan import LinkError
+from orchestrator.pi.host import CommandResult, Host
 
 CMDLINE = "cmdline.txt"
 BACKUP = "cmdline.txt.piorch-orig"

@@ -23,17 +23,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import cast
 
-from orchestrator.camera import CameraProblem, parse_camera_failure
 from orchestrator.errors import RemoteError, UsageError
 from orchestrator.events import Event, FileFinished, FileStatus, Notice, State, StateChanged
-from orchestrator.finishing import finish_received_file
-from orchestrator.host import Host, Process
+from orchestrator.jobs.record import DRAIN_S, _read_pgid, check_pi_netcat, probe_pi, stop_remote
 from orchestrator.netcat import build_nc_send_argv, parse_nc_failure
-from orchestrator.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
-from orchestrator.recording import DRAIN_S, _read_pgid, check_pi_netcat, probe_pi, stop_remote
-from orchestrator.recovery import recover_leftovers
-from orchestrator.remote import CAMERA_EXIT_MARK, NC_EXIT_MARK, PiProbe, build_pipeline_script, parse_status_line
+from orchestrator.pi.camera import CameraProblem, parse_camera_failure
+from orchestrator.pi.host import Host, Process
+from orchestrator.pi.scripts import CAMERA_EXIT_MARK, NC_EXIT_MARK, PiProbe, build_pipeline_script, parse_status_line
 from orchestrator.settings import Backend, CameraTool, ImageFormat, SnapSettings, StillSettings, StillTool
+from orchestrator.stream.finishing import finish_received_file
+from orchestrator.stream.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
+from orchestrator.stream.recovery import recover_leftovers
 
 # The maintained stack first; raspistill only works on a legacy (MMAL) system, where the others are absent.
 STILL_TOOL_PREFERENCE = (StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL)

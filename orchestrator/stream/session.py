@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.events import EventSink, FileFinished, Notice
-from orchestrator.finishing import finish_received_file
-from orchestrator.manifest import utc_now, write_json_atomically
-from orchestrator.receiver import ReceivedFile
-from orchestrator.remux import Remuxer, RemuxResult
+from orchestrator.stream.finishing import finish_received_file
+from orchestrator.stream.manifest import utc_now, write_json_atomically
+from orchestrator.stream.receiver import ReceivedFile
+from orchestrator.stream.remux import Remuxer, RemuxResult
 
 # A remux reads and writes the file once: allow for a slow disk before giving up waiting.
 REMUX_WAIT_S = 120.0

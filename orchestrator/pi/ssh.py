@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConnectError, HostKeyError
-from orchestrator.host import CommandResult, Process, run_to_end
+from orchestrator.pi.host import CommandResult, Process, run_to_end
 from orchestrator.settings import SshSettings
 
 if TYPE_CHECKING:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from orchestrator.errors import PiorchError
 from orchestrator.events import Event, FileFinished, Notice, State, StateChanged
-from orchestrator.host import Host
-from orchestrator.manifest import utc_now, write_json_atomically
-from orchestrator.recording import RecordResult, run_recording
+from orchestrator.jobs.record import RecordResult, run_recording
+from orchestrator.pi.host import Host
 from orchestrator.settings import RecordSettings
+from orchestrator.stream.manifest import utc_now, write_json_atomically
 
 # Each Pi's recording joins within its own deadlines; this only bounds a thread stuck beyond them.
 JOIN_S = 60.0

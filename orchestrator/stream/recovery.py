@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
-from orchestrator.manifest import Manifest, write_manifest
+from orchestrator.stream.manifest import Manifest, write_manifest
 
 # Data files only; a half-written manifest (`<uuid>.json.tmp`) is rewritten from the data file instead.
 DATA_SUFFIXES = (".h264.tmp", ".mjpeg.tmp", ".jpg.tmp", ".png.tmp", ".bmp.tmp", ".gif.tmp")

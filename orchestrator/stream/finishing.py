@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
-from orchestrator.manifest import Manifest, write_manifest
-from orchestrator.receiver import ReceivedFile
+from orchestrator.stream.manifest import Manifest, write_manifest
+from orchestrator.stream.receiver import ReceivedFile
 
 
 def decide_status(item: ReceivedFile, interrupted: bool, failure: str | None) -> tuple[FileStatus, str]:
