@@ -7,11 +7,8 @@ module each; heavy imports (paramiko, sh, rich.live) happen inside them, so `pio
 from __future__ import annotations
 
 import functools
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
@@ -51,22 +48,6 @@ def reports_errors(function: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """Ctrl+C and SIGTERM set an event the core watches, so stopping runs the normal, orderly path."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def version_callback(value: bool) -> None:

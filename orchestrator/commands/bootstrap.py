@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.commands.common import load
-from orchestrator.commands.record import CONFIG_HELP
+from orchestrator.commands.common import CONFIG_HELP, load
 from orchestrator.errors import UsageError
 from orchestrator.settings import SshSettings
 

@@ -1,14 +1,25 @@
-"""Pieces every command shares: settings from the four config layers, the display, the summary."""
+"""Pieces every command shares: settings from the four config layers, signals, the display, the summary."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import typer
 
 from orchestrator.config import Config, load_config
-from orchestrator.errors import UsageError
-from orchestrator.events import EventSink
+from orchestrator.errors import PiorchError, UsageError
+from orchestrator.events import EventSink, FileFinished, State
+
+if TYPE_CHECKING:
+    from orchestrator.pi.camera import CameraProblem
+
+CONFIG_HELP = "Config file (default: ~/.config/piorch/config.toml). Precedence: defaults < file < PIORCH_* < flags."
 
 
 def load(flags: dict[str, Any], config_file: Path | None) -> Config:
@@ -54,3 +65,60 @@ def subscribers(*sinks: EventSink) -> EventSink:
             sink(event)
 
     return fan_out
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl+C and SIGTERM set an event the core watches, so stopping runs the normal, orderly path."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def segment_seconds(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    from orchestrator.stream.h264 import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--segment {text!r}: {exc}", "write it like 5s, 90s, 10m or 1h") from None
+    if value < 1:
+        raise UsageError(f"--segment {text!r} is under a second", "segments are whole GOPs: use 1s or more")
+    return value
+
+
+class Outcome(Protocol):
+    """What record, demo and snap end with (RecordResult, SnapResult)."""
+
+    @property
+    def files(self) -> tuple[FileFinished, ...]: ...
+    @property
+    def camera_freed(self) -> bool: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def problem(self) -> CameraProblem | None: ...
+
+
+def finish(result: Outcome) -> None:
+    """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
+    from orchestrator.ui.display import render_summary
+
+    if result.files:
+        render_summary(result.files, stdout_console())
+    if not result.camera_freed:
+        raise PiorchError("the camera on the Pi may still be held", "see the message above")
+    if result.state is State.INTERRUPTED:
+        raise typer.Exit(130)
+    if result.state is State.FAILED and result.problem is not None:
+        raise PiorchError(result.problem.message, result.problem.fix)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.commands.common import pick_display
-from orchestrator.commands.record import finish, segment_seconds
+from orchestrator.commands.common import finish, pick_display, segment_seconds
 from orchestrator.errors import UsageError
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 
@@ -31,7 +30,7 @@ def demo(
     view: bool = typer.Option(False, "--view", help="Show the live picture in mpv or ffplay."),
 ) -> None:
     """Record from a built-in simulated Pi, with the live dashboard, into OUT/<uuid>.mp4 (or .mkv, .h264)."""
-    from orchestrator.cli import stop_on_signals
+    from orchestrator.commands.common import stop_on_signals
     from orchestrator.config import check_bitrate
     from orchestrator.jobs.record import run_recording
     from orchestrator.pi.host import LocalHost

@@ -9,8 +9,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.commands.common import load
-from orchestrator.commands.record import CONFIG_HELP
+from orchestrator.commands.common import CONFIG_HELP, load
 from orchestrator.settings import Backend, CameraTool, SshSettings
 
 

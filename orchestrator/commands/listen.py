@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.commands.common import load, pick_display, stdout_console
-from orchestrator.commands.record import CONFIG_HELP
+from orchestrator.commands.common import CONFIG_HELP, load, pick_display, stdout_console
 from orchestrator.events import State
 from orchestrator.settings import Backend, ReceiveSettings
 
@@ -29,7 +28,7 @@ def listen(
     Ctrl+C stops listening; files already complete are never touched, an open one is kept as
     `interrupted`.
     """
-    from orchestrator.cli import stop_on_signals
+    from orchestrator.commands.common import stop_on_signals
     from orchestrator.config import check_ip
     from orchestrator.errors import UsageError
     from orchestrator.jobs.listen import run_listen

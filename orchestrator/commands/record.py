@@ -5,21 +5,28 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.commands.common import duration_ms, load, pick_display, stdout_console
+from orchestrator.commands.common import (
+    CONFIG_HELP,
+    duration_ms,
+    finish,
+    load,
+    pick_display,
+    segment_seconds,
+    stdout_console,
+)
 from orchestrator.config import check_pi_target
 
 if TYPE_CHECKING:
-    from orchestrator.pi.camera import CameraProblem
+    pass
 from orchestrator.errors import PiorchError, UsageError
-from orchestrator.events import FileFinished, State
+from orchestrator.events import State
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings, SshSettings
 
 RESUME_CONNECT_TIMEOUT_S = 1.5
-CONFIG_HELP = "Config file (default: ~/.config/piorch/config.toml). Precedence: defaults < file < PIORCH_* < flags."
 
 
 def record(
@@ -81,7 +88,7 @@ def record(
     manifest); several --pi record together, each into OUT/<pi>/.
     """
 
-    from orchestrator.cli import stop_on_signals
+    from orchestrator.commands.common import stop_on_signals
     from orchestrator.jobs.record import run_recording
     from orchestrator.pi.ssh import SshHost
 
@@ -139,8 +146,7 @@ def ssh_targets_from_config(config_file: Path | None) -> list[str]:
 def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
                  config_file: Path | None = None) -> None:
     """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
-    from orchestrator.cli import stop_on_signals
-    from orchestrator.commands.common import fleet_display
+    from orchestrator.commands.common import fleet_display, stop_on_signals
     from orchestrator.config import parse_pi_ports
     from orchestrator.jobs.fleet import plan_fleet, run_fleet
     from orchestrator.pi.ssh import SshHost
@@ -162,20 +168,6 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
         raise typer.Exit(130)
     if failed:
         raise PiorchError(f"{len(failed)} of {len(result.outcomes)} Pis failed", "see the lines above")
-
-
-def segment_seconds(text: str | None) -> float:
-    if text is None:
-        return 0.0
-    from orchestrator.stream.h264 import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"--segment {text!r}: {exc}", "write it like 5s, 90s, 10m or 1h") from None
-    if value < 1:
-        raise UsageError(f"--segment {text!r} is under a second", "segments are whole GOPs: use 1s or more")
-    return value
 
 
 def build_record_settings(
@@ -215,28 +207,3 @@ def build_record_settings(
     return settings, ssh
 
 
-class Outcome(Protocol):
-    """What record, demo and snap end with (RecordResult, SnapResult)."""
-
-    @property
-    def files(self) -> tuple[FileFinished, ...]: ...
-    @property
-    def camera_freed(self) -> bool: ...
-    @property
-    def state(self) -> State: ...
-    @property
-    def problem(self) -> CameraProblem | None: ...
-
-
-def finish(result: Outcome) -> None:
-    """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
-    from orchestrator.ui.display import render_summary
-
-    if result.files:
-        render_summary(result.files, stdout_console())
-    if not result.camera_freed:
-        raise PiorchError("the camera on the Pi may still be held", "see the message above")
-    if result.state is State.INTERRUPTED:
-        raise typer.Exit(130)
-    if result.state is State.FAILED and result.problem is not None:
-        raise PiorchError(result.problem.message, result.problem.fix)

@@ -12,7 +12,8 @@ from typing import IO, Any
 
 import typer
 
-from orchestrator.commands.record import CONFIG_HELP, build_record_settings, finish
+from orchestrator.commands.common import CONFIG_HELP, finish
+from orchestrator.commands.record import build_record_settings
 from orchestrator.errors import UsageError
 from orchestrator.events import FileFinished, FileStarted, Notice, StateChanged
 from orchestrator.settings import ImageFormat, SnapSettings, SshSettings, StillSettings, StillTool
@@ -51,7 +52,7 @@ def snap(
     in the tool's own encoding and option language, and writes a JSON manifest beside every picture.
     Ctrl+C stops between or during pictures with the camera freed on the Pi, and exits 130.
     """
-    from orchestrator.cli import stop_on_signals
+    from orchestrator.commands.common import stop_on_signals
     from orchestrator.jobs.snap import run_snap
     from orchestrator.pi.ssh import SshHost
 
