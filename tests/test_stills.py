@@ -19,10 +19,8 @@ from orchestrator.jobs.snap import (
     FIRST_COUNTER,
     SnapProgress,
     build_image_names,
-    build_still_argv,
     check_image_bytes,
     check_image_name,
-    choose_still_tool,
     place_image,
     read_image_ends,
     refuse_existing,
@@ -31,6 +29,7 @@ from orchestrator.jobs.snap import (
 )
 from orchestrator.pi.host import LocalHost
 from orchestrator.pi.scripts import PiProbe, build_probe_script, parse_probe_output
+from orchestrator.pi.still import build_still_argv, choose_still_tool
 from orchestrator.settings import (
     Backend,
     CameraTool,

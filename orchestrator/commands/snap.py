@@ -79,7 +79,8 @@ def build_snap_settings(
     camera_tool: str | None,
 ) -> tuple[SnapSettings, SshSettings]:
     """Check every snap option before anything starts, so bad input creates nothing."""
-    from orchestrator.jobs.snap import MAX_COUNT, STILL_SIBLING, build_image_names, refuse_existing
+    from orchestrator.jobs.snap import MAX_COUNT, build_image_names, refuse_existing
+    from orchestrator.pi.still import STILL_SIBLING
 
     # The keys snap shares with record (Pi, link, receiver, flips) come through the same four layers.
     record, ssh = build_record_settings(flags, config_file, 0, accept_new_host_key, False)
