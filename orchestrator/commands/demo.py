@@ -13,8 +13,9 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.commands.common import finish, pick_display, segment_seconds
+from orchestrator.commands.common import finish, pick_display
 from orchestrator.errors import UsageError
+from orchestrator.resolve import segment_seconds
 from orchestrator.settings import Backend, CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 
 

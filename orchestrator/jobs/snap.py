@@ -34,7 +34,6 @@ from orchestrator.stream.receiver import ReceivedFile, Receiver, make_receiver, 
 from orchestrator.stream.recovery import recover_leftovers
 
 FIRST_COUNTER = 1
-MAX_COUNT = 100_000
 MAX_NAME_BYTES = 255
 # A still tool runs its settle time, then writes one picture: anything much longer is a hung camera.
 CAPTURE_GRACE_S = 30.0

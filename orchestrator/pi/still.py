@@ -24,13 +24,6 @@ TOOL_FORMATS: Mapping[StillTool, frozenset[ImageFormat]] = {
     StillTool.LIBCAMERA_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
     StillTool.RPICAM_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
 }
-# The config's `camera_tool` names a video tool; its still sibling lives on the same camera stack.
-STILL_SIBLING: Mapping[CameraTool, StillTool] = {
-    CameraTool.AUTO: StillTool.AUTO,
-    CameraTool.RASPIVID: StillTool.RASPISTILL,
-    CameraTool.LIBCAMERA_VID: StillTool.LIBCAMERA_STILL,
-    CameraTool.RPICAM_VID: StillTool.RPICAM_STILL,
-}
 
 
 # Each tool's own spelling (options/raspistill_options.txt, rpicam_still_options.txt): raspistill strips one
