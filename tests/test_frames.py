@@ -70,7 +70,7 @@ def test_codec_frames_equal_an_independent_decode_at_every_read_size(codec: str,
     arrays = _feed_all(make_decoder(codec, "bgr24", W, H), data, size)
     reference = _reference(codec, data)
     assert len(arrays) == len(reference) == len(pictures)
-    for ours, theirs in zip(arrays, reference):
+    for ours, theirs in zip(arrays, reference, strict=True):
         assert ours.shape == (H, W, 3) and ours.dtype == np.uint8
         assert np.array_equal(ours, theirs)
     # Display order: the moving bar's red level rises frame by frame, B-frames or not.
