@@ -32,8 +32,9 @@ from orchestrator.pi.host import Host, Process
 from orchestrator.pi.scripts import CAMERA_EXIT_MARK, NC_EXIT_MARK, PiProbe, build_pipeline_script, parse_status_line
 from orchestrator.settings import Backend, CameraTool, ImageFormat, SnapSettings, StillSettings, StillTool
 from orchestrator.stream.finishing import finish_received_file
-from orchestrator.stream.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
+from orchestrator.stream.receiver import Receiver, make_receiver, wait_until_listening
 from orchestrator.stream.recovery import recover_leftovers
+from orchestrator.stream.writer import ReceivedFile
 
 # The maintained stack first; raspistill only works on a legacy (MMAL) system, where the others are absent.
 STILL_TOOL_PREFERENCE = (StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL)
