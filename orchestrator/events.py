@@ -98,7 +98,3 @@ class Notice:
 
 Event = StateChanged | Progress | FileStarted | FileFinished | Notice | PiHealthReport
 EventSink = Callable[[Event], None]
-
-
-def ignore_event(event: Event) -> None:
-    """The do-nothing subscriber."""
