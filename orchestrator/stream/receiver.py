@@ -150,10 +150,6 @@ class Receiver:
             self._threads.append(thread)
         thread.start()
 
-    def _begin(self) -> None:
-        check_out_dir(self.settings.out_dir)
-        self._closer.start()
-
     def start(self) -> None:
         raise NotImplementedError
 
@@ -205,11 +201,12 @@ class BuiltinReceiver(Receiver):
     """A Python socket server: no gap between connections, large reads, no extra process."""
 
     def start(self) -> None:
-        self._begin()
+        check_out_dir(self.settings.out_dir)
         self._listener = bind_listener(self.settings.bind, self.settings.port)
         self.port = self._listener.getsockname()[1]
         self._listener.settimeout(POLL_S)
         self._live: set[socket.socket] = set()
+        self._closer.start()
         self._spawn(self._accept_loop, name="piorch-accept")
 
     def _interrupt(self) -> None:
@@ -347,14 +344,14 @@ def detect_local_nc() -> tuple[str, NetcatFlavour]:
 
 
 class NcReceiver(Receiver):
-    """The recipe's `nc -l` loop, run through `sh`; nc's stdout goes through the same FileWriter.
+    """The recipe's `nc -l` loop, run through `sh`; nc's stdout goes through the same sinks.
 
     nc cannot filter peers and exits after each connection, so the port is closed for a moment between
     connections; the builtin backend has neither limit.
     """
 
     def start(self) -> None:
-        self._begin()
+        check_out_dir(self.settings.out_dir)
         # nc's own bind error is terse and comes late: check the port the same way as the builtin backend.
         bind_listener(self.settings.bind, self.settings.port).close()
         self._nc_path, flavour = detect_local_nc()
@@ -362,6 +359,7 @@ class NcReceiver(Receiver):
         self._proc: Any = None
         self._sink: Sink | None = None
         self._write_error: str | None = None
+        self._closer.start()
         self._spawn(self._loop, name="piorch-nc")
         # The Pi's nc must not connect before this one listens, or the camera's pipe breaks at once.
         def already_served() -> bool:
