@@ -18,7 +18,7 @@ import pytest
 
 import orchestrator.sim
 import orchestrator.stream.session as session_module
-from orchestrator.events import Event, FileFinished, FileStarted, FileStatus, Notice
+from orchestrator.events import Ending, Event, FileFinished, FileStarted, FileStatus, Notice
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.stream.manifest import RESERVED_BYTES, read_placeholder, utc_now
 from orchestrator.stream.receiver import make_receiver
@@ -185,7 +185,7 @@ def test_a_remux_that_outlives_its_wait_leaves_finished_manifests(tmp_path: Path
     writer_end = os.open(stuck, os.O_RDWR)
     try:
         rec.session.on_file(ReceivedFile("00000000-0000-4000-8000-000000000000", stuck, 0, "", "127.0.0.1:1",
-                                         utc_now(), utc_now(), 0.0, "segment", frames=1))
+                                         utc_now(), utc_now(), 0.0, Ending.SEGMENT, frames=1))
         rec.send(CLIP)
         files = rec.finish()
     finally:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import orchestrator.sim
-from orchestrator.events import Event, FileFinished, FileStatus
+from orchestrator.events import Ending, Event, FileFinished, FileStatus
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.manifest import read_placeholder
 from orchestrator.stream.recovery import recover_leftovers
@@ -172,7 +172,7 @@ def test_recover_never_touches_a_file_whose_manifest_is_still_being_written(tmp_
     out.mkdir()
     writer = FileWriter(out, ".h264", PEER)
     writer.write(CLIP)
-    writer.end("eof")
+    writer.end(Ending.DONE)
     item = writer.finalize()  # renamed; its manifest waits for a remux in a live run
     assert item.path.name == f"{item.id}.h264"
     assert recover_leftovers(out, lambda event: None) == []

@@ -139,7 +139,7 @@ class _Recorder:
             if self.stop.is_set():
                 return Ending.STOPPED
             if receiver.failure:
-                return Ending.DISK
+                return Ending.FAILED
             if deadline is not None and now > deadline:
                 on_event(Notice("error", "the camera did not stop at its time limit; piorch stopped it"))
                 return Ending.OVERRAN
@@ -276,10 +276,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             on_event(Notice("warning", f"{cause}: keeping what arrived"
                                        + ("" if settings.no_resume else ", reconnecting")))
             # What arrived before the gap is finished as its own file; the next attempt opens a new one.
-            receiver.cut_connections("stalled")
+            receiver.cut_connections(Ending.STALLED)
             # A data connection may have ended cleanly (its FIN came before the SSH loss was seen): the
             # camera did not finish it, so it is cut by the fault all the same.
-            session.mark_pending("stalled")
+            session.mark_pending(Ending.STALLED)
             session.context.update(base_context)
             session.finish_pending({"remote_argv": list(camera_argv), "remote_exit": attempt.pipeline.exits.as_dict()})
             # The gap starts when data stopped, not when the stall was noticed.
@@ -360,7 +360,7 @@ def free_busy_camera(host: Host, kill_stale: bool, on_event: EventSink) -> bool:
 def explain_failure(attempt: _Attempt, tool: CameraTool, laptop_ip: str, receiver: Receiver,
                     data_arrived: bool) -> CameraProblem | None:
     """The one reason a finished attempt failed, in the words a user can act on; None if it did not."""
-    if attempt.ended is Ending.DISK:
+    if attempt.ended is Ending.FAILED:
         return CameraProblem(f"the laptop's disk filled up ({receiver.failure}); the camera was stopped",
                              "free space or pick another --out; every byte that arrived is kept")
     if attempt.ended is Ending.OVERRAN:

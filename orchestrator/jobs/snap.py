@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import UsageError
-from orchestrator.events import Event, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.events import Ending, Event, FileFinished, FileStatus, Notice, State, StateChanged
 from orchestrator.netcat import build_nc_send_argv
 from orchestrator.pi.camera import CameraProblem
 from orchestrator.pi.capture import DRAIN_S, Pipeline, check_pi_netcat, explain_pipeline, probe_pi, resolve_laptop_ip
@@ -301,11 +301,11 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
         context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
                    "settings": _settings_dict(settings, index), "remote_exit": remote_exit}
         for position, item in enumerate(received[finished:]):
-            if item.ended_by.startswith("error") and failure is None:
-                failure = CameraProblem(f"saving {item.path.name} failed ({item.ended_by.removeprefix('error: ')})",
+            if item.ended_by is Ending.FAILED and failure is None:
+                failure = CameraProblem(f"saving {item.path.name} failed ({item.error})",
                                         "check the disk of the --out folder")
             reason = failure.message if failure else None
-            stopped = capture is None or capture.interrupted or item.ended_by == "stopped"
+            stopped = capture is None or capture.interrupted or item.ended_by is Ending.STOPPED
             if reason is None and not stopped:
                 reason = check_image_bytes(image_format, *read_image_ends(item.path))
                 if reason is not None:

@@ -9,18 +9,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
+from orchestrator.events import Ending, EventSink, FileFinished, FileStatus, Notice
 from orchestrator.stream.manifest import Manifest, write_manifest
 from orchestrator.stream.writer import ReceivedFile
 
 
 def decide_status(item: ReceivedFile, interrupted: bool, failure: str | None) -> tuple[FileStatus, str]:
-    """Pure: a write error fails the file; a stop interrupts it; a failed camera fails it; else complete."""
-    if item.ended_by.startswith("error"):
-        return FileStatus.FAILED, item.ended_by.removeprefix("error: ")
-    if item.ended_by == "stalled":
+    """Pure, and the one place a file's status is decided: a receiving or write error fails the file; a lost
+    link marks it; a stop interrupts it; a failed camera fails it; else it is complete."""
+    if item.ended_by is Ending.FAILED:
+        return FileStatus.FAILED, item.error
+    if item.ended_by.link_fault:
         return FileStatus.LINK_LOST, "the link to the Pi was lost here; see the session manifest's gaps"
-    if interrupted or item.ended_by == "stopped":
+    if interrupted or item.ended_by is Ending.STOPPED:
         return FileStatus.INTERRUPTED, "stopped by the user"
     if failure:
         return FileStatus.FAILED, failure

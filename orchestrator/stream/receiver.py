@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ReceiverError
-from orchestrator.events import Event, EventSink, Notice
+from orchestrator.events import Ending, Event, EventSink, Notice
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.stream.closer import Closer
@@ -90,7 +90,7 @@ class Receiver:
         self.tap: Tap | None = None
         # Why writing failed ("disk full"), so the recording can stop the camera at once.
         self.failure: str | None = None
-        self._cut_reason: str | None = None
+        self._cut_reason: Ending | None = None
 
     # Counters the dashboard reads on its own clock.
     @property
@@ -132,10 +132,10 @@ class Receiver:
             self._sinks.add(sink)
         return sink
 
-    def _end_sink(self, sink: Sink, ended_by: str) -> None:
+    def _end_sink(self, sink: Sink, ended_by: Ending, error: str = "") -> None:
         """On the receiving thread: the sink writes what it held and hands its last file over."""
         try:
-            sink.finish(ended_by)
+            sink.finish(ended_by, error)
         except Exception as exc:  # said as a line; the counters below must still be settled
             self.report(Notice("error", f"ending a connection failed ({type(exc).__name__}: {exc})"))
         finally:
@@ -153,7 +153,7 @@ class Receiver:
     def start(self) -> None:
         raise NotImplementedError
 
-    def cut_connections(self, reason: str) -> None:
+    def cut_connections(self, reason: Ending) -> None:
         """End every open connection now (a lost link never sends its FIN); files end as `reason`."""
         self._cut_reason = reason
         self._interrupt_connections()
@@ -247,13 +247,13 @@ class BuiltinReceiver(Receiver):
         sink = self._open_sink(peer)
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
-        ended_by = "eof"
+        ended_by, error = Ending.DONE, ""
         conn.settimeout(POLL_S)
         try:
             while True:
                 if self._stopping.is_set():
                     # Take what the kernel already holds, then stop: bytes that reached the laptop are kept.
-                    ended_by = "stopped"
+                    ended_by = Ending.STOPPED
                     self._drain(conn, sink, view)
                     break
                 try:
@@ -261,20 +261,20 @@ class BuiltinReceiver(Receiver):
                 except TimeoutError:
                     continue
                 except OSError as exc:
-                    ended_by = f"error: {exc.strerror or exc}"
+                    ended_by, error = Ending.FAILED, str(exc.strerror or exc)
                     break
                 if count == 0:
-                    ended_by = self._cut_reason or "eof"
+                    ended_by = self._cut_reason or Ending.DONE
                     break
                 sink.write(view[:count])
         except (WriteFailed, OSError) as exc:
-            ended_by = f"error: {exc}"
+            ended_by, error = Ending.FAILED, str(exc)
             self.failure = str(exc)
         finally:
             with self._lock:
                 self._live.discard(conn)
             conn.close()
-            self._end_sink(sink, ended_by)
+            self._end_sink(sink, ended_by, error)
             if self.settings.once:
                 self._stopping.set()
 
@@ -421,14 +421,10 @@ class NcReceiver(Receiver):
             stderr = bytes(self._proc.stderr or b"").decode("utf-8", "replace").strip()
             if sink is not None:
                 if self._write_error:
-                    ended_by = f"error: {self._write_error}"
-                elif self._cut_reason:
-                    ended_by = self._cut_reason
-                elif self._stopping.is_set():
-                    ended_by = "stopped"
+                    self._end_sink(sink, Ending.FAILED, self._write_error)
                 else:
-                    ended_by = "eof"
-                self._end_sink(sink, ended_by)
+                    self._end_sink(sink, self._cut_reason or (Ending.STOPPED if self._stopping.is_set()
+                                                              else Ending.DONE))
                 if self.settings.once:
                     self._stopping.set()
             elif stderr and not self._stopping.is_set():

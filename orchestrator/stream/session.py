@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
+from orchestrator.events import Ending, EventSink, FileFinished, FileStatus, Notice
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.manifest import utc_now, write_json_atomically
 from orchestrator.stream.remux import Remuxer, RemuxResult
@@ -60,7 +60,7 @@ class SessionFiles:
         """Receiver callback: a segment cut mid-stream is complete now; the last file waits for the end."""
         with self._lock:
             ended = self._ended
-            if ended is None and item.ended_by != "segment":
+            if ended is None and item.ended_by is not Ending.SEGMENT:
                 self._open_tail.append(item)
                 return
         if ended is None:
@@ -70,10 +70,10 @@ class SessionFiles:
         self._finalize(item, *ended, late=True)
         self._write_session_manifest()
 
-    def mark_pending(self, ended_by: str) -> None:
+    def mark_pending(self, ended_by: Ending) -> None:
         """Files that ended but are not finalised yet ended because of a fault, not the camera."""
         with self._lock:
-            self._open_tail = [replace(item, ended_by=ended_by) if item.ended_by == "eof" else item
+            self._open_tail = [replace(item, ended_by=ended_by) if item.ended_by is Ending.DONE else item
                                for item in self._open_tail]
 
     @property

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from orchestrator.events import Event, FileStarted, Notice
+from orchestrator.events import Ending, Event, FileStarted, Notice
 from orchestrator.settings import ReceiveSettings
 from orchestrator.stream.h264 import SegmentCutter
 from orchestrator.stream.manifest import reserve_manifest, utc_now
@@ -51,7 +51,7 @@ class Sink(Protocol):
 
     def write(self, data: bytes | memoryview) -> None: ...
 
-    def finish(self, ended_by: str) -> None: ...
+    def finish(self, ended_by: Ending, error: str = "") -> None: ...
 
 
 def make_sink(outlet: Outlet, settings: ReceiveSettings, peer: str, suffix: str, tap: Tap | None) -> Sink:
@@ -85,7 +85,7 @@ class StreamSink:
             self._outlet.report(FileStarted(self._writer.tmp_path, self._peer))
         return self._writer
 
-    def _close(self, ended_by: str) -> None:
+    def _close(self, ended_by: Ending, error: str = "") -> None:
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -93,7 +93,7 @@ class StreamSink:
         if self._cutter is not None and len(self._cutter.closed) >= self._segment:
             stats = self._cutter.closed[self._segment - 1]
             frames, iframes = stats.frames, stats.iframes
-        writer.end(ended_by, frames, iframes, self._segment)
+        writer.end(ended_by, frames, iframes, self._segment, error)
         # A cut: the finished segment is complete whatever happens to the rest of the stream.
         self._outlet.hand_over(writer.finalize)
 
@@ -106,25 +106,25 @@ class StreamSink:
             return
         for piece in self._cutter.feed(data):
             if piece.new_segment and self._writer is not None:
-                self._close("segment")
+                self._close(Ending.SEGMENT)
             self._current().write(piece.data)
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, ended_by: Ending, error: str = "") -> None:
         """The connection ended; write what the cutter still held, hand over the last file."""
         if self._cutter is not None:
             try:
                 for piece in self._cutter.finish():
                     if piece.new_segment and self._writer is not None:
-                        self._close("segment")
+                        self._close(Ending.SEGMENT)
                     self._current().write(piece.data)
             except (WriteFailed, OSError) as exc:  # the file's status must say it, not a traceback
-                ended_by = f"error: {exc}"
+                ended_by, error = Ending.FAILED, str(exc)
         if self._writer is None:
-            if ended_by == "eof":
+            if ended_by is Ending.DONE:
                 # A connection that carried nothing (a camera that failed at once, a port probe): no file.
                 self._outlet.report(Notice("warning", f"a connection from {self._peer} closed without data"))
             return
-        self._close(ended_by)
+        self._close(ended_by, error)
 
 
 class FramesSink:
@@ -194,9 +194,9 @@ class FramesSink:
                              "bytes": len(self._frame), "complete": complete})
         self._frame = bytearray()
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, ended_by: Ending, error: str = "") -> None:
         if self._lock is None:
-            if ended_by == "eof":
+            if ended_by is Ending.DONE:
                 self._outlet.report(Notice("warning", f"a connection from {self._peer} closed without data"))
             return
         try:
@@ -205,20 +205,20 @@ class FramesSink:
             if self._frame:
                 self._flush()
         except WriteFailed as exc:
-            ended_by = f"error: {exc}"
+            ended_by, error = Ending.FAILED, str(exc)
         ended_utc, duration = utc_now(), time.monotonic() - self._started
-        self._outlet.hand_over(lambda: self._finalize(ended_by, ended_utc, duration))
+        self._outlet.hand_over(lambda: self._finalize(ended_by, error, ended_utc, duration))
 
-    def _finalize(self, ended_by: str, ended_utc: str, duration: float) -> ReceivedFile:
+    def _finalize(self, ended_by: Ending, error: str, ended_utc: str, duration: float) -> ReceivedFile:
         """On the closer thread: the folder gets its final name; never raises."""
         path = self._final_dir
         try:
             os.replace(self._tmp_dir, self._final_dir)
         except OSError as exc:
             path = self._tmp_dir
-            ended_by = f"error: {self._tmp_dir.name} could not be renamed to {self._final_dir.name} " \
-                       f"({exc.strerror or exc}); its frames are kept under the .tmp name"
+            ended_by, error = Ending.FAILED, f"{self._tmp_dir.name} could not be renamed to " \
+                f"{self._final_dir.name} ({exc.strerror or exc}); its frames are kept under the .tmp name"
         whole = sum(1 for frame in self._frames if frame["complete"])
         return ReceivedFile(self.id, path, self.bytes_received, self._digest.hexdigest(), self._peer,
                             self._started_utc, ended_utc, duration, ended_by, frames=whole,
-                            frame_list=tuple(self._frames), lock=self._lock)
+                            frame_list=tuple(self._frames), lock=self._lock, error=error)

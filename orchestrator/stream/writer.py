@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.events import Ending
 from orchestrator.stream.manifest import reserve_manifest, utc_at, utc_now
 
 CHUNK = 1 << 20
@@ -77,9 +78,9 @@ class ReceivedFile:
     started_utc: str
     ended_utc: str
     duration_s: float
-    # "eof" (the sender closed), "segment" (cut there, the stream goes on in the next file), "stopped"
-    # (piorch stopped receiving), "stalled" (the link was lost) or "error: ..." (why it failed).
-    ended_by: str
+    # DONE (the sender closed), SEGMENT (cut there, the stream goes on), STOPPED (piorch stopped receiving),
+    # STALLED (the link was lost) or FAILED (then `error` says why).
+    ended_by: Ending
     # From the H.264 parser when the stream is parsed; None otherwise. For split MJPEG: whole frames.
     frames: int | None = None
     iframes: int | None = None
@@ -89,6 +90,7 @@ class ReceivedFile:
     frame_list: tuple[dict[str, object], ...] = ()
     # Held until the manifest is written (`release`): see FileLock.
     lock: FileLock | None = field(default=None, compare=False, repr=False)
+    error: str = ""
 
     def release(self) -> None:
         if self.lock is not None:
@@ -164,7 +166,8 @@ class FileWriter:
         self.closed = False
         self.started = time.monotonic()
         self.last_write = time.time()
-        self._ended_by = ""
+        self._ended_by = Ending.DONE
+        self._error = ""
         self._ended_at = (0.0, 0.0)  # monotonic, wall clock
         self._stats: dict[str, int | None] = {}
         self._hasher = _HashFollower(self.tmp_path, self)
@@ -185,9 +188,10 @@ class FileWriter:
         if self.bytes_written - self._hasher.hashed >= CHUNK:
             self._hasher.poke()
 
-    def end(self, ended_by: str, frames: int | None = None, iframes: int | None = None, segment: int = 1) -> None:
+    def end(self, ended_by: Ending, frames: int | None = None, iframes: int | None = None, segment: int = 1,
+            error: str = "") -> None:
         """The connection or segment ended: called on the receiving thread, does no I/O."""
-        self._ended_by = ended_by
+        self._ended_by, self._error = ended_by, error
         self._ended_at = (time.monotonic(), time.time())
         self._stats = {"frames": frames, "iframes": iframes, "segment": segment}
         self.closed = True
@@ -195,10 +199,10 @@ class FileWriter:
 
     def finalize(self) -> ReceivedFile:
         """fsync, the complete hash, the rename to the final name. Never raises: what went wrong becomes the
-        file's `ended_by` ("error: ..."), and the file keeps the name its bytes are under."""
+        file's `error` (ended by FAILED), and the file keeps the name its bytes are under."""
         if not self.closed:
-            self.end("eof")
-        ended_by = self._ended_by
+            self.end(Ending.DONE)
+        ended_by, error = self._ended_by, self._error
         try:
             os.fsync(self._fd)
         except OSError:
@@ -207,17 +211,17 @@ class FileWriter:
         try:
             digest = self._hasher.hexdigest(timeout=HASH_GRACE_S + self.bytes_written / HASH_MIN_BPS)
         except OSError as exc:
-            ended_by = f"error: {self.tmp_path.name} was received but not hashed: {exc}"
+            ended_by, error = Ending.FAILED, f"{self.tmp_path.name} was received but not hashed: {exc}"
         try:
             os.replace(self.tmp_path, self.final_path)
             path = self.final_path
         except OSError as exc:
-            ended_by = f"error: {self.tmp_path.name} could not be renamed to {self.final_path.name} " \
-                       f"({exc.strerror or exc}); its bytes are kept under the .tmp name"
+            ended_by, error = Ending.FAILED, f"{self.tmp_path.name} could not be renamed to " \
+                f"{self.final_path.name} ({exc.strerror or exc}); its bytes are kept under the .tmp name"
         monotonic_end, wall_end = self._ended_at
         # A file cut by a lost link ended when its last byte came, not when the loss was noticed.
-        ended = utc_at(self.last_write if self._ended_by == "stalled" else wall_end)
+        ended = utc_at(self.last_write if self._ended_by is Ending.STALLED else wall_end)
         frames, iframes, segment = self._stats["frames"], self._stats["iframes"], self._stats["segment"] or 1
         return ReceivedFile(self.id, path, self.bytes_written, digest, self.peer, self.started_utc, ended,
                             monotonic_end - self.started, ended_by, frames=frames, iframes=iframes,
-                            segment=segment, lock=self.lock)
+                            segment=segment, lock=self.lock, error=error)
