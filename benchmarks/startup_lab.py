@@ -31,7 +31,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.sim.stand_in import install_stand_ins
-from tests.netns import LAPTOP_IF, LAPTOP_IP, PI_IF, PI_IP, Link, create_link, in_ns, netns_unavailable, tc
+from tests.netns import (
+    LAPTOP_IF,
+    LAPTOP_IP,
+    PI_IF,
+    PI_IP,
+    Link,
+    NetnsError,
+    create_link,
+    in_ns,
+    netns_unavailable,
+    tc,
+)
 from tests.sshd_server import (
     LOOPBACK,
     PRIVSEP_DIR,
@@ -57,6 +68,9 @@ CLONE_NEWNET = 0x40000000
 
 class LabError(RuntimeError):
     """The fake Pis could not be set up."""
+
+
+__all__ = ["FakePi", "Lab", "LabError", "NetnsError", "open_lab"]
 
 
 @dataclass(frozen=True)
