@@ -1,7 +1,7 @@
 """Startup benchmark: time to the first byte of `piorch record` against the recipe typed by hand.
 
 Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--pis 8] [--loopback] [--json]`
-(root for network namespaces; about 2.5 minutes with the defaults). Issue 14's targets:
+(root for network namespaces; 2.5-3.5 minutes with the defaults on a busy 2-core machine). Issue 14's targets:
 
 - `piorch record` reaches its first byte in at most 1.3x the time of the by-hand OpenSSH recipe;
 - `piorch --help` and `piorch record --help` at most 150 ms over `python -c pass`;
@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -103,7 +104,7 @@ class Proc:
         try:
             return self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            raise MeasurementFailed(f"{shlex_join(self.argv)} did not finish in time") from None
+            raise MeasurementFailed(f"{shlex.join(self.argv)} did not finish in time") from None
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -115,12 +116,6 @@ class Proc:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-1500:]
-
-
-def shlex_join(argv: list[str]) -> str:
-    import shlex
-
-    return shlex.join(argv)
 
 
 def watch_first_bytes(candidates: Callable[[], Iterable[tuple[str, Path]]], expected: int, procs: list[Proc],
@@ -139,7 +134,7 @@ def watch_first_bytes(candidates: Callable[[], Iterable[tuple[str, Path]]], expe
             break
         for proc in procs:
             if proc.failed():
-                raise MeasurementFailed(f"{shlex_join(proc.argv)} exited {proc.popen.returncode}:\n{proc.tail()}")
+                raise MeasurementFailed(f"{shlex.join(proc.argv)} exited {proc.popen.returncode}:\n{proc.tail()}")
         if time.monotonic() > deadline:
             raise MeasurementFailed(f"no first byte within {RUN_DEADLINE_S:.0f} s ({len(seen)} of {expected})")
         time.sleep(POLL_S)
@@ -192,7 +187,7 @@ def run_by_hand(lab: Lab, pis: list[FakePi], folder: Path) -> dict[str, float]:
         seen = watch_first_bytes(lambda: files.items(), len(pis), procs, started + RUN_DEADLINE_S)
         for proc in procs:
             if proc.wait(started + RUN_DEADLINE_S) != 0:
-                raise MeasurementFailed(f"{shlex_join(proc.argv)} exited {proc.popen.returncode}:\n{proc.tail()}")
+                raise MeasurementFailed(f"{shlex.join(proc.argv)} exited {proc.popen.returncode}:\n{proc.tail()}")
         for pi in pis:
             if files[pi.alias].stat().st_size != sent_bytes(pi):
                 raise MeasurementFailed(f"by hand, {pi.alias}: {files[pi.alias].stat().st_size} bytes received, "
@@ -269,7 +264,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     elapsed = time.monotonic() - started
     # A failed import in a thread still exits 0: a traceback on stderr fails the run all the same.
     if result.returncode != 0 or b"Traceback" in result.stderr:
-        raise MeasurementFailed(f"{shlex_join(argv)} exited {result.returncode}: {result.stderr[-800:].decode()}")
+        raise MeasurementFailed(f"{shlex.join(argv)} exited {result.returncode}: {result.stderr[-800:].decode()}")
     return elapsed
 
 
@@ -445,7 +440,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
         return statistics.median(first[top]) / statistics.median(first[bottom]), statistics.median(per_round)
 
     out.append("")
-    pairs = [("B/A", "B", "A", TARGET_RATIO)]
+    pairs: list[tuple[str, str, str, float | None]] = [("B/A", "B", "A", TARGET_RATIO)]
     for n in range(1, len(others) + 1):
         pairs += [(f"C{n}/A", f"C{n}", "A", TARGET_RATIO), (f"C{n}/B", f"C{n}", "B", None)]
     pairs += [(f"C{n}/C1", f"C{n}", "C1", None) for n in range(2, len(others) + 1)]
@@ -523,7 +518,10 @@ def main() -> int:
         base_env = piorch_env(Lab("", "", [], scratch / "none"), scratch)
         try:
             helps = interleaved(help_commands(others), args.help_rounds, base_env) if args.help_rounds else {}
-            where, samples, refs, imports = "no fake Pi (--rounds 0)", [], {}, {}
+            where = "no fake Pi (--rounds 0)"
+            samples: list[Sample] = []
+            refs: dict[str, list[float]] = {}
+            imports: dict[str, float] = {}
             if args.rounds > 0:
                 where, samples, refs, imports = measure_on_fake_pis(stack, scratch, args, modes, others, base_env)
         except (MeasurementFailed, LabError, NetnsError) as exc:

@@ -215,7 +215,7 @@ def open_lab(stack: ExitStack, scratch: Path, count: int, force_loopback: bool) 
                 for namespace, iface in ((link.laptop_ns, LAPTOP_IF), (link.pi_ns, PI_IF)):
                     tc(namespace, "qdisc", "add", "dev", iface, "root", *TBF_ARGS)
                 where = f"network namespaces, veth shaped to 100 Mbit/s each way (tc tbf {RATE})"
-            except Exception as exc:  # the kernel may lack sch_tbf: plain veth, said in the output
+            except NetnsError as exc:  # the kernel may lack sch_tbf: plain veth, said in the output
                 where = f"network namespaces, plain veth (tc tbf failed: {exc})"
         else:
             where = "network namespaces, plain veth (no tc: the link is not shaped to 100 Mbit/s)"
