@@ -1,7 +1,7 @@
 """Startup benchmark: time to the first byte of `piorch record` against the recipe typed by hand.
 
 Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--pis 8] [--loopback] [--json]`
-(root for network namespaces; 2.5-3.5 minutes with the defaults on a busy 2-core machine). Issue 14's targets:
+(root for network namespaces; 3-4 minutes with the defaults on a busy 2-core machine). Issue 14's targets:
 
 - `piorch record` reaches its first byte in at most 1.3x the time of the by-hand OpenSSH recipe;
 - `piorch --help` and `piorch record --help` at most 150 ms over `python -c pass`;
