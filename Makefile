@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/remux.py
 	$(BIN)/python benchmarks/view.py
 	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
