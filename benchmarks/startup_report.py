@@ -23,7 +23,7 @@ class Sample:
 PHASES = [
     ("Python start (interpreter, site, venv .pth files)", "", "interpreter_ready"),
     ("import orchestrator.cli (typer, pydantic, rich, commands)", "cli_import_begin", "cli_import_end"),
-    ("import orchestrator.ssh + .recording (earlier than piorch does)", "late_imports_begin", "late_imports_end"),
+    ("import orchestrator.pi.ssh + .recording (earlier than piorch does)", "late_imports_begin", "late_imports_end"),
     ("typer builds the app and parses the command line", "late_imports_end", "settings_begin"),
     ("settings: flags, config file, environment", "settings_begin", "settings_end"),
     ("record(): checks, display", "settings_end", "paramiko_import_begin"),

@@ -9,10 +9,10 @@ CPU time was waiting (for the Pi, the network), and other work could overlap it;
 CPU column is also the steadier of the two.
 
 Nothing in piorch is changed: functions are wrapped by name at run time. The names are today's
-(orchestrator.ssh.open_client, orchestrator.recording.probe_pi, ...); a name that has moved is listed on
+(orchestrator.pi.ssh.open_client, orchestrator.jobs.record.probe_pi, ...); a name that has moved is listed on
 stderr as `startup_trace: not found: ...` and its rows stay empty, the run itself goes on untouched.
 
-Why the order of imports is not quite piorch's own: orchestrator.ssh and orchestrator.recording are
+Why the order of imports is not quite piorch's own: orchestrator.pi.ssh and orchestrator.jobs.record are
 imported here before typer parses the command line, so that their functions can be wrapped; piorch imports
 them inside `record()`, a few milliseconds later. The cost is the same and shows as its own row. paramiko
 is not imported early: it is imported where piorch imports it (resolve_target), and timed there.
@@ -125,21 +125,24 @@ def instrument() -> None:
     if record is not None:
         wrap(record, "build_record_settings", "settings")
     mark("late_imports_begin")
-    ssh = module("orchestrator.ssh")
-    recording = module("orchestrator.recording")
+    ssh = module("orchestrator.pi.ssh")
+    recording = module("orchestrator.jobs.record")
     mark("late_imports_end")
     if ssh is not None:
         wrap(ssh, "resolve_target", "resolve_target", timed_resolve_target)
         wrap(ssh, "open_client", "open_client")
         host_class = getattr(ssh, "SshHost", None)
         if host_class is None:
-            MISSING.append("orchestrator.ssh.SshHost")
+            MISSING.append("orchestrator.pi.ssh.SshHost")
         else:
             wrap(host_class, "start", "remote_start", counted_starts)
     if recording is not None:
         wrap(recording, "probe_pi", "probe")
         wrap(recording, "make_receiver", "make_receiver", receiver_marks)
-        wrap(recording, "_read_pgid", "read_pgid")
+    capture = module("orchestrator.pi.capture")
+    if capture is not None:
+        # Pipeline.start sends the pipeline and reads its process group id back.
+        wrap(capture.Pipeline, "start", "read_pgid")
 
 
 def main() -> None:
