@@ -64,7 +64,7 @@ def snap(
     )
     display = pick_snap_display(f"piorch snap: {ssh.target}", settings.count)
     with stop_on_signals() as stop:
-        host = SshHost.connect(ssh)
+        host = SshHost.connect(ssh, stop)
         try:
             with display.running():
                 result = run_snap(settings, host, display, stop)

@@ -344,7 +344,8 @@ def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
 def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
     """Reachable, host key known, login works; the logged-in Host, or None after a failure (then every
     later SSH check has been emitted as skipped)."""
-    from orchestrator.pi.ssh import SshHost, open_client, resolve_target
+    from orchestrator.pi.ssh import open_host
+    from orchestrator.pi.target import resolve_target
 
     done: list[str] = []
 
@@ -378,7 +379,7 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
             return None
         out(Check("host-key", Status.PASS, f"{key_text} in {key_check.known_hosts}"))
     try:
-        client = open_client(target, replace(settings, accept_new_host_key=False))
+        host = open_host(target, replace(settings, accept_new_host_key=False))
     except HostKeyError as exc:
         if "ssh-reachable" not in done:
             out(Check("ssh-reachable", Status.PASS, f"through {target.proxy_jump or 'ProxyCommand'}"))
@@ -405,7 +406,7 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
         out(Check("ssh-reachable", Status.PASS, f"through {target.proxy_jump or 'ProxyCommand'}"))
         out(Check("host-key", Status.PASS, "known (checked by the login)"))
     out(Check("ssh-login", Status.PASS, f"logged in as {login_name(target)}"))
-    return SshHost(client, target)
+    return host
 
 
 def run_doctor(settings: DoctorSettings, on_check: CheckSink) -> list[Check]:

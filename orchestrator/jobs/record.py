@@ -70,8 +70,9 @@ class RecordResult:
     gaps: tuple[dict[str, object], ...] = ()
 
 
-def probe_pi(host: Host) -> PiProbe:
-    result = host.run(build_probe_script(), timeout=20)
+def probe_pi(host: Host, stop: threading.Event | None = None) -> PiProbe:
+    """What the Pi has (camera tools, nc, setsid); Interrupted when `stop` is set first."""
+    result = host.run(build_probe_script(), timeout=20, stop=stop)
     probe = parse_probe_output(result.stdout)
     if not probe.complete:
         detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
@@ -281,7 +282,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     file until the same deadline, unless `settings.no_resume`; each gap is written to the session manifest.
     """
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host)
+    probe = probe_pi(host, stop)
     tool = choose_tool(probe, settings.camera_tool)
     flavour = check_pi_netcat(probe)
     laptop_ip = settings.laptop_ip or host.local_address()

@@ -386,7 +386,7 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     image_format = still.image_format
     names = build_image_names(settings.name_template, settings.count, image_format)
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host)
+    probe = probe_pi(host, stop)
     tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
     laptop_ip = settings.laptop_ip or host.local_address()
     if not laptop_ip:
