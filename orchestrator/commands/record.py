@@ -150,7 +150,7 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     from orchestrator.config import parse_pi_ports
     from orchestrator.jobs.fleet import plan_fleet, run_fleet
     from orchestrator.pi.ssh import SshHost
-    from orchestrator.ui.display import render_summary
+    from orchestrator.ui.summary import render_summary
 
     plan = plan_fleet(targets, settings, parse_pi_ports(load({}, config_file)["pi_ports"]))
     display = fleet_display(targets)

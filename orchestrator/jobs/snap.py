@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import cast
 
 from orchestrator.errors import RemoteError, UsageError
-from orchestrator.events import Event, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.events import Event, FileFinished, FileStatus, Notice, SnapProgress, State, StateChanged
 from orchestrator.jobs.record import DRAIN_S, _read_pgid, check_pi_netcat, probe_pi, stop_remote
 from orchestrator.netcat import build_nc_send_argv, parse_nc_failure
 from orchestrator.pi.camera import CameraProblem, parse_camera_failure
@@ -260,17 +260,6 @@ def read_image_ends(path: Path, length: int = 64) -> tuple[bytes, bytes, int]:
 
 
 # ------------------------------------------------------------------------------------------ events, results
-
-
-@dataclass(frozen=True)
-class SnapProgress:
-    """Where a snap stands: `done` of `count` images saved; `taking` = the image being taken (0: waiting
-    for its turn, `next_in_s` seconds from now)."""
-
-    done: int
-    count: int
-    taking: int
-    next_in_s: float = 0.0
 
 
 SnapEvent = Event | SnapProgress
