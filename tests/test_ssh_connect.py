@@ -132,6 +132,27 @@ def test_a_stop_while_the_pi_never_answers_exits_130_at_once(tmp_path: Path, sig
     assert not (tmp_path / "recv").exists()
 
 
+def test_a_stop_while_a_fleet_connects_exits_130_at_once(tmp_path: Path) -> None:
+    with socket.socket() as first, socket.socket() as second:
+        for silent in (first, second):
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(1)
+            silent.settimeout(30)
+        targets = [f"127.0.0.1:{silent.getsockname()[1]}" for silent in (first, second)]
+        env = env_for(tmp_path, tmp_path / "no_ssh_config")
+        args = ["record", "--pi", targets[0], "--pi", targets[1], "--seconds", "1", "--out", str(tmp_path / "recv")]
+        process = subprocess.Popen(piorch_argv(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        accepted = [first.accept()[0], second.accept()[0]]
+        code, stderr = signal_and_wait(process, signal.SIGINT)
+        for connection in accepted:
+            connection.close()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "piorch: error" not in stderr
+    for target in targets:
+        assert f"[{target}] interrupted: interrupted while connecting to the Pi at {target}" in stderr
+
+
 def test_a_stop_while_probing_exits_130_with_nothing_started(tmp_path: Path, fake_pi: FakePi) -> None:
     # The probe asks `nc -h`; this nc answers only after a minute, so piorch is caught probing.
     started = fake_pi.info.home / "nc-asked"
