@@ -117,3 +117,23 @@ EventSink = Callable[[Event], None]
 
 def ignore_event(event: Event) -> None:
     """The do-nothing subscriber."""
+
+
+class Ending(str, enum.Enum):
+    """How a camera run (and the file it was writing) ended: the one vocabulary, read in one place."""
+
+    DONE = "done"  # the camera finished by itself, the sender closed
+    STOPPED = "stopped"  # the user stopped it (Ctrl+C, SIGTERM, leaving the `with` block)
+    OVERRAN = "overran"  # it ran past its own time limit and piorch stopped it
+    STALLED = "stalled"  # no data for the stall timeout: the link is taken as lost
+    LOST = "lost"  # the SSH connection went away under the run
+    DISK = "disk"  # writing on the laptop failed (disk full): the camera was stopped
+
+    @property
+    def link_fault(self) -> bool:
+        return self in (Ending.STALLED, Ending.LOST)
+
+    @property
+    def piorch_stops_camera(self) -> bool:
+        """Endings after which the camera may still run on the Pi and piorch must stop it."""
+        return self in (Ending.STOPPED, Ending.OVERRAN, Ending.DISK)

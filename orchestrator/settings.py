@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,15 @@ class StillTool(str, enum.Enum):
     @property
     def is_legacy(self) -> bool:
         return self is StillTool.RASPISTILL
+
+
+# The config's `camera_tool` names a video tool; its still sibling lives on the same camera stack.
+STILL_SIBLING: Mapping[CameraTool, StillTool] = {
+    CameraTool.AUTO: StillTool.AUTO,
+    CameraTool.RASPIVID: StillTool.RASPISTILL,
+    CameraTool.LIBCAMERA_VID: StillTool.LIBCAMERA_STILL,
+    CameraTool.RPICAM_VID: StillTool.RPICAM_STILL,
+}
 
 
 class ImageFormat(str, enum.Enum):

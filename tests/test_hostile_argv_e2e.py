@@ -33,11 +33,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.jobs.snap import build_still_argv
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv
 from orchestrator.pi.camera import build_camera_argv
 from orchestrator.pi.scripts import CAMERA_EXIT_MARK, NC_EXIT_MARK, PGID_MARK, build_pipeline_script
 from orchestrator.pi.ssh import SshHost
+from orchestrator.pi.still import build_still_argv
 from orchestrator.settings import CameraSettings, CameraTool, SshSettings, StillSettings, StillTool
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, start_fake_pi
 from tests.sshd_server import SshServer, SshServerInfo

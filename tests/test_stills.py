@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,8 @@ from orchestrator.jobs.snap import (
     FIRST_COUNTER,
     SnapProgress,
     build_image_names,
-    build_still_argv,
     check_image_bytes,
     check_image_name,
-    choose_still_tool,
     place_image,
     read_image_ends,
     refuse_existing,
@@ -31,6 +30,7 @@ from orchestrator.jobs.snap import (
 )
 from orchestrator.pi.host import LocalHost
 from orchestrator.pi.scripts import PiProbe, build_probe_script, parse_probe_output
+from orchestrator.pi.still import build_still_argv, choose_still_tool
 from orchestrator.settings import (
     Backend,
     CameraTool,
@@ -424,14 +424,15 @@ def test_core_cut_picture_fails_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_config_camera_tool_picks_the_still_sibling(tmp_path: Path) -> None:
-    from orchestrator.commands.snap import build_snap_settings
+    from orchestrator.config import load_config
+    from orchestrator.resolve import SnapChoices, build_snap_settings
 
     config = tmp_path / "piorch.toml"
     config.write_text('pi = "pi@192.0.2.1"\ncamera_tool = "raspivid"\nvflip = true\n')
-    options = {"image_format": "PNG", "count": 2, "interval": 3.0, "name": None, "width": None, "height": None}
-    settings, ssh = build_snap_settings({}, config, False, camera_tool=None, **options)  # type: ignore[arg-type]
+    choices = SnapChoices(image_format="PNG", count=2, interval_s=3.0)
+    settings, ssh = build_snap_settings(load_config({}, config, environ={}), choices)
     assert settings.still_tool is StillTool.RASPISTILL and settings.still.vflip and ssh.target == "pi@192.0.2.1"
     assert (settings.still.image_format, settings.count, settings.interval_s) == (PNG, 2, 3.0)
-    settings, _ = build_snap_settings({"vflip": False}, config, False, camera_tool="rpicam-still",
-                                      **options)  # type: ignore[arg-type]
+    settings, _ = build_snap_settings(load_config({"vflip": False}, config, environ={}),
+                                      replace(choices, camera_tool="rpicam-still"))
     assert settings.still_tool is StillTool.RPICAM_STILL and not settings.still.vflip  # flags win

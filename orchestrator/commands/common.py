@@ -13,29 +13,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 import typer
 
 from orchestrator.config import Config, load_config
-from orchestrator.errors import PiorchError, UsageError
+from orchestrator.errors import PiorchError
 from orchestrator.events import EventSink, FileFinished, State
 
 if TYPE_CHECKING:
     from orchestrator.pi.camera import CameraProblem
 
-CONFIG_HELP = "Config file (default: ~/.config/piorch/config.toml). Precedence: defaults < file < PIORCH_* < flags."
 
 
 def load(flags: dict[str, Any], config_file: Path | None) -> Config:
     return load_config(flags, config_file)
 
 
-def duration_ms(minutes: float | None, seconds: float | None) -> int:
-    """--minutes or --seconds (not both); 0 or neither means until Ctrl+C."""
-    if minutes is not None and seconds is not None:
-        raise UsageError("--minutes and --seconds both given", "use one of them")
-    value = minutes * 60 if minutes is not None else seconds if seconds is not None else 0.0
-    if value < 0:
-        raise UsageError(f"a negative duration ({value:g} s)", "give a positive time, or 0 for until Ctrl+C")
-    if value > 7 * 24 * 3600:
-        raise UsageError("a duration over a week", "record in several runs")
-    return round(value * 1000)
+def resolve_port(values: Config, auto: bool) -> Config:
+    """`--port auto`: the first port from the configured one upward that this laptop can listen on."""
+    if not auto:
+        return values
+    from orchestrator.stream.receiver import find_free_port
+
+    port = find_free_port(values["laptop_ip"] or None, values["port"] or 10401)
+    return Config({**values.values, "port": port}, {**values.sources, "port": "--port auto"})
 
 
 def pick_display(title: str) -> Any:
@@ -83,20 +80,6 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def segment_seconds(text: str | None) -> float:
-    if text is None:
-        return 0.0
-    from orchestrator.stream.h264 import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"--segment {text!r}: {exc}", "write it like 5s, 90s, 10m or 1h") from None
-    if value < 1:
-        raise UsageError(f"--segment {text!r} is under a second", "segments are whole GOPs: use 1s or more")
-    return value
 
 
 class Outcome(Protocol):

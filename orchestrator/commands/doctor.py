@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from orchestrator.commands.common import CONFIG_HELP, load
+from orchestrator.commands.common import load
+from orchestrator.commands.options import CONFIG_HELP
 from orchestrator.settings import Backend, CameraTool, SshSettings
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.commands.common import CONFIG_HELP, load, pick_display, stdout_console
+from orchestrator.commands.common import load, pick_display, stdout_console
+from orchestrator.commands.options import CONFIG_HELP
 from orchestrator.events import State
 from orchestrator.settings import Backend, ReceiveSettings
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.commands.common import CONFIG_HELP, load
+from orchestrator.commands.common import load
+from orchestrator.commands.options import CONFIG_HELP
 from orchestrator.errors import HostKeyError, UsageError
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
 from orchestrator.events import minutes_of_space
-from orchestrator.jobs.record import choose_tool, probe_pi
 from orchestrator.netcat import NetcatFlavour
+from orchestrator.pi.capture import choose_tool, probe_pi
 from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
 from orchestrator.pi.health import MEM_WARN_MB, SKEW_WARN_S, TEMP_HOT_C, TEMP_WARN_C, PiHealth, read_health
 from orchestrator.pi.host import Host

@@ -16,23 +16,24 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.errors import PiorchError, ReceiverError, RemoteError
-from orchestrator.events import EventSink, FileFinished, Notice, PiHealthReport, State, StateChanged
-from orchestrator.netcat import NetcatFlavour, build_nc_send_argv, parse_nc_failure
-from orchestrator.pi.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem, build_camera_argv, parse_camera_failure
+from orchestrator.events import Ending, EventSink, FileFinished, Notice, PiHealthReport, State, StateChanged
+from orchestrator.netcat import build_nc_send_argv
+from orchestrator.pi.camera import CameraProblem, build_camera_argv, parse_camera_failure
+from orchestrator.pi.capture import (
+    DRAIN_S,
+    Pipeline,
+    RemoteExit,
+    check_pi_netcat,
+    choose_tool,
+    explain_pipeline,
+    probe_pi,
+    resolve_laptop_ip,
+    stop_remote,
+)
 from orchestrator.pi.health import health_warnings, read_health
 from orchestrator.pi.holders import describe, find_holders
-from orchestrator.pi.host import Host, Process
-from orchestrator.pi.scripts import (
-    CAMERA_EXIT_MARK,
-    NC_EXIT_MARK,
-    PGID_MARK,
-    PiProbe,
-    build_kill_script,
-    build_pipeline_script,
-    build_probe_script,
-    parse_probe_output,
-    parse_status_line,
-)
+from orchestrator.pi.host import Host
+from orchestrator.pi.scripts import build_pipeline_script
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
 from orchestrator.stream.h264 import frames_for, intra_period_for
 from orchestrator.stream.manifest import utc_at, utc_now
@@ -40,13 +41,12 @@ from orchestrator.stream.progress import ProgressClock
 from orchestrator.stream.receiver import Receiver, check_out_dir, make_receiver
 from orchestrator.stream.recovery import recover_leftovers
 from orchestrator.stream.session import SessionFiles
+from orchestrator.stream.sinks import Tap
 from orchestrator.stream.viewer import ViewFeeder, require_player
 
 # How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
 # takes 1-3 s; a camera that never stops by itself must not hang the run).
 OVERRUN_GRACE_S = 15.0
-# After the camera ends, how long the sender's nc may take to deliver the tail and close.
-DRAIN_S = 10.0
 # Pi health (temperature, throttling, load, memory) every few seconds: cheap, and slow to change.
 HEALTH_EVERY_S = 5.0
 # No data for this long shows "stalled" on the dashboard (the stall timeout itself is a setting).
@@ -70,54 +70,6 @@ class RecordResult:
     gaps: tuple[dict[str, object], ...] = ()
 
 
-def probe_pi(host: Host, stop: threading.Event | None = None) -> PiProbe:
-    """What the Pi has (camera tools, nc, setsid); Interrupted when `stop` is set first."""
-    result = host.run(build_probe_script(), timeout=20, stop=stop)
-    probe = parse_probe_output(result.stdout)
-    if not probe.complete:
-        detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
-        raise RemoteError(f"could not inspect {host.name} ({detail[0]})", "check that its shell is sh-compatible")
-    return probe
-
-
-def choose_tool(probe: PiProbe, wanted: CameraTool) -> CameraTool:
-    if wanted is not CameraTool.AUTO:
-        if wanted not in probe.tools:
-            raise RemoteError(f"{wanted.value} is not installed on the Pi",
-                              f"install {TOOL_PACKAGE[wanted]} there, or use --camera-tool auto "
-                              "(`piorch bootstrap` checks the camera stack)")
-        return wanted
-    for tool in TOOL_PREFERENCE:
-        if tool in probe.tools:
-            return tool
-    raise RemoteError("no camera tool (rpicam-vid, libcamera-vid, raspivid) on the Pi",
-                      "install rpicam-apps there (sudo apt install rpicam-apps); `piorch bootstrap` checks the stack")
-
-
-def check_pi_netcat(probe: PiProbe) -> NetcatFlavour:
-    if probe.nc_flavour is None:
-        raise RemoteError("nc is not installed on the Pi",
-                          "install it there: sudo apt install netcat-openbsd (or run `piorch bootstrap`)")
-    if probe.nc_flavour is NetcatFlavour.UNKNOWN:
-        raise RemoteError("the Pi's nc is neither OpenBSD nor traditional netcat",
-                          "install netcat-openbsd there: sudo apt install netcat-openbsd")
-    if not probe.has_setsid:
-        raise RemoteError("setsid is missing on the Pi", "install util-linux there: sudo apt install util-linux")
-    return probe.nc_flavour
-
-
-def _read_pgid(process: Process, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.next_line(0.2)
-        if line is None:
-            return None
-        status = parse_status_line(line) if line else None
-        if status and status[0] == PGID_MARK:
-            return status[1]
-    return None
-
-
 def report_health(host: Host, pgid: int, on_event: EventSink, seen: list[str]) -> None:
     """One health reading over the same SSH connection; a failed reading is a warning, never a stop."""
     try:
@@ -135,33 +87,14 @@ def report_health(host: Host, pgid: int, on_event: EventSink, seen: list[str]) -
                             health.pipeline_alive, warnings))
 
 
-def stop_remote(host: Host, pgid: int, on_event: EventSink) -> bool:
-    """Kill the pipeline's process group and confirm it is gone (the camera is then free)."""
-    try:
-        result = host.run(build_kill_script(pgid), timeout=15)
-    except Exception as exc:  # the link may be the very thing that failed; report, do not mask the cause
-        on_event(Notice("error", f"could not stop the camera on the Pi ({exc}); it stops at its time limit"))
-        return False
-    if "piorch-gone" in result.stdout:
-        return True
-    on_event(Notice("error", f"the camera pipeline on the Pi (process group {pgid}) would not stop: "
-                             f"ssh in and run `kill -9 -- -{pgid}`"))
-    return False
-
-
 @dataclass
 class _Attempt:
-    """One run of the remote pipeline, from start to whatever ended it."""
+    """One run of the remote pipeline, and how it ended."""
 
-    pgid: int | None = None
-    remote_exit: dict[str, int | None] = field(default_factory=lambda: {"camera": None, "nc": None,
-                                                                         "pipeline": None})
-    # done | stopped | overran | stalled | lost | disk
-    ended: str = "done"
+    pipeline: Pipeline
+    ended: Ending = Ending.DONE
     # time.time() of the last byte that arrived during this attempt (where a gap starts).
     last_data_at: float = field(default_factory=time.time)
-    stderr: str = ""
-    freed: bool = True
 
 
 class _Recorder:
@@ -179,74 +112,62 @@ class _Recorder:
         self.stalled_shown = False
 
     def run_attempt(self, script: str, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> _Attempt:
-        attempt = _Attempt()
-        on_event, host = self.on_event, self.host
-        process = host.start(script)
+        attempt = _Attempt(Pipeline(self.host, script))
+        pipeline, on_event = attempt.pipeline, self.on_event
+        if not pipeline.start():
+            problem = pipeline.start_problem()
+            raise RemoteError(problem.message, problem.fix)
         try:
-            attempt.pgid = _read_pgid(process, timeout=15)
-            if attempt.pgid is None:
-                attempt.remote_exit["pipeline"] = process.wait(5)
-                stderr = process.stderr_text()
-                raise RemoteError(f"the camera pipeline did not start on {host.name} "
-                                  f"({stderr.strip().splitlines()[-1] if stderr.strip() else 'no output'})",
-                                  "run `piorch doctor` to check the Pi")
-            deadline = None if limit_s is None else time.monotonic() + limit_s + OVERRUN_GRACE_S
-            started = last_data = time.monotonic()
-            seen = receiver.bytes_total
-            next_health = started + 1.0
-            while True:
-                now = time.monotonic()
-                if self.stop.is_set():
-                    attempt.ended = "stopped"
-                    break
-                if receiver.failure:
-                    attempt.ended = "disk"
-                    break
-                if deadline is not None and now > deadline:
-                    attempt.ended = "overran"
-                    on_event(Notice("error", "the camera did not stop at its time limit; piorch stopped it"))
-                    break
-                total = receiver.bytes_total
-                if total != seen:
-                    seen, last_data = total, now
-                    attempt.last_data_at = time.time()
-                    if self.stalled_shown:
-                        self.stalled_shown = False
-                        on_event(StateChanged(State.RECORDING, "data flows again"))
-                quiet = now - last_data
-                if quiet > STALL_SHOW_S and attempt.remote_exit["camera"] is None and not self.stalled_shown:
-                    self.stalled_shown = True
-                    on_event(StateChanged(State.STALLED, "no data from the Pi"))
-                if quiet > self.settings.stall_timeout_s and attempt.remote_exit["camera"] is None:
-                    attempt.ended = "stalled"
-                    break
-                line = process.next_line(0.2)
-                if line is None:
-                    # The channel closed. With both status marks this is the normal end; without, the SSH
-                    # connection went away under us (Pi rebooted, sshd killed, link gone).
-                    if attempt.remote_exit["nc"] is None:
-                        attempt.ended = "lost"
-                    break
-                status = parse_status_line(line) if line else None
-                if status and status[0] == CAMERA_EXIT_MARK:
-                    attempt.remote_exit["camera"] = status[1]
-                    on_event(StateChanged(State.STOPPING, "camera finished"))
-                elif status and status[0] == NC_EXIT_MARK:
-                    attempt.remote_exit["nc"] = status[1]
-                clock.tick()
-                # Health only while data flows: on a failing link the reading would only wait.
-                if now >= next_health and quiet < STALL_SHOW_S:
-                    next_health = now + HEALTH_EVERY_S
-                    report_health(host, attempt.pgid, on_event, self.health_seen)
+            attempt.ended = self._follow(attempt, clock, receiver, limit_s)
         finally:
-            if attempt.pgid is not None and attempt.ended in ("stopped", "overran", "disk"):
+            if attempt.ended.piorch_stops_camera:
                 on_event(StateChanged(State.STOPPING, "stopping the camera on the Pi"))
-                attempt.freed = stop_remote(host, attempt.pgid, on_event)
-            if attempt.ended not in ("stalled", "lost"):
-                attempt.remote_exit["pipeline"] = process.wait(5)
-            attempt.stderr = process.stderr_text()
-            process.close()
+                pipeline.stop(on_event)
+            # A broken connection has no exit status to give: waiting for one would only time out.
+            pipeline.finish(wait_for_exit=not attempt.ended.link_fault)
         return attempt
+
+    def _follow(self, attempt: _Attempt, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> Ending:
+        """Watch the running pipeline until something ends it; say what did."""
+        pipeline, on_event = attempt.pipeline, self.on_event
+        deadline = None if limit_s is None else time.monotonic() + limit_s + OVERRUN_GRACE_S
+        started = last_data = time.monotonic()
+        seen = receiver.bytes_total
+        next_health = started + 1.0
+        while True:
+            now = time.monotonic()
+            if self.stop.is_set():
+                return Ending.STOPPED
+            if receiver.failure:
+                return Ending.DISK
+            if deadline is not None and now > deadline:
+                on_event(Notice("error", "the camera did not stop at its time limit; piorch stopped it"))
+                return Ending.OVERRAN
+            total = receiver.bytes_total
+            if total != seen:
+                seen, last_data = total, now
+                attempt.last_data_at = time.time()
+                if self.stalled_shown:
+                    self.stalled_shown = False
+                    on_event(StateChanged(State.RECORDING, "data flows again"))
+            quiet = now - last_data
+            if quiet > STALL_SHOW_S and not pipeline.camera_done and not self.stalled_shown:
+                self.stalled_shown = True
+                on_event(StateChanged(State.STALLED, "no data from the Pi"))
+            if quiet > self.settings.stall_timeout_s and not pipeline.camera_done:
+                return Ending.STALLED
+            was_done = pipeline.camera_done
+            if not pipeline.poll(0.2):
+                # The channel closed. With both status marks this is the normal end; without, the SSH
+                # connection went away under us (Pi rebooted, sshd killed, link gone).
+                return Ending.DONE if pipeline.reported_end else Ending.LOST
+            if pipeline.camera_done and not was_done:
+                on_event(StateChanged(State.STOPPING, "camera finished"))
+            clock.tick()
+            # Health only while data flows: on a failing link the reading would only wait.
+            if now >= next_health and quiet < STALL_SHOW_S and pipeline.pgid is not None:
+                next_health = now + HEALTH_EVERY_S
+                report_health(self.host, pipeline.pgid, on_event, self.health_seen)
 
     def resume(self, old: _Attempt, cause: str, until: float | None) -> bool:
         """Reconnect with a short backoff until the deadline (`until`, monotonic) or a stop; free the camera
@@ -267,28 +188,26 @@ class _Recorder:
                     return False
                 delay = min(delay * 2, RESUME_BACKOFF_MAX_S)
                 continue
-            if old.pgid is not None:
+            if old.pipeline.pgid is not None:
                 # The old pipeline may still hold the camera (its TCP connection has not noticed yet).
-                old.freed = stop_remote(self.host, old.pgid, self.on_event)
+                old.pipeline.freed = stop_remote(self.host, old.pipeline.pgid, self.on_event)
             return True
         return False
 
 
 def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, stop: threading.Event,
-                  reconnect: Callable[[], Host] | None = None) -> RecordResult:
+                  reconnect: Callable[[], Host] | None = None, tap: Tap | None = None) -> RecordResult:
     """Record until the deadline or `stop`; never raises for a stop, only for a failure to start.
 
     A stalled link or a lost SSH connection is met by reconnecting (`reconnect`) and resuming into a new
     file until the same deadline, unless `settings.no_resume`; each gap is written to the session manifest.
+    `tap` sees every received byte on the receiving thread and must return at once.
     """
     on_event(StateChanged(State.PROBING, host.name))
     probe = probe_pi(host, stop)
     tool = choose_tool(probe, settings.camera_tool)
     flavour = check_pi_netcat(probe)
-    laptop_ip = settings.laptop_ip or host.local_address()
-    if not laptop_ip:
-        raise RemoteError("cannot tell which laptop address the Pi should send to",
-                          "pass --laptop-ip with the laptop's address on the Pi link")
+    laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive
     if receive.bind is None:
         receive = replace(receive, bind=laptop_ip)
@@ -313,7 +232,8 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     viewer = None
     if settings.view:
         viewer = ViewFeeder(require_player(settings.camera.codec), on_event)
-        receiver.tap = viewer.offer
+    # Every byte, as it arrives, to whoever watches it (the live view, the Python API's frames); never blocks.
+    receiver.tap = join_taps(tap, viewer.offer if viewer is not None else None)
     receiver.start()
     if viewer is not None:
         viewer.start()
@@ -324,7 +244,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     end_at = None if duration_s is None else time.monotonic() + duration_s
     camera_argv = build_camera_argv(camera, tool)
     base_context = {"pi": host.name, "tool": tool.value, "settings": _settings_dict(settings)}
-    attempt = _Attempt()
+    attempt: _Attempt | None = None
     problem: CameraProblem | None = None
     busy_retried = False
     try:
@@ -342,16 +262,16 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                 recorder.gaps[-1]["end_utc"] = utc_now()
             on_event(StateChanged(State.RECORDING, f"{tool.value} -> {laptop_ip}:{receiver.port}"))
             attempt = recorder.run_attempt(build_pipeline_script(camera_argv, nc_argv), clock, receiver, limit_s)
-            if attempt.ended == "done" and not busy_retried and camera_busy(attempt, tool):
+            if attempt.ended is Ending.DONE and not busy_retried and camera_busy(attempt.pipeline, tool):
                 busy_retried = True
                 if free_busy_camera(recorder.host, settings.kill_stale, on_event):
                     # Nothing was recorded yet: the full duration starts again now.
                     end_at = None if duration_s is None else time.monotonic() + duration_s
                     continue
                 break
-            if attempt.ended not in ("stalled", "lost"):
+            if not attempt.ended.link_fault:
                 break
-            cause = (f"no data for {settings.stall_timeout_s:.0f} s" if attempt.ended == "stalled"
+            cause = (f"no data for {settings.stall_timeout_s:.0f} s" if attempt.ended is Ending.STALLED
                      else "the SSH connection to the Pi was lost")
             on_event(Notice("warning", f"{cause}: keeping what arrived"
                                        + ("" if settings.no_resume else ", reconnecting")))
@@ -361,7 +281,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             # camera did not finish it, so it is cut by the fault all the same.
             session.mark_pending("stalled")
             session.context.update(base_context)
-            session.finish_pending({"remote_argv": list(camera_argv), "remote_exit": dict(attempt.remote_exit)})
+            session.finish_pending({"remote_argv": list(camera_argv), "remote_exit": attempt.pipeline.exits.as_dict()})
             # The gap starts when data stopped, not when the stall was noticed.
             recorder.gaps.append({"start_utc": utc_at(attempt.last_data_at), "cause": cause})
             if end_at is not None and time.monotonic() >= end_at - MIN_RESUME_S:
@@ -376,32 +296,45 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                 break
     finally:
         # Bytes still in flight reach the laptop once the sender closes; then stop accepting.
-        receiver.wait_idle(3.0 if attempt.ended != "done" else DRAIN_S)
+        receiver.wait_idle(DRAIN_S if attempt is None or attempt.ended is Ending.DONE else 3.0)
         receiver.stop()
         if viewer is not None:
             viewer.stop()
             if viewer.dropped_bytes:
                 on_event(Notice("info", f"the live view skipped {viewer.dropped_bytes} bytes to keep up"))
         clock.tick(force=True)
-    interrupted = stop.is_set() or attempt.ended == "stopped"
-    remote_exit = attempt.remote_exit
+    interrupted = stop.is_set() or (attempt is not None and attempt.ended is Ending.STOPPED)
+    remote_exit = attempt.pipeline.exits.as_dict() if attempt else RemoteExit().as_dict()
     if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
         recorder.gaps[-1]["end_utc"] = utc_now()
-    if problem is None and not interrupted:
-        problem = explain_failure(attempt, tool, laptop_ip, receiver, session, recorder.host.name)
+    if problem is None and not interrupted and attempt is not None:
+        problem = explain_failure(attempt, tool, laptop_ip, receiver, bool(session.pending))
     session.context.update({"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
                             "settings": _settings_dict(settings), "remote_exit": dict(remote_exit),
                             "health_warnings": list(recorder.health_seen), "gaps": list(recorder.gaps)})
     files = session.finish(interrupted, problem.message if problem else None)
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
     on_event(StateChanged(state, problem.message if problem else ""))
-    return RecordResult(state, files, tool, tuple(camera_argv), problem, attempt.freed, remote_exit,
+    freed = attempt is None or attempt.pipeline.freed
+    return RecordResult(state, files, tool, tuple(camera_argv), problem, freed, remote_exit,
                         tuple(recorder.gaps))
 
 
-def camera_busy(attempt: _Attempt, tool: CameraTool) -> bool:
-    code = attempt.remote_exit["camera"]
-    return code not in (0, None) and parse_camera_failure(tool, attempt.stderr, code).message.startswith("camera busy")
+def join_taps(*taps: Tap | None) -> Tap | None:
+    chosen = [tap for tap in taps if tap is not None]
+    if len(chosen) < 2:
+        return chosen[0] if chosen else None
+
+    def both(data: bytes | memoryview) -> None:
+        for tap in chosen:
+            tap(data)
+
+    return both
+
+
+def camera_busy(pipeline: Pipeline, tool: CameraTool) -> bool:
+    code = pipeline.exits.camera
+    return code not in (0, None) and parse_camera_failure(tool, pipeline.stderr, code).message.startswith("camera busy")
 
 
 def free_busy_camera(host: Host, kill_stale: bool, on_event: EventSink) -> bool:
@@ -425,30 +358,19 @@ def free_busy_camera(host: Host, kill_stale: bool, on_event: EventSink) -> bool:
 
 
 def explain_failure(attempt: _Attempt, tool: CameraTool, laptop_ip: str, receiver: Receiver,
-                    session: SessionFiles, pi: str) -> CameraProblem | None:
+                    data_arrived: bool) -> CameraProblem | None:
     """The one reason a finished attempt failed, in the words a user can act on; None if it did not."""
-    remote_exit, stderr = attempt.remote_exit, attempt.stderr
-    if attempt.ended == "disk":
+    if attempt.ended is Ending.DISK:
         return CameraProblem(f"the laptop's disk filled up ({receiver.failure}); the camera was stopped",
                              "free space or pick another --out; every byte that arrived is kept")
-    if attempt.ended == "overran":
+    if attempt.ended is Ending.OVERRAN:
         return CameraProblem("the camera did not stop at its time limit", "run `piorch doctor` to check the Pi")
-    if attempt.ended in ("stalled", "lost"):
+    if attempt.ended.link_fault:
         return CameraProblem("the link to the Pi was lost and not resumed", "check the cable and the Pi")
-    unreachable = parse_nc_failure(stderr) if remote_exit["nc"] not in (0, None) else None
-    if unreachable:
-        # The camera only failed because its pipe broke: the cause to report is the connection.
-        return CameraProblem(
-            f"the Pi could not send to the laptop at {laptop_ip}:{receiver.port} ({unreachable})",
-            f"allow TCP port {receiver.port} in the laptop's firewall (e.g. sudo ufw allow {receiver.port}/tcp) "
-            "and check --laptop-ip is the laptop's address on the Pi link",
-        )
-    if remote_exit["camera"] not in (0, None):
-        return parse_camera_failure(tool, stderr, remote_exit["camera"])
-    if remote_exit["camera"] is None and not session.pending:
-        return CameraProblem(f"the camera pipeline on {pi} ended without reporting",
-                             stderr.strip().splitlines()[-1] if stderr.strip() else "run `piorch doctor`")
-    return None
+    if attempt.pipeline.exits.camera is None and data_arrived:
+        return None  # the stream came and ended cleanly; only the camera's own mark went missing
+    return explain_pipeline(attempt.pipeline, lambda stderr, code: parse_camera_failure(tool, stderr, code),
+                            laptop_ip, receiver.port)
 
 
 def check_disk_space(out_dir: Path, camera: CameraSettings) -> None:

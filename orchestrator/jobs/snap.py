@@ -1,10 +1,8 @@
 """`snap`: stills and timelapses, each picture one `still-tool -o - | nc LAPTOP PORT` into its own file.
 
-Pure parts first: the still tools' command lines in their own option languages (raspistill strips one '-'
-and matches `-e`, `-w`, `-h` (height!), `-vf`; rpicam-still / libcamera-still speak boost:
-`--encoding`, `--width`, `--vflip`), the `--name` template, and the check that received bytes are one
-whole image of the format. Then `run_snap`, built from record's pieces: the probe, the netcat checks,
-the pipeline in a session of its own with its status marks, `stop_remote`, the receiver and the manifests.
+The still tools' command lines are in `pi/still.py`; here are the `--name` template, the check that
+received bytes are one whole image of the format, and `run_snap`, built on the one capture runner
+(`pi/capture.py`): the probe, the netcat checks, the pipeline with its status marks, and its stop.
 
 One receiver stays up for the whole timelapse; each capture is one connection, so one file. Capture i
 starts at start + i * interval: a schedule, not a sleep after each capture, so the interval never drifts.
@@ -18,105 +16,28 @@ import re
 import string
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import cast
 
-from orchestrator.errors import RemoteError, UsageError
+from orchestrator.errors import UsageError
 from orchestrator.events import Event, FileFinished, FileStatus, Notice, SnapProgress, State, StateChanged
-from orchestrator.jobs.record import DRAIN_S, _read_pgid, check_pi_netcat, probe_pi, stop_remote
-from orchestrator.netcat import build_nc_send_argv, parse_nc_failure
-from orchestrator.pi.camera import CameraProblem, parse_camera_failure
-from orchestrator.pi.host import Host, Process
-from orchestrator.pi.scripts import CAMERA_EXIT_MARK, NC_EXIT_MARK, PiProbe, build_pipeline_script, parse_status_line
-from orchestrator.settings import Backend, CameraTool, ImageFormat, SnapSettings, StillSettings, StillTool
+from orchestrator.netcat import build_nc_send_argv
+from orchestrator.pi.camera import CameraProblem
+from orchestrator.pi.capture import DRAIN_S, Pipeline, check_pi_netcat, explain_pipeline, probe_pi, resolve_laptop_ip
+from orchestrator.pi.host import Host
+from orchestrator.pi.scripts import build_pipeline_script
+from orchestrator.pi.still import build_still_argv, choose_still_tool, explain_still_failure
+from orchestrator.settings import Backend, ImageFormat, SnapSettings, StillTool
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
 from orchestrator.stream.recovery import recover_leftovers
 
-# The maintained stack first; raspistill only works on a legacy (MMAL) system, where the others are absent.
-STILL_TOOL_PREFERENCE = (StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL)
-STILL_TOOL_PACKAGE: Mapping[StillTool, str] = {StillTool.RPICAM_STILL: "rpicam-apps",
-                                               StillTool.LIBCAMERA_STILL: "libcamera-apps",
-                                               StillTool.RASPISTILL: "libraspberrypi-bin"}
-# What each tool's encoding option accepts (of the formats piorch offers): raspistill's encoding_xref has
-# jpg, bmp, gif, png; rpicam-still's has jpg, png, bmp (and raw rgb/yuv420), no gif.
-TOOL_FORMATS: Mapping[StillTool, frozenset[ImageFormat]] = {
-    StillTool.RASPISTILL: frozenset(ImageFormat),
-    StillTool.LIBCAMERA_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
-    StillTool.RPICAM_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
-}
-# The config's `camera_tool` names a video tool; its still sibling lives on the same camera stack.
-STILL_SIBLING: Mapping[CameraTool, StillTool] = {
-    CameraTool.AUTO: StillTool.AUTO,
-    CameraTool.RASPIVID: StillTool.RASPISTILL,
-    CameraTool.LIBCAMERA_VID: StillTool.LIBCAMERA_STILL,
-    CameraTool.RPICAM_VID: StillTool.RPICAM_STILL,
-}
 FIRST_COUNTER = 1
-MAX_COUNT = 100_000
 MAX_NAME_BYTES = 255
 # A still tool runs its settle time, then writes one picture: anything much longer is a hung camera.
 CAPTURE_GRACE_S = 30.0
 TICK_S = 0.5
-
-
-# ------------------------------------------------------------------------------------------ command lines
-
-# Each tool's own spelling (options/raspistill_options.txt, rpicam_still_options.txt): raspistill strips one
-# '-' and its -h is height; rpicam-still and libcamera-still are boost, where -h is help and width, height
-# and the flips have long names only.
-_SPELLING = {True: ("-e", "-w", "-h", "-vf", "-hf"), False: ("--encoding", "--width", "--height", "--vflip", "--hflip")}
-
-
-def build_still_argv(still: StillSettings, tool: StillTool) -> list[str]:
-    """The camera half of one capture: the picture goes to stdout in the tool's own encoding.
-
-    No preview (a Pi on a cable has no one looking at its screen), `-t` = the settle time in milliseconds
-    (a bare number is milliseconds for raspistill and every libcamera-still/rpicam-still release).
-    Width and height only when asked: the default is the sensor's full resolution.
-    """
-    if tool is StillTool.AUTO:
-        raise ValueError("resolve the still tool before building its command line")
-    if still.image_format not in TOOL_FORMATS[tool]:
-        raise ValueError(f"{tool.value} cannot write {still.image_format.value}")
-    encoding, width, height, vflip, hflip = _SPELLING[tool.is_legacy]
-    argv = [tool.value, "-o", "-", encoding, still.image_format.value, "-t", str(still.settle_ms), "-n"]
-    if still.width is not None and still.height is not None:
-        argv += [width, str(still.width), height, str(still.height)]
-    return argv + [vflip] * still.vflip + [hflip] * still.hflip
-
-
-def choose_still_tool(probe: PiProbe, wanted: StillTool, image_format: ImageFormat) -> StillTool:
-    tool: StillTool
-    if wanted is not StillTool.AUTO:
-        if wanted not in probe.still_tools:
-            raise RemoteError(f"{wanted.value} is not installed on the Pi",
-                              f"install {STILL_TOOL_PACKAGE[wanted]} there, or use --camera-tool auto")
-        tool = wanted
-    else:
-        found = [tool for tool in STILL_TOOL_PREFERENCE if tool in probe.still_tools]
-        if not found:
-            raise RemoteError("no still camera tool (rpicam-still, libcamera-still, raspistill) on the Pi",
-                              "install rpicam-apps there (sudo apt install rpicam-apps)")
-        tool = found[0]
-    if image_format not in TOOL_FORMATS[tool]:
-        can = ", ".join(sorted(fmt.value for fmt in TOOL_FORMATS[tool]))
-        raise UsageError(f"{tool.value} on the Pi cannot write {image_format.value} (it writes {can})",
-                         "use --format png for a lossless picture")
-    return tool
-
-
-def explain_still_failure(tool: StillTool, stderr: str, exit_code: int | None) -> CameraProblem:
-    if exit_code == 127 or "command not found" in stderr.lower():
-        return CameraProblem(f"{tool.value} is not installed on the Pi",
-                             f"install it there: sudo apt install {STILL_TOOL_PACKAGE.get(tool, 'rpicam-apps')}")
-    # record's explanations read only `.value` and `.is_legacy`, which a StillTool has too.
-    problem = parse_camera_failure(cast(CameraTool, tool), stderr, exit_code)
-    # snap has no --kill-stale: its advice is to stop the holder and take the picture again.
-    fix = problem.fix.replace(" (`piorch record --kill-stale` stops it for you)", "")
-    return replace(problem, fix=fix.replace("record again", "snap again"))
 
 
 # ------------------------------------------------------------------------------------------ file names
@@ -279,14 +200,9 @@ class SnapResult:
 
 @dataclass(frozen=True)
 class _Capture:  # how one `tool | nc` run on the Pi ended
-    camera_exit: int | None
-    nc_exit: int | None
-    pipeline_exit: int | None
-    stderr: str
+    pipeline: Pipeline
     interrupted: bool
     overran: bool
-    freed: bool
-    started: bool = True
 
 
 # ------------------------------------------------------------------------------------------ effects
@@ -294,36 +210,21 @@ class _Capture:  # how one `tool | nc` run on the Pi ended
 
 def _run_capture(host: Host, script: str, limit_s: float, stop: threading.Event, on_event: SnapSink) -> _Capture:
     """Start one capture pipeline and follow its status marks until it ends, `stop` or its time limit."""
-    camera_exit = nc_exit = None
+    pipeline = Pipeline(host, script)
     interrupted = overran = False
-    freed = True
-    process: Process = host.start(script)
-    pgid = _read_pgid(process, timeout=15)
+    if not pipeline.start():
+        return _Capture(pipeline, interrupted, overran)
     try:
         deadline = time.monotonic() + limit_s
-        while pgid is not None:
-            if stop.is_set():
-                interrupted = True
-                break
-            if time.monotonic() > deadline:
-                overran = True
-                break
-            line = process.next_line(0.2)
-            if line is None:
+        while not (interrupted := stop.is_set()) and not (overran := time.monotonic() > deadline):
+            if not pipeline.poll(0.2):
                 break  # the pipeline ended: its stdout closed
-            status = parse_status_line(line) if line else None
-            if status and status[0] == CAMERA_EXIT_MARK:
-                camera_exit = status[1]
-            elif status and status[0] == NC_EXIT_MARK:
-                nc_exit = status[1]
     finally:
-        if pgid is not None and (interrupted or overran or nc_exit is None):
+        if interrupted or overran or not pipeline.reported_end:
             on_event(StateChanged(State.STOPPING, "stopping the camera on the Pi"))
-            freed = stop_remote(host, pgid, on_event)
-        pipeline_exit = process.wait(5)
-        process.close()
-    return _Capture(camera_exit, nc_exit, pipeline_exit, process.stderr_text(), interrupted, overran, freed,
-                    started=pgid is not None)
+            pipeline.stop(on_event)
+        pipeline.finish()
+    return _Capture(pipeline, interrupted, overran)
 
 
 def _wait_for_file(receiver: Receiver, received: list[ReceivedFile], before: int, timeout: float) -> None:
@@ -334,32 +235,19 @@ def _wait_for_file(receiver: Receiver, received: list[ReceivedFile], before: int
         time.sleep(0.02)
 
 
-def _explain_capture(capture: _Capture, tool: StillTool, host: Host, laptop_ip: str, port: int,
+def _explain_capture(capture: _Capture, tool: StillTool, laptop_ip: str, port: int,
                      arrived: bool) -> CameraProblem | None:
     """The one problem to report for a capture that did not give a picture (record's rules)."""
     if capture.interrupted:
         return None
-    last = capture.stderr.strip().splitlines()[-1:] or ["no output"]
-    if not capture.started:
-        return CameraProblem(f"the camera pipeline did not start on {host.name} ({last[0]})",
-                             "run `piorch doctor` to check the Pi")
-    if capture.overran:
+    if capture.overran and capture.pipeline.pgid is not None:
         return CameraProblem("the camera did not take its picture in time", "run `piorch doctor` to check the Pi")
-    if capture.nc_exit not in (0, None) and (unreachable := parse_nc_failure(capture.stderr)):
-        return CameraProblem(
-            f"the Pi could not send to the laptop at {laptop_ip}:{port} ({unreachable})",
-            f"allow TCP port {port} in the laptop's firewall (e.g. sudo ufw allow {port}/tcp) "
-            "and check --laptop-ip is the laptop's address on the Pi link",
-        )
-    if capture.camera_exit not in (0, None):
-        return explain_still_failure(tool, capture.stderr, capture.camera_exit)
-    if capture.camera_exit is None:
-        return CameraProblem(f"the camera pipeline on {host.name} ended without reporting ({last[0]})",
-                             "run `piorch doctor` to check the Pi")
-    if not arrived:
+    problem = explain_pipeline(capture.pipeline, lambda stderr, code: explain_still_failure(tool, stderr, code),
+                               laptop_ip, port)
+    if problem is None and not arrived:
         return CameraProblem(f"the picture did not arrive at {laptop_ip}:{port}",
                              "check the cable and that nothing else listens on --port")
-    return None
+    return problem
 
 
 def _settings_dict(settings: SnapSettings, index: int) -> dict[str, object]:
@@ -377,10 +265,7 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     on_event(StateChanged(State.PROBING, host.name))
     probe = probe_pi(host, stop)
     tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
-    laptop_ip = settings.laptop_ip or host.local_address()
-    if not laptop_ip:
-        raise RemoteError("cannot tell which laptop address the Pi should send to",
-                          "pass --laptop-ip with the laptop's address on the Pi link")
+    laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive if settings.receive.bind else replace(settings.receive, bind=laptop_ip)
     camera_argv = build_still_argv(still, tool)
     recover_leftovers(receive.out_dir, on_event)  # `.tmp` files a killed piorch left, as record does
@@ -399,8 +284,8 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
                rename: bool = True) -> CameraProblem | None:
         """Check, name and write the manifest of what arrived for capture `index`; the problem, if any."""
         nonlocal finished, images
-        remote_exit = {"camera": None, "nc": None, "pipeline": None} if capture is None else {
-            "camera": capture.camera_exit, "nc": capture.nc_exit, "pipeline": capture.pipeline_exit}
+        remote_exit = {"camera": None, "nc": None, "pipeline": None} if capture is None else \
+            capture.pipeline.exits.as_dict()
         context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
                    "settings": _settings_dict(settings, index), "remote_exit": remote_exit}
         for position, item in enumerate(received[finished:]):
@@ -455,15 +340,15 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
             on_event(SnapProgress(images, settings.count, index + 1))
             before = len(received)
             capture = _run_capture(host, script, still.settle_ms / 1000 + CAPTURE_GRACE_S, stop, on_event)
-            freed = freed and capture.freed
+            freed = freed and capture.pipeline.freed
             last = capture
             if capture.interrupted:
                 receiver.wait_idle(3.0)
             else:
                 # A failed camera may have sent part of a picture: its connection gets a moment to land too.
-                ok = capture.camera_exit == 0 and capture.nc_exit == 0
+                ok = capture.pipeline.exits.camera == 0 and capture.pipeline.exits.nc == 0
                 _wait_for_file(receiver, received, before, DRAIN_S if ok else 2.0)
-            problem = _explain_capture(capture, tool, host, laptop_ip, receiver.port, len(received) > before)
+            problem = _explain_capture(capture, tool, laptop_ip, receiver.port, len(received) > before)
             problem = finish(index, capture, problem)
             on_event(SnapProgress(images, settings.count, 0))
             if capture.interrupted:

@@ -1,0 +1,209 @@
+"""The one capture runner: probe the Pi, choose its tool, start `tool | nc` in a process group of its own,
+follow its status marks, stop it, and explain how it ended. `record`, `snap` and `doctor` all use it.
+
+A run is one `Pipeline`: `start()` learns the process group id (the first status line), `poll()` reads one
+status line at a time (so the caller can watch its own clocks between lines), `stop()` kills the whole
+group and confirms it is gone, `finish()` collects the exit statuses and the camera's stderr.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.errors import RemoteError
+from orchestrator.events import EventSink, Notice
+from orchestrator.netcat import NetcatFlavour, parse_nc_failure
+from orchestrator.pi.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem
+from orchestrator.pi.host import Host, Process
+from orchestrator.pi.scripts import (
+    CAMERA_EXIT_MARK,
+    NC_EXIT_MARK,
+    PGID_MARK,
+    PiProbe,
+    build_kill_script,
+    build_probe_script,
+    parse_probe_output,
+    parse_status_line,
+)
+from orchestrator.settings import CameraTool
+
+# The pipeline prints its process group id first thing; a Pi that takes longer is not answering.
+START_TIMEOUT_S = 15.0
+# After the camera ends, how long the sender's nc may take to deliver the tail and close.
+DRAIN_S = 10.0
+
+
+def probe_pi(host: Host, stop: threading.Event | None = None) -> PiProbe:
+    """What the Pi has (camera tools, nc, setsid); Interrupted when `stop` is set first."""
+    result = host.run(build_probe_script(), timeout=20, stop=stop)
+    probe = parse_probe_output(result.stdout)
+    if not probe.complete:
+        detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
+        raise RemoteError(f"could not inspect {host.name} ({detail[0]})", "check that its shell is sh-compatible")
+    return probe
+
+
+def choose_tool(probe: PiProbe, wanted: CameraTool) -> CameraTool:
+    if wanted is not CameraTool.AUTO:
+        if wanted not in probe.tools:
+            raise RemoteError(f"{wanted.value} is not installed on the Pi",
+                              f"install {TOOL_PACKAGE[wanted]} there, or use --camera-tool auto "
+                              "(`piorch bootstrap` checks the camera stack)")
+        return wanted
+    for tool in TOOL_PREFERENCE:
+        if tool in probe.tools:
+            return tool
+    raise RemoteError("no camera tool (rpicam-vid, libcamera-vid, raspivid) on the Pi",
+                      "install rpicam-apps there (sudo apt install rpicam-apps); `piorch bootstrap` checks the stack")
+
+
+def check_pi_netcat(probe: PiProbe) -> NetcatFlavour:
+    if probe.nc_flavour is None:
+        raise RemoteError("nc is not installed on the Pi",
+                          "install it there: sudo apt install netcat-openbsd (or run `piorch bootstrap`)")
+    if probe.nc_flavour is NetcatFlavour.UNKNOWN:
+        raise RemoteError("the Pi's nc is neither OpenBSD nor traditional netcat",
+                          "install netcat-openbsd there: sudo apt install netcat-openbsd")
+    if not probe.has_setsid:
+        raise RemoteError("setsid is missing on the Pi", "install util-linux there: sudo apt install util-linux")
+    return probe.nc_flavour
+
+
+def resolve_laptop_ip(wanted: str | None, host: Host) -> str:
+    """Where the Pi sends: the address asked for, else this end of the SSH connection."""
+    laptop_ip = wanted or host.local_address()
+    if not laptop_ip:
+        raise RemoteError("cannot tell which laptop address the Pi should send to",
+                          "pass --laptop-ip with the laptop's address on the Pi link")
+    return laptop_ip
+
+
+def stop_remote(host: Host, pgid: int, on_event: EventSink) -> bool:
+    """Kill the pipeline's process group and confirm it is gone (the camera is then free)."""
+    try:
+        result = host.run(build_kill_script(pgid), timeout=15)
+    except Exception as exc:  # the link may be the very thing that failed; report, do not mask the cause
+        on_event(Notice("error", f"could not stop the camera on the Pi ({exc}); it stops at its time limit"))
+        return False
+    if "piorch-gone" in result.stdout:
+        return True
+    on_event(Notice("error", f"the camera pipeline on the Pi (process group {pgid}) would not stop: "
+                             f"ssh in and run `kill -9 -- -{pgid}`"))
+    return False
+
+
+@dataclass
+class RemoteExit:
+    """The exit statuses the pipeline reported (None: not reported)."""
+
+    camera: int | None = None
+    nc: int | None = None
+    pipeline: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"camera": self.camera, "nc": self.nc, "pipeline": self.pipeline}
+
+
+@dataclass
+class Pipeline:
+    """One run of `tool | nc` on the Pi, from start to whatever ended it."""
+
+    host: Host
+    script: str
+    pgid: int | None = None
+    exits: RemoteExit = field(default_factory=RemoteExit)
+    stderr: str = ""
+    freed: bool = True
+    _process: Process | None = None
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> bool:
+        """Start it and read its process group id; False (with the pipeline's own words in `stderr`) when
+        it never reported one."""
+        self._process = self.host.start(self.script)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self._process.next_line(0.2)
+            if line is None:
+                break
+            status = parse_status_line(line) if line else None
+            if status and status[0] == PGID_MARK:
+                self.pgid = status[1]
+                return True
+        self.finish()
+        return False
+
+    def last_words(self) -> str:
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def start_problem(self) -> CameraProblem:
+        return CameraProblem(f"the camera pipeline did not start on {self.host.name} ({self.last_words()})",
+                             "run `piorch doctor` to check the Pi")
+
+    def poll(self, wait: float) -> bool:
+        """Read one status line (waiting up to `wait`); False once the channel closed."""
+        assert self._process is not None, "start() first"
+        line = self._process.next_line(wait)
+        if line is None:
+            return False
+        status = parse_status_line(line) if line else None
+        if status and status[0] == CAMERA_EXIT_MARK:
+            self.exits.camera = status[1]
+        elif status and status[0] == NC_EXIT_MARK:
+            self.exits.nc = status[1]
+        return True
+
+    @property
+    def camera_done(self) -> bool:
+        return self.exits.camera is not None
+
+    @property
+    def reported_end(self) -> bool:
+        """Both ends reported: the channel closing after this is the normal end, not a lost connection."""
+        return self.exits.nc is not None
+
+    def stop(self, on_event: EventSink) -> None:
+        if self.pgid is not None:
+            self.freed = stop_remote(self.host, self.pgid, on_event)
+
+    def finish(self, wait_for_exit: bool = True) -> None:
+        """Collect the pipeline's exit status (unless its connection is known broken) and its stderr."""
+        if self._process is None:
+            return
+        if wait_for_exit:
+            self.exits.pipeline = self._process.wait(5)
+        self.stderr = self._process.stderr_text()
+        self._process.close()
+
+
+def firewall_problem(stderr: str, laptop_ip: str, port: int) -> CameraProblem | None:
+    """The Pi's nc could not reach the laptop: the connection is the cause to report, not the camera."""
+    unreachable = parse_nc_failure(stderr)
+    if not unreachable:
+        return None
+    return CameraProblem(
+        f"the Pi could not send to the laptop at {laptop_ip}:{port} ({unreachable})",
+        f"allow TCP port {port} in the laptop's firewall (e.g. sudo ufw allow {port}/tcp) "
+        "and check --laptop-ip is the laptop's address on the Pi link",
+    )
+
+
+def explain_pipeline(pipeline: Pipeline, camera_failure: Callable[[str, int | None], CameraProblem],
+                     laptop_ip: str, port: int) -> CameraProblem | None:
+    """Why a finished pipeline failed, in words a user can act on; None when it reported success.
+
+    `camera_failure(stderr, exit_code)` reads the tool's own messages (video and still tools differ).
+    """
+    if pipeline.pgid is None:
+        return pipeline.start_problem()
+    if pipeline.exits.nc not in (0, None) and (problem := firewall_problem(pipeline.stderr, laptop_ip, port)):
+        return problem
+    if pipeline.exits.camera not in (0, None):
+        return camera_failure(pipeline.stderr, pipeline.exits.camera)
+    if pipeline.exits.camera is None:
+        return CameraProblem(f"the camera pipeline on {pipeline.host.name} ended without reporting "
+                             f"({pipeline.last_words()})", "run `piorch doctor` to check the Pi")
+    return None
