@@ -80,6 +80,9 @@ class FileFinished:
     status: FileStatus
     duration_s: float
     removed: bool = False
+    # Why the raw stream could not be made into the container that was asked for (the raw file is kept
+    # and `path` is it); None when no container was asked for or the remux worked.
+    remux_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,6 @@ class Notice:
 
 Event = StateChanged | Progress | FileStarted | FileFinished | Notice | PiHealthReport
 EventSink = Callable[[Event], None]
-
-
-def ignore_event(event: Event) -> None:
-    """The do-nothing subscriber."""
 
 
 class Ending(str, enum.Enum):

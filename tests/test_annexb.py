@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.resolve import parse_duration
 from orchestrator.sim.camera import CLIP_PATH, build_filler_nal, nal_type, split_nal_units
 from orchestrator.stream import h264 as annexb
 from orchestrator.stream.h264 import (
@@ -29,7 +30,6 @@ from orchestrator.stream.h264 import (
     SegmentStats,
     frames_for,
     intra_period_for,
-    parse_duration,
 )
 
 CLIP = CLIP_PATH.read_bytes()

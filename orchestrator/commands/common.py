@@ -107,3 +107,9 @@ def finish(result: Outcome) -> None:
         raise typer.Exit(130)
     if result.state is State.FAILED and result.problem is not None:
         raise PiorchError(result.problem.message, result.problem.fix)
+    unplayable = [file for file in result.files if file.remux_error]
+    if unplayable:
+        # The bytes are safe, but not in the container that was asked for: a script must not take this as done.
+        raise PiorchError(f"{len(unplayable)} of {len(result.files)} files could not be made into the container "
+                          f"asked for ({unplayable[0].remux_error})",
+                          "the raw .h264 is kept beside each manifest; `--container h264` records it as such")

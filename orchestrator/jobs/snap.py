@@ -30,8 +30,9 @@ from orchestrator.pi.scripts import build_pipeline_script
 from orchestrator.pi.still import build_still_argv, choose_still_tool, explain_still_failure
 from orchestrator.settings import Backend, ImageFormat, SnapSettings, StillTool
 from orchestrator.stream.finishing import finish_received_file
-from orchestrator.stream.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
+from orchestrator.stream.receiver import Receiver, make_receiver, wait_until_listening
 from orchestrator.stream.recovery import recover_leftovers
+from orchestrator.stream.writer import ReceivedFile
 
 FIRST_COUNTER = 1
 MAX_NAME_BYTES = 255
