@@ -58,6 +58,13 @@ class Progress:
     fps: float | None = None
 
 
+def minutes_of_space(free_bytes: int | None, bps: float) -> float | None:
+    """How many minutes of recording at `bps` bit/s fit in `free_bytes` (None when either is unknown)."""
+    if free_bytes is None or bps <= 0:
+        return None
+    return free_bytes * 8 / bps / 60
+
+
 @dataclass(frozen=True)
 class FileStarted:
     path: Path
@@ -88,6 +95,17 @@ class PiHealthReport:
     mem_available_mb: int | None
     pipeline_alive: bool | None
     warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SnapProgress:
+    """Where a snap stands: `done` of `count` images saved; `taking` = the image being taken (0: waiting
+    for its turn, `next_in_s` seconds from now)."""
+
+    done: int
+    count: int
+    taking: int
+    next_in_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 from orchestrator.jobs.bootstrap import SCRIPTS_DIR, Step, StepStatus, build_script_command, parse_steps
 from orchestrator.pi.host import LocalHost
 from orchestrator.pi.login import create_ed25519_key, ensure_laptop_key, pick_key_path
-from orchestrator.pi.ssh import SshTarget
+from orchestrator.pi.target import SshTarget
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import piorch_argv, piorch_env
 from tests.sshd_password import PasswordSshServer, can_make_accounts

@@ -37,7 +37,8 @@ def resolve_port(values: Config, auto: bool) -> Config:
 
 def pick_display(title: str) -> Any:
     """The live dashboard on a terminal, the plain log otherwise (pipes, CI, systemd)."""
-    from orchestrator.ui.display import Dashboard, PlainLog
+    from orchestrator.ui.dashboard import Dashboard
+    from orchestrator.ui.log import PlainLog
 
     if sys.stderr.isatty():
         return Dashboard(title)
@@ -45,7 +46,8 @@ def pick_display(title: str) -> Any:
 
 
 def fleet_display(pis: list[str]) -> Any:
-    from orchestrator.ui.display import FleetDashboard, FleetLog
+    from orchestrator.ui.dashboard import FleetDashboard
+    from orchestrator.ui.log import FleetLog
 
     return FleetDashboard(pis) if sys.stderr.isatty() else FleetLog(pis)
 
@@ -95,7 +97,7 @@ class Outcome(Protocol):
 
 def finish(result: Outcome) -> None:
     """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
-    from orchestrator.ui.display import render_summary
+    from orchestrator.ui.summary import render_summary
 
     if result.files:
         render_summary(result.files, stdout_console())

@@ -115,10 +115,10 @@ def record(
 
     def reconnect() -> SshHost:
         # While the link is down, short connection attempts: recording resumes soon after it returns.
-        return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S))
+        return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop)
 
     with stop_on_signals() as stop:
-        host = SshHost.connect(ssh)
+        host = SshHost.connect(ssh, stop)
         try:
             with display.running():
                 result = run_recording(settings, host, display, stop, reconnect)
@@ -133,12 +133,12 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     from orchestrator.config import parse_pi_ports
     from orchestrator.jobs.fleet import plan_fleet, run_fleet
     from orchestrator.pi.ssh import SshHost
-    from orchestrator.ui.display import render_summary
+    from orchestrator.ui.summary import render_summary
 
     plan = plan_fleet(targets, settings, parse_pi_ports(values["pi_ports"]))
     display = fleet_display(targets)
     with stop_on_signals() as stop, display.running():
-        result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target)), display, stop)
+        result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target), stop), display, stop)
     if result.files:
         render_summary(result.files, stdout_console())
     failed = [o for o in result.outcomes if o.state is State.FAILED]

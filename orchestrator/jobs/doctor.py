@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
+from orchestrator.events import minutes_of_space
 from orchestrator.netcat import NetcatFlavour
 from orchestrator.pi.capture import choose_tool, probe_pi
 from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
@@ -27,11 +28,11 @@ from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix
 from orchestrator.pi.login import is_login_refused, login_name
 from orchestrator.pi.scripts import PiProbe
 from orchestrator.settings import Backend, CameraTool, SshSettings
-from orchestrator.ui.display import minutes_of_space
 
 
 class Status(str, enum.Enum):
     PASS = "pass"  # noqa: S105 - a check status, not a password
+    # Advice: a recording works, perhaps less well (no setup-link, a warm Pi). Fails only with --strict.
     WARN = "warn"
     FAIL = "fail"
     # Not checked, for a reason given in the detail (SSH failed, or nothing to check); not a problem itself.
@@ -68,8 +69,20 @@ class DoctorSettings:
     camera_tool: CameraTool = CameraTool.AUTO
 
 
-def doctor_passed(checks: Sequence[Check]) -> bool:
-    return all(check.status in (Status.PASS, Status.SKIP) for check in checks)
+def doctor_passed(checks: Sequence[Check], strict: bool = False) -> bool:
+    """Nothing failed; with `strict`, nothing warned either."""
+    bad = (Status.FAIL, Status.WARN) if strict else (Status.FAIL,)
+    return not any(check.status in bad for check in checks)
+
+
+def summarize(checks: Sequence[Check]) -> str:
+    """The last line of the report: how many checks failed and how many warned."""
+    failed = sum(1 for check in checks if check.status is Status.FAIL)
+    warned = sum(1 for check in checks if check.status is Status.WARN)
+    advice = f"{warned} warning(s)" if warned else ""
+    if failed:
+        return f"{failed} check(s) failed" + (f", {advice}" if advice else "")
+    return f"no check failed, {advice}" if advice else "all checks passed"
 
 
 # -- the laptop ---------------------------------------------------------------------------------------------
@@ -344,7 +357,8 @@ def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
 def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
     """Reachable, host key known, login works; the logged-in Host, or None after a failure (then every
     later SSH check has been emitted as skipped)."""
-    from orchestrator.pi.ssh import SshHost, open_client, resolve_target
+    from orchestrator.pi.ssh import open_host
+    from orchestrator.pi.target import resolve_target
 
     done: list[str] = []
 
@@ -378,7 +392,7 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
             return None
         out(Check("host-key", Status.PASS, f"{key_text} in {key_check.known_hosts}"))
     try:
-        client = open_client(target, replace(settings, accept_new_host_key=False))
+        host = open_host(target, replace(settings, accept_new_host_key=False))
     except HostKeyError as exc:
         if "ssh-reachable" not in done:
             out(Check("ssh-reachable", Status.PASS, f"through {target.proxy_jump or 'ProxyCommand'}"))
@@ -405,7 +419,7 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
         out(Check("ssh-reachable", Status.PASS, f"through {target.proxy_jump or 'ProxyCommand'}"))
         out(Check("host-key", Status.PASS, "known (checked by the login)"))
     out(Check("ssh-login", Status.PASS, f"logged in as {login_name(target)}"))
-    return SshHost(client, target)
+    return host
 
 
 def run_doctor(settings: DoctorSettings, on_check: CheckSink) -> list[Check]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.errors import PiorchError
+from orchestrator.errors import Interrupted, PiorchError
 from orchestrator.events import Event, FileFinished, Notice, State, StateChanged
 from orchestrator.jobs.record import RecordResult, run_recording
 from orchestrator.pi.host import Host
@@ -40,10 +40,14 @@ class PiOutcome:
     result: RecordResult | None
     error: str = ""
     fix: str = ""
+    # Stopped (Ctrl+C, SIGTERM) before its recording began: while connecting or probing.
+    interrupted: bool = False
 
     @property
     def state(self) -> State:
-        return self.result.state if self.result is not None else State.FAILED
+        if self.result is not None:
+            return self.result.state
+        return State.INTERRUPTED if self.interrupted else State.FAILED
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ def run_fleet(
             host = connect(target)
             result = run_recording(settings, host, tagged, stop, reconnect=lambda: connect(target))
             outcome = PiOutcome(target, settings.receive.out_dir, result)
+        except Interrupted as exc:
+            tagged(StateChanged(State.INTERRUPTED, exc.message))
+            outcome = PiOutcome(target, settings.receive.out_dir, None, exc.message, exc.fix, interrupted=True)
         except PiorchError as exc:
             tagged(StateChanged(State.FAILED, exc.message))
             outcome = PiOutcome(target, settings.receive.out_dir, None, exc.message, exc.fix)

@@ -204,7 +204,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     `tap` sees every received byte on the receiving thread and must return at once.
     """
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host)
+    probe = probe_pi(host, stop)
     tool = choose_tool(probe, settings.camera_tool)
     flavour = check_pi_netcat(probe)
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)

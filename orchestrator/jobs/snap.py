@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import UsageError
-from orchestrator.events import Ending, Event, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.events import Ending, Event, FileFinished, FileStatus, Notice, SnapProgress, State, StateChanged
 from orchestrator.netcat import build_nc_send_argv
 from orchestrator.pi.camera import CameraProblem
 from orchestrator.pi.capture import DRAIN_S, Pipeline, check_pi_netcat, explain_pipeline, probe_pi, resolve_laptop_ip
@@ -184,17 +184,6 @@ def read_image_ends(path: Path, length: int = 64) -> tuple[bytes, bytes, int]:
 # ------------------------------------------------------------------------------------------ events, results
 
 
-@dataclass(frozen=True)
-class SnapProgress:
-    """Where a snap stands: `done` of `count` images saved; `taking` = the image being taken (0: waiting
-    for its turn, `next_in_s` seconds from now)."""
-
-    done: int
-    count: int
-    taking: int
-    next_in_s: float = 0.0
-
-
 SnapEvent = Event | SnapProgress
 SnapSink = Callable[[SnapEvent], None]
 
@@ -275,7 +264,7 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     image_format = still.image_format
     names = build_image_names(settings.name_template, settings.count, image_format)
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host)
+    probe = probe_pi(host, stop)
     tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive if settings.receive.bind else replace(settings.receive, bind=laptop_ip)

@@ -8,6 +8,7 @@ group and confirms it is gone, `finish()` collects the exit statuses and the cam
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ START_TIMEOUT_S = 15.0
 DRAIN_S = 10.0
 
 
-def probe_pi(host: Host) -> PiProbe:
-    result = host.run(build_probe_script(), timeout=20)
+def probe_pi(host: Host, stop: threading.Event | None = None) -> PiProbe:
+    """What the Pi has (camera tools, nc, setsid); Interrupted when `stop` is set first."""
+    result = host.run(build_probe_script(), timeout=20, stop=stop)
     probe = parse_probe_output(result.stdout)
     if not probe.complete:
         detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
