@@ -72,7 +72,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        stop.set()
+        # Not stop.set() here: the handler runs on the main thread, which may be inside stop.wait() holding
+        # the event's own lock; a thread of its own sets it without that deadlock.
+        threading.Thread(target=stop.set, name="piorch-signal", daemon=True).start()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
