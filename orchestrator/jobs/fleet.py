@@ -148,6 +148,8 @@ def _write_fleet_manifest(out: Path, result: FleetResult, started: str, on_event
         ],
     }
     try:
+        # No Pi may have got as far as its folder (all stopped while connecting): the run is still told.
+        out.mkdir(parents=True, exist_ok=True)
         write_json_atomically(out / f"session-{result.session}.json", data)
     except OSError as exc:
         on_event(FromPi("", Notice("error", f"could not write the session manifest ({exc.strerror or exc})")))

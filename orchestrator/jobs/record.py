@@ -114,6 +114,10 @@ class _Recorder:
     def run_attempt(self, script: str, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> _Attempt:
         attempt = _Attempt(Pipeline(self.host, script))
         pipeline, on_event = attempt.pipeline, self.on_event
+        if self.stop.is_set():
+            # Stopped between the probe and here: nothing is started on the Pi.
+            attempt.ended = Ending.STOPPED
+            return attempt
         if not pipeline.start():
             problem = pipeline.start_problem()
             raise RemoteError(problem.message, problem.fix)
