@@ -83,8 +83,7 @@ def record(
     manifest); several --pi record together, each into OUT/<pi>/.
     """
     from orchestrator.commands.common import resolve_port, stop_on_signals
-    from orchestrator.jobs.record import run_recording
-    from orchestrator.pi.ssh import SshHost
+    from orchestrator.pi.ssh import PendingHost, SshHost
 
     several = pi is not None and len(pi) > 1
     for target in pi or []:
@@ -111,14 +110,21 @@ def record(
             raise UsageError("--view shows one Pi", "record that Pi alone to watch it")
         record_fleet(targets, settings, ssh, values)
         return
-    display = pick_display(f"piorch record: {ssh.target}")
-
     def reconnect() -> SshHost:
         # While the link is down, short connection attempts: recording resumes soon after it returns.
         return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop)
 
     with stop_on_signals() as stop:
-        host = SshHost.connect(ssh, stop)
+        # The Pi answers over the network while this process imports the recorder and builds the display.
+        pending = PendingHost(ssh, stop)
+        try:
+            from orchestrator.jobs.record import run_recording
+
+            display = pick_display(f"piorch record: {ssh.target}")
+            host = pending.result()
+        except BaseException:
+            pending.abandon()
+            raise
         try:
             with display.running():
                 result = run_recording(settings, host, display, stop, reconnect)

@@ -348,3 +348,36 @@ class SshHost:
         self._client.close()
         if self._opened is not None:
             self._opened.close()
+
+
+class PendingHost:
+    """A connection begun now on a thread of its own, so the caller can do other work (imports, the display)
+    while the Pi answers; `result()` waits for the host or raises what connecting raised."""
+
+    def __init__(self, settings: SshSettings, stop: threading.Event | None = None) -> None:
+        self._outcome: list[SshHost | BaseException] = []
+        self._thread = threading.Thread(target=self._connect, args=(settings, stop), daemon=True,
+                                        name=f"piorch-pending-{settings.target}")
+        self._thread.start()
+
+    def _connect(self, settings: SshSettings, stop: threading.Event | None) -> None:
+        try:
+            self._outcome.append(SshHost.connect(settings, stop))
+        except BaseException as exc:  # raised in the caller's thread by result()
+            self._outcome.append(exc)
+
+    def result(self) -> SshHost:
+        # Short joins: Ctrl+C reaches the waiting thread between them.
+        while self._thread.is_alive():
+            self._thread.join(STOP_POLL_S)
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def abandon(self) -> None:
+        """The caller gave up first: close the connection once it is there (the stop event ends the wait)."""
+        self._thread.join(ABORT_JOIN_S)
+        if self._outcome and isinstance(self._outcome[0], SshHost):
+            self._outcome[0].close()
+

@@ -2,17 +2,51 @@
 
 paramiko never reads ~/.ssh/config by itself, so HostName, User, Port, IdentityFile, IdentitiesOnly,
 UserKnownHostsFile, ProxyJump and ProxyCommand are looked up here (paramiko.SSHConfig; `Include` is not
-supported by it). paramiko is imported only when a config file exists: it costs about 250 ms.
+supported by it). paramiko is imported here, the first thing a connection needs (see `load_paramiko`).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from orchestrator.errors import ConnectError
+
+# The only OpenSSH config lines paramiko needs `invoke` for (`Match exec`); an `Include`d file might hold one.
+_NEEDS_INVOKE = re.compile(r"^\s*(?:match\b.*\bexec\b|include\b)", re.IGNORECASE | re.MULTILINE)
+
+
+def load_paramiko(ssh_config: Path | None) -> ModuleType:
+    """paramiko, imported without `invoke` when the OpenSSH config cannot need it.
+
+    paramiko.config imports invoke at import time (60-140 ms of piorch's start) only to run `Match exec`
+    lines. When the config has none, invoke's import is made to fail fast for paramiko's own import (paramiko
+    then keeps None, as when invoke is not installed); a later `import invoke` elsewhere works as usual.
+    """
+    if "paramiko" not in sys.modules and "invoke" not in sys.modules and not _may_need_invoke(ssh_config):
+        sys.modules["invoke"] = None  # type: ignore[assignment]
+        try:
+            import paramiko
+        finally:
+            if "invoke" in sys.modules and sys.modules["invoke"] is None:
+                del sys.modules["invoke"]
+    import paramiko
+
+    return paramiko
+
+
+def _may_need_invoke(ssh_config: Path | None) -> bool:
+    if ssh_config is None:
+        return False
+    try:
+        text = ssh_config.expanduser().read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False  # no file: no Match exec
+    return _NEEDS_INVOKE.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -63,9 +97,8 @@ def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
     """Apply the OpenSSH client config (when it exists) to a `[user@]host[:port]` or alias."""
     user, host, port = parse_target(text)
     looked: dict[str, Any] = {}
+    paramiko = load_paramiko(ssh_config)
     if ssh_config is not None and ssh_config.expanduser().is_file():
-        import paramiko
-
         try:
             config = paramiko.SSHConfig.from_path(str(ssh_config.expanduser()))
             looked = dict(config.lookup(host))
