@@ -5,6 +5,10 @@ A shim only sets the environment and `exec`s Python on orchestrator.sim.camera, 
 `command -v raspivid` finds, that `pgrep` sees and that a signal reaches is the simulator itself, with the
 pid the shell started. Used by `piorch demo` (LocalHost with path_prepend) and by the end-to-end tests
 (the test sshd's bin/ directory).
+
+The Pi the shims play is set with PIORCH_SIM_BOARD / PIORCH_SIM_BUILD / PIORCH_SIM_VERSION in `extra_env`
+(profile.py); a tool that Pi does not have (raspivid on a Pi 5, rpicam-vid before 1.4.0, libcamera-vid
+from 1.8.0) is not installed, so that `command -v` does not find it, as on the real Pi.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from orchestrator.sim.profile import profile_from_env
 
 SIM_TOOLS = ("raspivid", "libcamera-vid", "rpicam-vid")
 # Still cameras, played by orchestrator/sim/still.py.
@@ -63,10 +69,12 @@ def install_stand_ins(
     python: str = sys.executable,
     extra_env: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write one executable shim per tool into `bin_dir` (created if missing); return their paths."""
+    """Write one executable shim per tool into `bin_dir` (created if missing); return their paths. Tools the
+    Pi described by `extra_env` does not have are left out (ValueError for a Pi that never existed)."""
+    pi = profile_from_env(extra_env or {})
     bin_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for tool in tools:
+    for tool in (tool for tool in tools if pi.has_tool(tool)):
         script = build_stand_in_script(tool, python, str(package_parent()), extra_env or {})
         target = bin_dir / tool
         partial = bin_dir / f".{tool}.partial"

@@ -7,55 +7,49 @@ requested encoding: a sample shipped in stills/ (made once by stills/make_stills
 differs on every run (JPEG COM segment, PNG tEXt chunk, GIF comment extension, BMP: the first pixels), so
 every capture has its own bytes and hash, as a real camera's pictures do.
 
-Environment and exit codes are the video simulator's (see camera.py): PIORCH_SIM_LOG (runs.jsonl and
-running-<pid>), PIORCH_SIM_LOCK, PIORCH_SIM_FAULT=no-camera or crash-after=N. Not simulated (exit 1 with
+Environment and exit codes are the video simulator's (see camera.py and runtime.py): the Pi played
+(PIORCH_SIM_BOARD/BUILD/VERSION: its option tables and tool names), PIORCH_SIM_LOG (runs.jsonl and
+running-<pid>), PIORCH_SIM_LOCK, PIORCH_SIM_FAULT=no-camera, crash-after=N or ignore-term. Not simulated (exit 1 with
 a `simulator:` line): timelapse, keypress, signal and demo modes, raw rgb/yuv/ppm/tga encodings.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
-import signal
 import sys
 import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.sim.camera import (
+from orchestrator.sim.boost_cli import build_boost_help, option_table
+from orchestrator.sim.options import Dialect
+from orchestrator.sim.profile import PiProfile, build_version_text
+from orchestrator.sim.raspicli import build_legacy_help
+from orchestrator.sim.runtime import (
     ENV_FAULT,
-    ENV_LOG,
     EXIT_FAILED,
     EXIT_LEGACY_USAGE,
     EXIT_OK,
     EXIT_RPICAM_ERROR,
-    LEGACY_BUSY_LINES,
-    LEGACY_NO_CAMERA_LINES,
-    RUNNING_PREFIX,
-    SENSOR_ID,
     Fault,
+    InjectedCrash,
+    Output,
+    PipeBroken,
     Reason,
     RunOutcome,
-    RunRecord,
-    _append_record,
-    _camera_failure,
-    _InjectedCrash,
-    _libcamera_line,
-    _Output,
-    _PipeBroken,
-    _say,
-    _sleep_until,
-    _Stop,
-    lock_path_from_env,
+    Stop,
+    libcamera_started,
     parse_or_refuse,
+    print_stdout,
+    run_tool,
+    say,
+    sleep_until,
+    with_camera,
 )
-from orchestrator.sim.options import Dialect
 from orchestrator.sim.still_options import (
     RASPISTILL_OPTIONS,
-    RPICAM_STILL_OPTIONS,
     StillOptions,
     dialect_for_still,
     parse_still_args,
@@ -89,15 +83,12 @@ def build_marked_image(encoding: str, sample: bytes, note: bytes) -> bytes:
     raise ValueError(f"no sample picture for encoding {encoding!r}")
 
 
-def _help_text(options: StillOptions, dialect: Dialect) -> str:
+def _help_text(options: StillOptions, dialect: Dialect, pi: PiProfile) -> str:
+    note = "(piorch still simulator: sends a sample picture instead of a camera's)"
     if dialect is Dialect.LEGACY:
-        lines = ["Runs camera for specific time, and take JPG capture at end if requested", "",
-                 f"usage: {options.tool} [options]", ""]
-        lines += [f"-{option.short}, --{option.long}" for option in RASPISTILL_OPTIONS]
-    else:
-        lines = ["Valid options are:"] + [
-            f"  -{o.short} [ --{o.long} ]" if o.short else f"  --{o.long}" for o in RPICAM_STILL_OPTIONS]
-    return "\n".join([*lines, "(piorch still simulator: sends a sample picture instead of a camera's)", ""])
+        return build_legacy_help(options.tool, RASPISTILL_OPTIONS,
+                                 "Runs camera for specific time, and take JPG capture at end if requested")
+    return build_boost_help(option_table("still", pi.version, pi.libav), note)
 
 
 def _unsimulated(options: StillOptions) -> str | None:
@@ -111,48 +102,32 @@ def _unsimulated(options: StillOptions) -> str | None:
     return None
 
 
-def _run_still(tool: str, args: Sequence[str], env: dict[str, str], stop: _Stop) -> RunOutcome:
+def _run_still(tool: str, args: Sequence[str], env: dict[str, str], stop: Stop, pi: PiProfile) -> RunOutcome:
     dialect = dialect_for_still(tool)
     if dialect is Dialect.LEGACY and not args:
-        sys.stdout.write(_help_text(StillOptions(tool), dialect))  # raspistill with no arguments: help, EX_USAGE
+        print_stdout(_help_text(StillOptions(tool), dialect, pi))  # raspistill with no arguments: help, EX_USAGE
         return RunOutcome(EXIT_LEGACY_USAGE, Reason.USAGE)
-    parsed = parse_or_refuse(dialect, lambda: parse_still_args(tool, args), env)
+    parsed = parse_or_refuse(dialect, lambda: parse_still_args(tool, args, pi), env)
     if isinstance(parsed, RunOutcome):
         return parsed
     options, fault = parsed
     if options.show_help or options.show_version or options.list_cameras:
-        sys.stdout.write(_help_text(options, dialect) if options.show_help else
-                         "rpicam-apps build: v1.5.0 piorch-simulator\n" if options.show_version else
-                         f"Available cameras\n-----------------\n0 : imx219 [3280x2464 10-bit RGGB] ({SENSOR_ID})\n")
-        sys.stdout.flush()
+        print_stdout(_help_text(options, dialect, pi) if options.show_help else
+                     build_version_text(pi) if options.show_version else
+                     f"Available cameras\n-----------------\n0 : imx219 [3280x2464 10-bit RGGB] ({pi.sensor_id})\n")
         return RunOutcome(EXIT_OK, Reason.USAGE)
     if (unsupported := _unsimulated(options)) is not None:
-        _say(f"simulator: {unsupported}")
+        say(f"simulator: {unsupported}")
         return RunOutcome(EXIT_FAILED, Reason.ERROR)
-    if fault.no_camera:
-        return _camera_failure(dialect, LEGACY_NO_CAMERA_LINES, "no cameras available")
-    lock_fd = os.open(lock_path_from_env(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if dialect is Dialect.RPICAM:
-                _say(_libcamera_line("ERROR", "Pipeline pipeline_handler.cpp:199 "
-                                              "Pipeline handler in use by another process"))
-            return _camera_failure(dialect, LEGACY_BUSY_LINES, f"failed to acquire camera {SENSOR_ID}")
-        os.ftruncate(lock_fd, 0)
-        os.write(lock_fd, f"{os.getpid()}\n".encode())
-        return _capture(options, dialect, fault, stop)
-    finally:
-        os.close(lock_fd)  # releases the camera
+    return with_camera(dialect, pi, fault, lambda: _capture(options, dialect, fault, stop))
 
 
-def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: _Stop) -> RunOutcome:
+def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: Stop) -> RunOutcome:
     """Run the settle time holding the camera, then write the picture; a signal first means no picture."""
     if dialect is Dialect.RPICAM:
-        _say(_libcamera_line("INFO", "Camera camera_manager.cpp:325 libcamera v0.3.0+piorch-simulator"))
+        say(libcamera_started())
     end = time.monotonic() + options.timeout_ms / 1000 if options.timeout_ms else float("inf")
-    _sleep_until(end, lambda: stop.signum is not None)
+    sleep_until(end, lambda: stop.signum is not None)
     if stop.signum is not None:
         return RunOutcome(128 + stop.signum, Reason.SIGNAL, signal=stop.signum)
     note = f"piorch still simulator: {options.tool} pid {os.getpid()} at {time.time_ns()}".encode()
@@ -160,23 +135,23 @@ def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: _Stop)
     if options.output is None:
         return RunOutcome(EXIT_OK, Reason.TIMEOUT, frames=1)  # the real tools take it and save nothing
     if options.output == "-":
-        output = _Output(1, False, fault.crash_after)
+        output = Output(1, False, fault.crash_after)
     else:
         try:
             fd = os.open(options.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError:
-            _say(f"ERROR: *** failed to open file {options.output} ***" if dialect is Dialect.RPICAM
-                 else f"mmal: main: Error opening output file: {options.output}")
+            say(f"ERROR: *** failed to open file {options.output} ***" if dialect is Dialect.RPICAM
+                else f"mmal: main: Error opening output file: {options.output}")
             return RunOutcome(EXIT_RPICAM_ERROR if dialect is Dialect.RPICAM else EXIT_FAILED, Reason.ERROR)
-        output = _Output(fd, True, fault.crash_after)
+        output = Output(fd, True, fault.crash_after)
     try:
         output.write(picture, lambda: stop.signum is not None)
-    except _PipeBroken:
-        _say("mmal: Unable to write buffer to file - aborting" if dialect is Dialect.LEGACY
-             else f"ERROR: *** failed to write {options.encoding} file ***")
+    except PipeBroken:
+        say("mmal: Unable to write buffer to file - aborting" if dialect is Dialect.LEGACY
+            else f"ERROR: *** failed to write {options.encoding} file ***")
         return RunOutcome(EXIT_FAILED, Reason.EPIPE, output.written, output.hasher.hexdigest(), pipe_broken=True)
-    except _InjectedCrash:
-        _say(f"simulator: injected fault {ENV_FAULT}: crashing")
+    except InjectedCrash:
+        say(f"simulator: injected fault {ENV_FAULT}: crashing")
         return RunOutcome(EXIT_FAILED, Reason.ERROR, output.written, output.hasher.hexdigest())
     finally:
         output.close()
@@ -184,46 +159,13 @@ def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: _Stop)
         return RunOutcome(128 + stop.signum, Reason.SIGNAL, output.written, output.hasher.hexdigest(),
                           signal=stop.signum)
     if dialect is Dialect.RPICAM:
-        _say("Still capture image received")
+        say("Still capture image received")
     return RunOutcome(EXIT_OK, Reason.TIMEOUT, output.written, output.hasher.hexdigest(), frames=1)
 
 
 def main(argv: list[str]) -> int:
     """argv[0] is the tool name (raspistill, rpicam-still, libcamera-still), the rest its arguments."""
-    if not argv:
-        _say("usage: python -m orchestrator.sim.still TOOL [ARGS...]")
-        return 2
-    tool = os.path.basename(argv[0])
-    try:
-        dialect_for_still(tool)
-    except ValueError as error:
-        _say(f"simulator: {error}")
-        return 2
-    env = dict(os.environ)
-    stop = _Stop()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, stop.handle)
-    log_dir = Path(env[ENV_LOG]) if env.get(ENV_LOG) else None
-    marker: Path | None = None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        marker = log_dir / f"{RUNNING_PREFIX}{os.getpid()}"
-        marker.write_text(json.dumps({"tool": tool, "argv": argv, "pid": os.getpid()}) + "\n")
-    started = time.time()
-    outcome = RunOutcome(EXIT_FAILED, Reason.ERROR)
-    try:
-        outcome = _run_still(tool, argv[1:], env, stop)
-    finally:
-        if log_dir is not None:
-            _append_record(log_dir, RunRecord(
-                tool=tool, argv=list(argv), pid=os.getpid(), pgid=os.getpgid(0), sid=os.getsid(0),
-                bytes=outcome.bytes, sha256=outcome.sha256, exit_code=outcome.exit_code,
-                reason=outcome.reason.value, frames=outcome.frames, pipe_broken=outcome.pipe_broken,
-                signal=outcome.signal, started=started, ended=time.time(),
-            ))
-        if marker is not None:
-            marker.unlink(missing_ok=True)
-    return outcome.exit_code
+    return run_tool(argv, "orchestrator.sim.still", dialect_for_still, _run_still)
 
 
 if __name__ == "__main__":
