@@ -268,8 +268,9 @@ def test_pi5_libav_without_libav_format_is_refused() -> None:
 
 
 def test_raspivid_plan_is_hardware_and_plain() -> None:
-    plan = plan_camera(CameraSettings(bitrate=40_000_000), CameraTool.RASPIVID, stack(None, None, legacy=True))
-    assert plan.encoder is H264Encoder.HARDWARE and plan.options == EncoderOptions() and not plan.warnings
+    legacy = stack(None, None, legacy=True)
+    plan = plan_camera(CameraSettings(bitrate=40_000_000), CameraTool.RASPIVID, legacy)
+    assert legacy.encoder is H264Encoder.HARDWARE and plan.options == EncoderOptions() and not plan.warnings
 
 
 def test_mjpeg_bitrate_is_what_mjpeg_sends() -> None:

@@ -144,7 +144,6 @@ class CameraPlan:
     """How one recording is spoken to this Pi's tool, decided before anything starts on the Pi."""
 
     options: EncoderOptions
-    encoder: H264Encoder
     # What the stream is expected to carry, bit/s: the bitrate asked for, or an estimate where the encoder
     # ignores it (rpicam-vid's MJPEG). For the disk check and the dashboard.
     expected_bps: int
@@ -162,15 +161,15 @@ def plan_camera(camera: CameraSettings, tool: CameraTool, stack: CameraStack, bi
     warnings: list[str] = []
     if camera.codec != "h264":
         if tool.is_legacy:
-            return CameraPlan(EncoderOptions(), stack.encoder, camera.bitrate)
+            return CameraPlan(EncoderOptions(), camera.bitrate)
         expected = mjpeg_estimate_bps(camera)
         if bitrate_given:
             warnings.append(f"{tool.value} ignores the bitrate with --codec mjpeg (its MJPEG encoder sets only the "
                             f"JPEG quality, 50); expect about {expected / 1e6:.0f} Mbit/s at {camera.width}x"
                             f"{camera.height}, {camera.fps} fps")
-        return CameraPlan(EncoderOptions(), stack.encoder, expected, tuple(warnings))
+        return CameraPlan(EncoderOptions(), expected, tuple(warnings))
     if tool.is_legacy or stack.encoder is H264Encoder.HARDWARE:
-        return CameraPlan(EncoderOptions(), stack.encoder, camera.bitrate)
+        return CameraPlan(EncoderOptions(), camera.bitrate)
     board = stack.board or "this Pi"
     if stack.encoder is H264Encoder.NONE:
         raise RemoteError(
@@ -190,7 +189,7 @@ def plan_camera(camera: CameraSettings, tool: CameraTool, stack: CameraStack, bi
             version = f" {stack.tool_version}" if stack.tool_version else ""
             warnings.append(f"{tool.value}{version} has no --low-latency (rpicam-apps 1.6 and later), so libx264 "
                             "makes B-frames and frames arrive out of display order; update rpicam-apps on the Pi")
-    return CameraPlan(options, stack.encoder, camera.bitrate, tuple(warnings))
+    return CameraPlan(options, camera.bitrate, tuple(warnings))
 
 
 @dataclass(frozen=True)
