@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from orchestrator.sim.h264 import BFRAMES_CLIP_PATH, CLIP_PATH, build_frame_plan
 from orchestrator.sim.mjpeg_clip import MJPEG_CLIP_PATH, split_jpeg_images
 from orchestrator.sim.runtime import camera_is_free
 from orchestrator.sim.stand_in import SIM_STILL_TOOLS, SIM_TOOLS, install_stand_ins
+from tests.test_sim import Sim
 
 DEADLINE_S = 10.0
 LIBCAMERA_PREFIX = re.compile(r"^\[\d+:\d\d:\d\d\.\d{9}\] \[\d+\]", re.MULTILINE)
@@ -31,23 +31,11 @@ CAMERA_LINES = [
 ]
 
 
-@dataclass(frozen=True)
-class Pi:
-    bin_dir: Path
-    log_dir: Path
-    lock: Path
-    env: dict[str, str]
+class Pi(Sim):
+    """test_sim's simulated Pi, with the board/build/release set on its shims."""
 
     def tools(self) -> list[str]:
         return sorted(path.name for path in self.bin_dir.iterdir())
-
-    def start(self, tool: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([str(self.bin_dir / tool), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**self.env, **env})
-
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([str(self.bin_dir / tool), *args], capture_output=True, env=self.env,
-                              timeout=DEADLINE_S)
 
     def runs(self) -> list[dict[str, object]]:
         path = self.log_dir / "runs.jsonl"

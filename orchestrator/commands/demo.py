@@ -36,6 +36,7 @@ def demo(
     from orchestrator.jobs.record import run_recording
     from orchestrator.pi.host import LocalHost
     from orchestrator.sim.stand_in import install_stand_ins
+    from orchestrator.stream.receiver import find_free_port
 
     if seconds < 0 or seconds > 24 * 3600:
         raise UsageError(f"--seconds {seconds:g} is out of range", "give 0 (until Ctrl+C) up to 86400")
@@ -54,7 +55,9 @@ def demo(
     settings = RecordSettings(
         # The shipped clip is 640x360 at 25 fps; the simulator checks the options like the real tool.
         camera=CameraSettings(bitrate=bitrate, width=640, height=360, fps=25, duration_ms=round(seconds * 1000)),
-        receive=ReceiveSettings(port=0 if chosen_backend is Backend.BUILTIN else _free_port(), out_dir=out.expanduser(),
+        # nc needs a number up front; the builtin receiver takes port 0 and reports what it got.
+        receive=ReceiveSettings(port=0 if chosen_backend is Backend.BUILTIN else find_free_port("127.0.0.1", 10401),
+                                out_dir=out.expanduser(),
                                 backend=chosen_backend, bind="127.0.0.1"),
         camera_tool=tool,
         laptop_ip="127.0.0.1",
@@ -76,12 +79,3 @@ def demo(
         with stop_on_signals() as stop, display.running():
             result = run_recording(settings, host, display, stop)
     finish(result)
-
-
-def _free_port() -> int:
-    """nc needs a number up front (the builtin receiver takes port 0 and reports what it got)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

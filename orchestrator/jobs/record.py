@@ -44,6 +44,7 @@ from orchestrator.stream.progress import ProgressClock
 from orchestrator.stream.receiver import Receiver, check_out_dir, make_receiver
 from orchestrator.stream.recovery import recover_leftovers
 from orchestrator.stream.session import SessionFiles
+from orchestrator.stream.sinks import Tap
 from orchestrator.stream.viewer import ViewFeeder, require_player
 
 # How long the pipeline may run past its own time limit before piorch stops it (camera start-up on a Pi
@@ -198,11 +199,12 @@ class _Recorder:
 
 
 def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, stop: threading.Event,
-                  reconnect: Callable[[], Host] | None = None) -> RecordResult:
+                  reconnect: Callable[[], Host] | None = None, tap: Tap | None = None) -> RecordResult:
     """Record until the deadline or `stop`; never raises for a stop, only for a failure to start.
 
     A stalled link or a lost SSH connection is met by reconnecting (`reconnect`) and resuming into a new
     file until the same deadline, unless `settings.no_resume`; each gap is written to the session manifest.
+    `tap` sees every received byte on the receiving thread and must return at once.
     """
     on_event(StateChanged(State.PROBING, host.name))
     probe = probe_pi(host, describe_tools(settings.camera_tool))
@@ -238,7 +240,8 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     viewer = None
     if settings.view:
         viewer = ViewFeeder(require_player(settings.camera.codec), on_event)
-        receiver.tap = viewer.offer
+    # Every byte, as it arrives, to whoever watches it (the live view, the Python API's frames); never blocks.
+    receiver.tap = join_taps(tap, viewer.offer if viewer is not None else None)
     receiver.start()
     if viewer is not None:
         viewer.start()
@@ -323,6 +326,18 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     freed = attempt is None or attempt.pipeline.freed
     return RecordResult(state, files, tool, tuple(camera_argv), problem, freed, remote_exit,
                         tuple(recorder.gaps))
+
+
+def join_taps(*taps: Tap | None) -> Tap | None:
+    chosen = [tap for tap in taps if tap is not None]
+    if len(chosen) < 2:
+        return chosen[0] if chosen else None
+
+    def both(data: bytes | memoryview) -> None:
+        for tap in chosen:
+            tap(data)
+
+    return both
 
 
 def camera_busy(pipeline: Pipeline, tool: CameraTool) -> bool:

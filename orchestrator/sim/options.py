@@ -25,14 +25,13 @@ from orchestrator.sim.boost_cli import (
     RpicamOption,
     build_boost_help,
     check_common,
+    find_long_in,
     flag,
     option_table,
     parse_bitrate,
-    parse_time_ms,
     parse_timeout_ms,
     store,
 )
-from orchestrator.sim.boost_cli import find_long_in as find_long_in
 from orchestrator.sim.profile import PiProfile
 from orchestrator.sim.raspicli import (
     RASPIVID_SOURCES,
@@ -290,19 +289,6 @@ def legacy_run_ms(timeout_ms: int) -> int:
 # --------------------------------------------------------------------------------------------------------
 # rpicam-vid / libcamera-vid (boost::program_options)
 # --------------------------------------------------------------------------------------------------------
-
-
-def find_rpicam_long(name: str) -> RpicamOption:
-    """boost's abbreviation lookup over rpicam-vid's newest table."""
-    return find_long_in(RPICAM_OPTIONS, name)
-
-
-def parse_rpicam_time_ms(text: str, default_unit_ns: float = 1e6) -> int:
-    return parse_time_ms(text, default_unit_ns)
-
-
-def parse_rpicam_bitrate(text: str) -> int:
-    return parse_bitrate(text)
 
 
 def _to_uint(text: str) -> int:

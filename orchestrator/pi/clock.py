@@ -1,0 +1,62 @@
+"""How far the Pi's clock is from the laptop's: several round trips over SSH, the tightest one kept.
+
+Each sample runs `date +%s.%N` on the Pi between two readings of the laptop's clock. The Pi read its clock
+somewhere inside that round trip, so offset = pi_time - midpoint, and the error is at most half the round
+trip. Clips from several Pis line up on the laptop's clock with these offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from orchestrator.errors import PiorchError
+from orchestrator.pi.host import Host
+
+SAMPLES = 5
+CLOCK_COMMAND = "date +%s.%N"
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    # Pi clock minus laptop clock, in seconds (positive: the Pi is ahead).
+    offset_s: float
+    # Half the tightest round trip: the offset is right to within this.
+    uncertainty_s: float
+    samples: int
+
+
+def parse_pi_time(text: str) -> float | None:
+    """`1764633600.123456789` -> seconds; None for anything else (a `date` without %N prints `...N`)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def best_offset(samples: Sequence[tuple[float, float, float]]) -> ClockOffset | None:
+    """(laptop before, pi, laptop after) triples -> the offset from the tightest round trip (pure)."""
+    valid = [(after - before, pi - (before + after) / 2) for before, pi, after in samples if after >= before]
+    if not valid:
+        return None
+    round_trip, offset = min(valid)
+    return ClockOffset(round(offset, 6), round(round_trip / 2, 6), len(valid))
+
+
+def measure_clock_offset(host: Host, samples: int = SAMPLES,
+                         clock: Callable[[], float] = time.time) -> ClockOffset | None:
+    """Sample the Pi's clock `samples` times; None when the Pi's `date` cannot say sub-seconds."""
+    triples = []
+    for _ in range(samples):
+        before = clock()
+        try:
+            result = host.run(CLOCK_COMMAND, timeout=5)
+        except PiorchError:
+            continue
+        after = clock()
+        pi = parse_pi_time(result.stdout)
+        if pi is not None:
+            triples.append((before, pi, after))
+    return best_offset(triples)

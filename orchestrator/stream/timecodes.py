@@ -1,0 +1,91 @@
+"""The camera's own frame timestamps: "# timecode format v2" (one millisecond time a frame, as
+`raspivid -pts` and `rpicam-vid --save-pts` write it, and as mkvmerge reads it), and what they say about
+the recording's integrity: frames, dropped frames, the longest gap, the measured rate.
+
+Pure: lines in, numbers out. A gap larger than 1.5 frame intervals means the camera dropped frames there:
+round(gap / interval) - 1 of them. The interval is the one asked for (`fps`); without it, the median of the
+gaps seen so far.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+HEADER = "# timecode format v2"
+# A gap counts as dropped frames when it is longer than this many frame intervals.
+DROP_FACTOR = 1.5
+
+
+def parse_timecode_line(line: str) -> float | None:
+    """`33.370` -> 33.37 (milliseconds); the header, comments and blank lines -> None; ValueError otherwise."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    value = float(text)
+    if value != value or value < 0:  # NaN or negative: not a camera time
+        raise ValueError(f"not a frame time: {text!r}")
+    return value
+
+
+def build_timecode_text(times_ms: Iterable[float]) -> str:
+    """The sidecar's text: the header, then one time a line with three decimals (the tools' own form)."""
+    return HEADER + "\n" + "".join(f"{time:.3f}\n" for time in times_ms)
+
+
+@dataclass(frozen=True)
+class Integrity:
+    frames: int
+    frames_dropped: int
+    # The longest time between two frames, in milliseconds (0 with fewer than two frames).
+    longest_gap_ms: float
+    # Frames per second over the whole span (None with fewer than two frames).
+    fps_measured: float | None
+
+
+class IntegrityCounter:
+    """Follows timestamps as they come (live), counting frames and the frames the camera dropped."""
+
+    def __init__(self, fps: float | None = None) -> None:
+        self._interval = 1000.0 / fps if fps else None
+        self._first: float | None = None
+        self._last: float | None = None
+        self._gaps: list[float] = []
+        self.frames = 0
+        self.frames_dropped = 0
+        self.longest_gap_ms = 0.0
+
+    def add(self, time_ms: float) -> int:
+        """Count one frame; return how many frames were dropped just before it."""
+        self.frames += 1
+        previous, self._last = self._last, time_ms
+        if previous is None:
+            self._first = time_ms
+            return 0
+        gap = time_ms - previous
+        self.longest_gap_ms = max(self.longest_gap_ms, gap)
+        interval = self._interval or self._median_gap(gap)
+        dropped = round(gap / interval) - 1 if interval > 0 and gap > DROP_FACTOR * interval else 0
+        self.frames_dropped += dropped
+        return dropped
+
+    def _median_gap(self, gap: float) -> float:
+        # Without the asked rate: the typical gap so far (a few dropped frames do not move a median).
+        self._gaps.append(gap)
+        if len(self._gaps) > 256:
+            del self._gaps[:128]
+        return statistics.median(self._gaps)
+
+    def result(self) -> Integrity:
+        span = (self._last or 0.0) - (self._first or 0.0)
+        fps = (self.frames - 1) * 1000.0 / span if self.frames > 1 and span > 0 else None
+        return Integrity(self.frames, self.frames_dropped, round(self.longest_gap_ms, 3),
+                         round(fps, 3) if fps else None)
+
+
+def measure(times_ms: Sequence[float], fps: float | None = None) -> Integrity:
+    counter = IntegrityCounter(fps)
+    for time in times_ms:
+        counter.add(time)
+    return counter.result()

@@ -1,0 +1,76 @@
+"""Frame timestamps (timecode format v2) and the Pi's clock offset: pure tables, plus the offset measured
+for real against the local host (offset ~0, uncertainty half a real round trip)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.pi.clock import best_offset, measure_clock_offset, parse_pi_time
+from orchestrator.pi.host import LocalHost
+from orchestrator.stream.timecodes import (
+    HEADER,
+    IntegrityCounter,
+    build_timecode_text,
+    measure,
+    parse_timecode_line,
+)
+
+
+@pytest.mark.parametrize("line,value", [("33.370", 33.37), ("0.000\n", 0.0), (HEADER, None), ("", None),
+                                        ("  # comment", None), ("1000", 1000.0)])
+def test_timecode_lines(line: str, value: float | None) -> None:
+    assert parse_timecode_line(line) == value
+
+
+@pytest.mark.parametrize("line", ["abc", "-1.0", "nan", "12.5.3"])
+def test_bad_timecode_lines_are_refused(line: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timecode_line(line)
+
+
+def test_sidecar_text_reads_back_exactly() -> None:
+    times = [0.0, 33.366, 66.733, 100.1]
+    text = build_timecode_text(times)
+    assert text.splitlines()[0] == HEADER
+    assert [parse_timecode_line(line) for line in text.splitlines()[1:]] == times
+
+
+@pytest.mark.parametrize("times,fps,frames,dropped,longest", [
+    ([0, 40, 80, 120], 25, 4, 0, 40),
+    ([0, 40, 120, 160], 25, 4, 1, 80),  # one frame missing
+    ([0, 40, 200, 240], 25, 4, 3, 160),  # three missing
+    ([0, 40, 99, 139], 25, 4, 0, 59),  # 59 ms is under 1.5 intervals (60 ms): late, not dropped
+    ([], 25, 0, 0, 0),
+    ([5.0], 25, 1, 0, 0),
+])
+def test_dropped_frames_are_gaps_over_one_and_a_half_intervals(
+        times: list[float], fps: float, frames: int, dropped: int, longest: float) -> None:
+    result = measure(times, fps)
+    assert (result.frames, result.frames_dropped, result.longest_gap_ms) == (frames, dropped, longest)
+
+
+def test_without_the_asked_rate_the_typical_gap_decides() -> None:
+    times = [i * 33.333 for i in range(30)] + [30 * 33.333 + 100]  # then a gap of ~4 intervals
+    counter = IntegrityCounter()
+    drops = [counter.add(time) for time in times]
+    assert drops[-1] == 3 and sum(drops) == 3
+    assert counter.result().fps_measured is not None
+
+
+def test_offset_keeps_the_tightest_round_trip() -> None:
+    samples = [(100.0, 105.2, 100.4), (200.0, 205.05, 200.1), (300.0, 305.5, 301.0)]
+    offset = best_offset(samples)
+    assert offset is not None and offset.offset_s == pytest.approx(5.0) and offset.uncertainty_s == 0.05
+    assert best_offset([]) is None and best_offset([(2.0, 1.0, 1.0)]) is None
+
+
+@pytest.mark.parametrize("text,value", [("1764633600.123456789\n", 1764633600.123456789), ("1764633600.N", None),
+                                        ("", None), ("-5", None)])
+def test_pi_time(text: str, value: float | None) -> None:
+    assert parse_pi_time(text) == value
+
+
+def test_offset_measured_against_this_machine_is_near_zero() -> None:
+    offset = measure_clock_offset(LocalHost("laptop"))
+    assert offset is not None and offset.samples == 5
+    assert abs(offset.offset_s) <= offset.uncertainty_s + 0.001
