@@ -24,6 +24,15 @@ class FakePi:
     lock: Path
 
     def runs(self) -> list[dict[str, object]]:
+        """Every run of a camera tool, except the probe's questions (`--help`, `--version`), which do not
+        open the camera."""
+        return [run for run in self.all_runs() if not is_question(run)]
+
+    def questions(self) -> list[dict[str, object]]:
+        """The probe's `--help` and `--version` runs."""
+        return [run for run in self.all_runs() if is_question(run)]
+
+    def all_runs(self) -> list[dict[str, object]]:
         path = self.log_dir / "runs.jsonl"
         if not path.exists():
             return []
@@ -38,6 +47,11 @@ class FakePi:
 
     def use_traditional_nc(self) -> None:
         (self.info.bin_dir / "nc").symlink_to("/bin/nc.traditional")
+
+
+def is_question(run: dict[str, object]) -> bool:
+    argv = run.get("argv")
+    return isinstance(argv, list) and argv[1:] in (["--help"], ["--version"])
 
 
 def start_fake_pi(tmp_path: Path, tools: tuple[str, ...] = ("raspivid",),

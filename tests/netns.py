@@ -486,6 +486,8 @@ class NetnsPi:
         if not path.exists():
             return []
         runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # The probe's `--help` / `--version` questions do not open the camera: not runs.
+        runs = [run for run in runs if run.get("argv", [])[1:] not in (["--help"], ["--version"])]
         return sorted(runs, key=lambda run: float(run["started"]))
 
     def cameras_running(self) -> list[Path]:

@@ -397,7 +397,8 @@ def test_snap_name_template_full_of_metacharacters_names_the_file_and_nothing_el
     assert run["argv"] == build_still_argv(still, StillTool.RASPISTILL)
     (nc_call,) = read_argv_log(laptop.nc_log)
     laptop.nc_log.unlink()
-    assert nc_call[:3] == ["-v", "-N", "127.0.0.1"] and len(nc_call) == 4  # the port is the receiver's pick
+    # The port is the receiver's pick; -n: the address is never looked up in DNS.
+    assert nc_call[:4] == ["-v", "-n", "-N", "127.0.0.1"] and len(nc_call) == 5
     nothing_left_anywhere(laptop)
     assert_no_secret(laptop, result.stdout, result.stderr, folders=(out,))
 

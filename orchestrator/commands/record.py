@@ -39,7 +39,9 @@ def record(
     laptop_ip: LaptopIpOption = None,
     port: PortOption = None,
     out: OutOption = None,
-    bitrate: Annotated[int | None, typer.Option("--bitrate", help="H.264 bitrate in bit/s [16000000].")] = None,
+    bitrate: Annotated[int | None, typer.Option(
+        "--bitrate", help="H.264 bitrate in bit/s, up to 62500000 [16000000]. With --codec mjpeg: raspivid's "
+                          "MJPEG takes up to 25000000; rpicam-vid's ignores it (quality only).")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Width in pixels [1920].")] = None,
     height: Annotated[int | None, typer.Option("--height", help="Height in pixels [1080].")] = None,
     fps: Annotated[int | None, typer.Option("--fps", help="Frames per second [30].")] = None,
