@@ -44,6 +44,7 @@ from orchestrator.stills import (
     render_image_name,
     run_snap,
 )
+from tests.system_tools import require_tool
 
 JPG, PNG, BMP, GIF = ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP, ImageFormat.GIF
 SAMPLES = Path(sim_still.__file__).with_name("stills")
@@ -366,6 +367,7 @@ def _settings(tmp_path: Path, **changes: object) -> SnapSettings:
 
 
 def _local_pi(tmp_path: Path, tools: tuple[str, ...] = ("libcamera-still",)) -> LocalHost:
+    require_tool("nc")  # the simulated Pi streams through this machine's netcat, as a Pi does
     bin_dir = tmp_path / "pi-bin"
     install_stand_ins(bin_dir, tools, extra_env={"PIORCH_SIM_LOCK": str(tmp_path / "lock"),
                                                  "PIORCH_SIM_LOG": str(tmp_path / "log")})
@@ -384,11 +386,9 @@ def test_core_timelapse_events_and_files(tmp_path: Path) -> None:
 
 
 def test_core_nc_backend_between_captures(tmp_path: Path) -> None:
-    import shutil
     import socket
 
-    if shutil.which("nc") is None:
-        pytest.skip("no nc on this machine")
+    require_tool("nc")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -411,6 +411,7 @@ def test_core_camera_failure_stops_the_timelapse(tmp_path: Path) -> None:
 
 
 def test_core_cut_picture_fails_with_the_reason(tmp_path: Path) -> None:
+    require_tool("nc")  # the simulated Pi streams through this machine's netcat
     bin_dir = tmp_path / "pi-bin"
     install_stand_ins(bin_dir, ("rpicam-still",), extra_env={"PIORCH_SIM_LOCK": str(tmp_path / "lock"),
                                                              "PIORCH_SIM_FAULT": "crash-after=300"})
