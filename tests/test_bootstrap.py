@@ -230,6 +230,8 @@ def test_check_camera(tmp_path: Path, tools: tuple[str, ...], cameras: tuple[str
 
 def prepare_pi(info: SshServerInfo, *, nc: bool) -> Path:
     """Camera stand-ins; sudo and apt-get stand-ins logging into bin_dir/../pkg-log; nc hidden if asked."""
+    # With nc the Pi has this machine's; without, apt-get "installs" this machine's nc.openbsd.
+    require_tool("nc" if nc else "nc.openbsd")
     install_stand_ins(info.bin_dir, ("rpicam-vid",))
     install_rpicam_hello(info.bin_dir, ["imx219"])
     logs = info.bin_dir.parent / "pkg-log"
