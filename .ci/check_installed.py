@@ -2,11 +2,12 @@
 """piorch as a user installs it: build the wheel, install it with no extras into a fresh venv outside the
 source tree, run `piorch demo` from yet another folder, and check what the user would look at.
 
-Checks: the wheel holds every file of orchestrator/ that git tracks (package data included: a script or clip
-missing from it breaks only the installed piorch); piorch is imported from the fresh venv; the demo exits 0;
-at least one MP4, each read by ffprobe as H.264 with a duration; every `<uuid>.json` finished (status
-`complete`, naming an MP4 that exists, no remux error); no `.tmp` left; one `session-*.json`, complete and
-listing every file. The first failed check is printed and the script exits 1.
+Checks: the wheel, built from a copy of the files git would commit, holds every file of orchestrator/
+(package data included: a script or clip missing from it breaks only the installed piorch); piorch is
+imported from the fresh venv; the demo exits 0; at least one MP4, each read by ffprobe as H.264 with a
+duration; every `<uuid>.json` finished (status `complete`, naming an MP4 that exists, no remux error); no
+`.tmp` left; one `session-*.json`, complete and listing every file. The first failed check is printed and
+the script exits 1.
 
 Standard library only: it runs with the machine's python3 before or after `make test`.
 Usage: python3 .ci/check_installed.py [--seconds 3] [--keep]
@@ -57,18 +58,36 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def source_files(env: dict[str, str]) -> list[str]:
+    """What git would commit from SOURCE: tracked files and new ones it does not ignore (so no .venv, build/)."""
+    if not (SOURCE / ".git").exists():
+        raise CheckFailed(f"{SOURCE} is not a git checkout: the files to build from are git's")
+    listing = run_ok(["git", "-C", str(SOURCE), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                     cwd=SOURCE, env=env, timeout=PROBE_TIMEOUT_S)
+    return [name for name in listing.split("\0") if name and (SOURCE / name).is_file()]
+
+
 def install_wheel(work: Path, env: dict[str, str]) -> Path:
-    """A fresh venv in `work`, the wheel built from SOURCE, installed with no extras. Returns the venv's bin."""
+    """A fresh venv in `work`, the wheel built from a copy of the source, installed with no extras.
+
+    Built from a copy: setuptools builds in the source folder's build/, and a module moved or deleted since
+    an earlier build would still sit there and be packed into the wheel. Returns the venv's bin folder.
+    """
+    files = source_files(env)
+    copy = work / "source"
+    for name in files:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SOURCE / name, copy / name)
     venv = work / "venv"
     run_ok([sys.executable, "-m", "venv", str(venv)], cwd=work, env=env, timeout=INSTALL_TIMEOUT_S)
     bin_dir = venv / "bin"
     wheels = work / "wheel"
-    run_ok([str(bin_dir / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(SOURCE)],
+    run_ok([str(bin_dir / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(copy)],
            cwd=work, env=env, timeout=INSTALL_TIMEOUT_S)
     built = sorted(wheels.glob("piorch-*.whl"))
     if len(built) != 1:
         raise CheckFailed(f"expected one piorch wheel, found {[p.name for p in built]}")
-    check_wheel_contents(built[0], env)
+    check_wheel_contents(built[0], [name for name in files if name.startswith("orchestrator/")])
     run_ok([str(bin_dir / "python"), "-m", "pip", "install", "-q", str(built[0])], cwd=work, env=env,
            timeout=INSTALL_TIMEOUT_S)
     where = run_ok([str(bin_dir / "python"), "-c", "import orchestrator; print(orchestrator.__file__)"],
@@ -79,19 +98,14 @@ def install_wheel(work: Path, env: dict[str, str]) -> Path:
     return bin_dir
 
 
-def check_wheel_contents(wheel: Path, env: dict[str, str]) -> None:
-    """Every file of the package in the source tree (as git tracks it) is in the wheel."""
-    if not (SOURCE / ".git").exists():
-        print("skipped: wheel contents (not a git checkout)")
-        return
-    tracked = run_ok(["git", "-C", str(SOURCE), "ls-files", "-z", "--", "orchestrator"], cwd=SOURCE, env=env,
-                     timeout=PROBE_TIMEOUT_S).split("\0")
+def check_wheel_contents(wheel: Path, package_files: list[str]) -> None:
+    """Every file of the package in the source tree is in the wheel (package data too)."""
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
-    missing = sorted(name for name in tracked if name and name not in shipped)
+    missing = sorted(name for name in package_files if name not in shipped)
     if missing:
         raise CheckFailed(f"{wheel.name} lacks files of the package (add them to package-data): {missing}")
-    print(f"ok: {wheel.name} holds all {len([n for n in tracked if n])} tracked files of orchestrator/")
+    print(f"ok: {wheel.name} holds all {len(package_files)} files of orchestrator/ in the source tree")
 
 
 def check_playable(media: Path, env: dict[str, str]) -> None:
