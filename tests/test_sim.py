@@ -158,8 +158,8 @@ def test_stand_in_script_quotes_everything(tmp_path: Path) -> None:
 
 def test_importing_the_simulator_stays_light() -> None:
     code = (
-        "import sys, orchestrator.sim.camera, orchestrator.sim.stand_in\n"
-        "print(sorted({'av', 'rich', 'typer', 'paramiko'} & set(sys.modules)))"
+        "import sys, orchestrator.sim.camera, orchestrator.sim.still, orchestrator.sim.stand_in\n"
+        "print(sorted({'av', 'numpy', 'rich', 'typer', 'paramiko'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PROCESS_DEADLINE_S)
     assert result.stdout.strip() == "[]", result.stderr

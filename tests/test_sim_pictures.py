@@ -21,7 +21,7 @@ import pytest
 from orchestrator.sim.encoders import Encoder, Encoding, Refusal
 from orchestrator.sim.options import SimUsageError, parse_args, parse_rpicam_args
 from orchestrator.sim.profile import Board, PiProfile
-from orchestrator.sim.raw import RawKind, legacy_layout, pack, rpicam_video_layout, unpadded_layout
+from orchestrator.sim.raw import RawFrames, RawKind, legacy_layout, pack, rpicam_video_layout, unpadded_layout
 from orchestrator.sim.scene import Canvas, blank_planes, block_box, build_scene, to_rgb
 from orchestrator.sim.still_options import parse_still_args
 from orchestrator.sim.still_pictures import PictureRefused, build_bmp, build_png, build_still, still_size
@@ -120,6 +120,18 @@ def test_pack_puts_the_picture_top_left_and_zeros_in_the_padding() -> None:
     legacy = np.frombuffer(pack(planes, legacy_layout(100, 50, RawKind.I420)), np.uint8)
     assert np.array_equal(legacy[: 128 * 64].reshape(64, 128)[:50, :100], planes.y)
     assert not legacy[: 128 * 64].reshape(64, 128)[50:].any()  # 14 padding rows
+
+
+@pytest.mark.parametrize("kind", [RawKind.I420, RawKind.LUMA, RawKind.RGB24, RawKind.BGR24])
+@pytest.mark.parametrize("size", [(1920, 1080), (101, 51), (33, 7), (1, 1)])
+def test_raw_video_redraws_only_what_moves_yet_equals_whole_pictures(kind: RawKind, size: tuple[int, int]) -> None:
+    layout = legacy_layout(*size, kind)
+    frames = RawFrames(layout)
+    for index in (0, 1, 2, 64, 7, 1_000_001):
+        assert frames.frame(index) == pack(build_scene(*size, index), layout), index
+    if kind is RawKind.I420:
+        padded = RawFrames(rpicam_video_layout(*size, Board.PI5))
+        assert padded.frame(3) == pack(build_scene(*size, 3), rpicam_video_layout(*size, Board.PI5))
 
 
 def test_raw_colour_orders() -> None:

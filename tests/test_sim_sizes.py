@@ -22,7 +22,7 @@ from orchestrator.sim.h264 import NAL_IDR, NAL_SEI, NAL_SPS, nal_type, slice_typ
 from orchestrator.sim.mjpeg_clip import split_jpeg_images
 from orchestrator.sim.profile import Board
 from orchestrator.sim.raw import RawKind, legacy_layout, pack, rpicam_video_layout
-from orchestrator.sim.scene import build_scene
+from orchestrator.sim.scene import build_scene, oriented
 from orchestrator.sim.stand_in import SIM_RAW_TOOLS, SIM_STILL_TOOLS, SIM_TOOLS, install_stand_ins
 
 av = pytest.importorskip("av")
@@ -194,6 +194,20 @@ def test_rpicam_yuv420_rows_carry_the_isp_stride(camera: Callable[..., Camera], 
     frames = [result.stdout[i * layout.frame_bytes : (i + 1) * layout.frame_bytes] for i in range(3)]
     assert frames == [pack(build_scene(width, 64, index), layout) for index in range(3)]
     assert logged_as_written(pi, result.stdout)["frames"] == 3
+
+
+def test_raw_video_is_flipped_as_asked(camera: Callable[..., Camera]) -> None:
+    result = camera("pi5").run("rpicam-vid", "--codec", "yuv420", "--width", "96", "--height", "64", "--hflip",
+                               "--vflip", "--frames", "2", "--framerate", "30", "-o", "-")
+    layout = rpicam_video_layout(96, 64, Board.PI5)
+    assert result.stdout == b"".join(pack(oriented(build_scene(96, 64, index), True, True), layout)
+                                     for index in range(2))
+    mjpeg = camera().run("rpicam-vid", "--codec", "mjpeg", "--width", "640", "--height", "360", "--vflip",
+                         "--frames", "1", "--framerate", "30", "-o", "-")
+    (frame,) = decoded(mjpeg.stdout, "mjpeg")  # a flipped request never gets the shipped images
+    luma = frame.to_ndarray(format="gray").astype(int)
+    scene = build_scene(640, 360, 0).y.astype(int)
+    assert np.abs(luma - scene[::-1]).mean() < 3 < np.abs(luma - scene).mean()  # upside down, within JPEG's error
 
 
 @pytest.mark.parametrize(("flag", "kind"), [(None, RawKind.I420), ("-rgb", RawKind.RGB24), ("-y", RawKind.LUMA)])

@@ -54,7 +54,11 @@ def test_stills_default_to_the_sensor_size_and_differ(camera: Callable[..., Came
     first = pi.run("rpicam-still", "-t", "10", "-n", "-o", "-")
     second = pi.run("rpicam-still", "-t", "10", "-n", "-o", "-")
     assert picture_size(first.stdout, "jpg") == ("mjpeg", 3280, 2464)  # the imx219's full size
-    assert first.stdout != second.stdout  # two captures, two pictures
+    assert first.stdout != second.stdout  # two captures, two files ...
+    pixels = [decoded(run.stdout, "mjpeg")[0].to_ndarray(format="rgb24") for run in (first, second)]
+    assert np.array_equal(*pixels)  # ... of one still scene
+    raw = [pi.run("raspiyuv", "-w", "64", "-h", "48", "-t", "10", "-o", "-").stdout for _ in range(2)]
+    assert raw[0][:12] != raw[1][:12] and raw[0][12:] == raw[1][12:]  # raw: the run's mark in the first bytes
 
 
 def test_rpicam_still_raw_is_unpadded(camera: Callable[..., Camera]) -> None:
@@ -70,6 +74,19 @@ def test_rpicam_still_raw_is_unpadded(camera: Callable[..., Camera]) -> None:
     assert rgb.stdout[-300:] == to_rgb(scene)[-1].tobytes()
     assert wide.stdout[-600:] == (to_rgb(scene)[-1].astype("<u2") << 8).tobytes()
     logged_as_written(pi, wide.stdout)
+
+
+@pytest.mark.parametrize(("tool", "flags"), [("rpicam-still", ("--hflip", "--vflip")), ("raspiyuv", ("-hf", "-vf"))])
+def test_stills_are_flipped_as_asked(camera: Callable[..., Camera], tool: str, flags: tuple[str, str]) -> None:
+    pi = camera()
+    size = ("--width", "64", "--height", "48") if tool == "rpicam-still" else ("-w", "64", "-h", "48", "-y")
+    encoding = ("-e", "yuv420") if tool == "rpicam-still" else ()
+    plain, mirrored, upside_down = (pi.run(tool, *encoding, *size, *extra, "-t", "10", "-o", "-").stdout
+                                    for extra in ((), flags[:1], flags[1:]))
+    stride = 64  # both unpadded here: 64 is a multiple of 32 and 48 of 16
+    last_row = plain[47 * stride : 48 * stride]  # the bare gradient
+    assert mirrored[47 * stride : 48 * stride] == last_row[::-1]
+    assert upside_down[12:stride] == last_row[12:]  # (the first 12 bytes of a raw still carry the run's mark)
 
 
 def test_rpicam_still_odd_yuv420_fails_like_the_tool(camera: Callable[..., Camera]) -> None:

@@ -26,7 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.sim.profile import Board
-from orchestrator.sim.scene import I420Planes, build_scene, to_rgb
+from orchestrator.sim.scene import Canvas, I420Planes, blank_planes, oriented, to_rgb
 
 if TYPE_CHECKING:
     import numpy as np
@@ -119,12 +119,54 @@ def pack(planes: I420Planes, layout: RawLayout) -> bytes:
     return _pad(rgb, layout.stride, layout.rows).tobytes()
 
 
-@dataclass(frozen=True)
 class RawFrames:
-    """A raw video stream: frame `index` of the scene in `layout`, drawn when asked (a 1080p I420 frame is
-    3 MB: no loop is kept in memory)."""
+    """A raw video stream: frame `index` of the scene in `layout`. One buffer is kept and only what moved is
+    redrawn each frame (RGB: converted again only there), so a 1080p frame costs about one copy."""
 
-    layout: RawLayout
+    def __init__(self, layout: RawLayout, hflip: bool = False, vflip: bool = False) -> None:
+        import numpy as np
+
+        self.layout = layout
+        self._buffer = np.zeros(layout.frame_bytes, dtype=np.uint8)
+        width, height = layout.width, layout.height
+        rows = self._buffer[: layout.stride * layout.rows].reshape(layout.rows, layout.stride)
+        if layout.kind is RawKind.I420:
+            half_stride, half_rows = layout.stride // 2, (layout.rows + 1) // 2
+            chroma = self._buffer[layout.stride * layout.rows :].reshape(2, half_rows, half_stride)
+            cw, ch = (width + 1) // 2, (height + 1) // 2
+            planes = I420Planes(rows[:height, :width], chroma[0, :ch, :cw], chroma[1, :ch, :cw])
+        else:
+            scratch = blank_planes(width, height)
+            planes = I420Planes(rows[:height, :width] if layout.kind is RawKind.LUMA else scratch.y,
+                                scratch.u, scratch.v)
+        self._canvas = Canvas(oriented(planes, hflip, vflip))
+        self._rgb = None
+        if layout.kind in (RawKind.RGB24, RawKind.BGR24):
+            rgb = rows[:height, : width * 3].reshape(height, width, 3)
+            self._rgb = rgb[:: -1 if vflip else 1, :: -1 if hflip else 1]
+            assert np.shares_memory(self._rgb, self._buffer)  # a view: writing it writes the frame
+            self._convert((0, 0, width, height))  # the background, once
+        elif layout.kind is not RawKind.I420 and layout.kind is not RawKind.LUMA:
+            raise ValueError(f"no raw video in {layout.kind.value}")
 
     def frame(self, index: int) -> bytes:
-        return pack(build_scene(self.layout.width, self.layout.height, index), self.layout)
+        self._canvas.draw(index)
+        if self._rgb is not None:
+            for box in self._canvas.changed:
+                self._convert(box)
+        return self._buffer.tobytes()
+
+    def _convert(self, box: tuple[int, int, int, int]) -> None:
+        """RGB again for one box, widened to even edges so that its chroma samples are whole."""
+        assert self._rgb is not None
+        left, top = box[0] & ~1, box[1] & ~1
+        right = min((box[0] + box[2] + 1) & ~1, self.layout.width)
+        bottom = min((box[1] + box[3] + 1) & ~1, self.layout.height)
+        if right <= left or bottom <= top:
+            return
+        planes = self._canvas.planes
+        part = I420Planes(planes.y[top:bottom, left:right], planes.u[top // 2 : (bottom + 1) // 2,
+                          left // 2 : (right + 1) // 2], planes.v[top // 2 : (bottom + 1) // 2,
+                          left // 2 : (right + 1) // 2])
+        rgb = to_rgb(part)
+        self._rgb[top:bottom, left:right] = rgb[..., ::-1] if self.layout.kind is RawKind.BGR24 else rgb

@@ -84,6 +84,8 @@ class Canvas:
         self.planes = planes
         self._base = _background(planes.width, planes.height)
         self._dirty: list[tuple[int, int, int, int]] = []  # luma boxes (left, top, width, height) drawn last
+        # what the last draw() changed: the boxes it restored and the boxes it painted
+        self.changed: list[tuple[int, int, int, int]] = []
         planes.y[...] = self._base.y
         planes.u[...] = self._base.u
         planes.v[...] = self._base.v
@@ -98,7 +100,17 @@ class Canvas:
         y[top : top + block_h, left : left + block_w] = LUMA_WHITE
         u[top // 2 : (top + block_h) // 2, left // 2 : (left + block_w) // 2] = _BLOCK_CHROMA[0]
         v[top // 2 : (top + block_h) // 2, left // 2 : (left + block_w) // 2] = _BLOCK_CHROMA[1]
+        restored = self._dirty
         self._dirty = [(left, top, block_w, block_h), _draw_counter(self.planes, index)]
+        self.changed = [*restored, *self._dirty]
+
+
+def oriented(planes: I420Planes, hflip: bool = False, vflip: bool = False) -> I420Planes:
+    """Views of `planes` mirrored as asked (-hf/-vf, --hflip/--vflip): drawing the scene into them draws it
+    flipped into `planes`, at no cost."""
+    rows = slice(None, None, -1 if vflip else 1)
+    columns = slice(None, None, -1 if hflip else 1)
+    return I420Planes(planes.y[rows, columns], planes.u[rows, columns], planes.v[rows, columns])
 
 
 def blank_planes(width: int, height: int) -> I420Planes:
@@ -124,10 +136,10 @@ def _draw_counter(planes: I420Planes, index: int) -> tuple[int, int, int, int]:
     y = planes.y
     cell = max(1, y.shape[0] // 60)
     text = f"{index % 10**COUNTER_DIGITS:0{COUNTER_DIGITS}d}"
-    plate = (0, 0, (4 * COUNTER_DIGITS + 1) * cell, 7 * cell)
+    plate = (0, 0, (4 * COUNTER_DIGITS + 2) * cell, 8 * cell)  # even sides: whole chroma samples
     y[0 : plate[3], 0 : plate[2]] = LUMA_BLACK  # numpy clips at the picture's edge
-    planes.u[0 : (plate[3] + 1) // 2, 0 : (plate[2] + 1) // 2] = 128  # no colour: black and white
-    planes.v[0 : (plate[3] + 1) // 2, 0 : (plate[2] + 1) // 2] = 128
+    planes.u[0 : plate[3] // 2, 0 : plate[2] // 2] = 128  # no colour: black and white
+    planes.v[0 : plate[3] // 2, 0 : plate[2] // 2] = 128
     for position, digit in enumerate(text):
         left = (1 + 4 * position) * cell
         for cell_index, lit in enumerate(_DIGITS[int(digit)]):

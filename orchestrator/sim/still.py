@@ -3,10 +3,11 @@
 Run as `python -m orchestrator.sim.still TOOL ARGS...` (or through a stand-in shim from stand_in.py). It
 parses the tool's real option language strictly (still_options.py), holds "the camera" (the same flock
 as the video simulator) for the settle time (`-t`, default 5 s), then writes one real picture in the
-requested encoding at the requested size (the sensor's 3280x2464 without -w/-h): the scene (scene.py) at
-the moment of capture, its counter showing the milliseconds of the clock, written as each tool writes it
-(still_pictures.py). JPEG, PNG and GIF also carry a note naming the run (COM segment, tEXt chunk, comment
-extension), so every capture has its own bytes and hash, as a real camera's pictures do.
+requested encoding at the requested size (the sensor's 3280x2464 without -w/-h): the scene (scene.py),
+always its frame 0, written as each tool writes it (still_pictures.py). The same request gives the same
+pixels (tests compare captures in two formats), yet every capture has its own bytes and hash, as a real
+camera's pictures do: a note naming the run goes where the format keeps remarks (JPEG COM segment, PNG tEXt
+chunk, GIF comment extension); BMP and raw pictures keep none, so their first 12 bytes carry its hash.
 
 Environment and exit codes are the video simulator's (see camera.py and runtime.py): the Pi played
 (PIORCH_SIM_BOARD/BUILD/VERSION: its option tables and tool names), PIORCH_SIM_LOG (runs.jsonl and
@@ -65,8 +66,9 @@ SAMPLE_FORMATS = ("jpg", "png", "bmp", "gif")
 # Encodings the simulator writes, by the name each tool's parser gives them (raspiyuv: its raw formats).
 SIMULATED = {"raspistill": ("jpg", "png", "bmp", "gif"), "raspiyuv": ("i420", "rgb24", "bgr24", "luma"),
              "rpicam": ("jpg", "png", "bmp", "yuv420", "rgb24", "rgb48")}
-# Encodings that keep a remark, where the run's note goes.
-_NOTED = ("jpg", "png", "gif")
+# Encodings build_marked_image marks; the raw ones get the note's hash in their first bytes.
+_MARKED = ("jpg", "png", "gif", "bmp")
+_RAW_MARK_BYTES = 12
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -184,14 +186,14 @@ def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: Stop) 
 
 
 def _take_picture(options: StillOptions) -> bytes:
-    """The scene at this moment, its counter on the clock's milliseconds, in the asked encoding and size."""
-    now = time.time_ns()
+    """The scene in the asked encoding and size, marked with a note naming this run."""
     width, height = still_size(options.width, options.height)
-    picture = build_still(options.tool, options.encoding, width, height, now // 1_000_000, options.quality)
-    if options.encoding not in _NOTED:
-        return picture
-    note = f"piorch still simulator: {options.tool} pid {os.getpid()} at {now}".encode()
-    return build_marked_image(options.encoding, picture, note)
+    picture = build_still(options.tool, options.encoding, width, height, 0, options.quality,
+                          (options.hflip, options.vflip))
+    note = f"piorch still simulator: {options.tool} pid {os.getpid()} at {time.time_ns()}".encode()
+    if options.encoding in _MARKED:
+        return build_marked_image(options.encoding, picture, note)
+    return hashlib.sha256(note).digest()[:_RAW_MARK_BYTES] + picture[_RAW_MARK_BYTES:]
 
 
 def main(argv: list[str]) -> int:

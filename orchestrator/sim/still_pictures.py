@@ -16,7 +16,7 @@ import struct
 import zlib
 
 from orchestrator.sim.raw import RawKind, legacy_layout, pack, unpadded_layout
-from orchestrator.sim.scene import I420Planes, build_scene, to_rgb
+from orchestrator.sim.scene import I420Planes, build_scene, oriented, to_rgb
 from orchestrator.sim.synth import encode_gif, encode_jpeg, jpeg_qscale
 
 # What a still camera writes without -w/-h: the sensor's full size (the simulated Pi has an imx219).
@@ -65,16 +65,18 @@ def build_png(planes: I420Planes) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
-def build_still(tool: str, encoding: str, width: int, height: int, index: int, quality: int) -> bytes:
-    """Scene frame `index` as `tool` writes `encoding` (as its parser names it; for raspiyuv its raw kind).
-    Raises PictureRefused with the tool's message, synth.EncoderMissing without PyAV for jpg/gif."""
+def build_still(tool: str, encoding: str, width: int, height: int, index: int, quality: int,
+                flips: tuple[bool, bool] = (False, False)) -> bytes:
+    """Scene frame `index` as `tool` writes `encoding` (as its parser names it; for raspiyuv its raw kind),
+    mirrored by `flips` (hflip, vflip). Raises PictureRefused with the tool's message, synth.EncoderMissing
+    without PyAV for jpg/gif."""
+    planes = oriented(build_scene(width, height, index), *flips)
     if tool == "raspiyuv":
-        return pack(build_scene(width, height, index), legacy_layout(width, height, RASPIYUV_RAW[encoding]))
+        return pack(planes, legacy_layout(width, height, RASPIYUV_RAW[encoding]))
     if encoding in RPICAM_RAW:
         if encoding == "yuv420" and (width % 2 or height % 2):
             raise PictureRefused("both width and height must be even")
-        return pack(build_scene(width, height, index), unpadded_layout(width, height, RPICAM_RAW[encoding]))
-    planes = build_scene(width, height, index)
+        return pack(planes, unpadded_layout(width, height, RPICAM_RAW[encoding]))
     if encoding == "jpg":
         return encode_jpeg(planes, jpeg_qscale(quality))
     if encoding == "png":

@@ -2,10 +2,11 @@
 stills with FFmpeg's mjpeg encoder, GIF with FFmpeg's, all through PyAV (imported here, when first needed).
 
 H.264 is encoded once per run, a short loop of whole GOPs that the camera then sends again and again
-(video_plan.py decides its length): libx264 encodes 1080p at 30-100 frames a second on a laptop core, well
-below what a camera must keep up. The loop is a pure function of its `H264Spec`, so it is kept in a cache
-directory (PIORCH_SIM_CACHE, default /tmp/piorch-sim-cache-<uid>) and the next run with the same request
-starts at once; `-threads 2`, fixed, keeps x264's output the same on every machine with the same x264.
+(video_plan.py decides its length): at 1080p libx264 takes about a second for a 60-frame loop on two
+laptop cores, too slow to encode live next to everything else a test runs. The loop is a pure function of its
+`H264Spec`, so it is kept in a cache directory (PIORCH_SIM_CACHE, default /tmp/piorch-sim-cache-<uid>) and
+the next run with the same request starts at once; a fixed thread count keeps x264's output the same on every
+machine with the same PyAV (which bundles its FFmpeg and x264).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sim.scene import Canvas, I420Planes, to_rgb
+from orchestrator.sim.scene import Canvas, I420Planes, oriented, to_rgb
 
 ENV_CACHE = "PIORCH_SIM_CACHE"
-CACHE_FORMAT = 1  # bump when what a spec encodes to changes
+CACHE_FORMAT = 2  # bump when the scene changes (the encoder's settings are in the key already)
 X264_THREADS = 2
 LOW_LATENCY_SLICES = 4
 
@@ -48,6 +49,8 @@ class H264Spec:
     tuning: str = "hardware"
     b_frames: bool = False
     profile: str = ""
+    hflip: bool = False
+    vflip: bool = False
 
 
 def _import_av() -> Any:
@@ -60,7 +63,8 @@ def _import_av() -> Any:
     return av
 
 
-def _frame_canvas(av: Any, width: int, height: int, pix_fmt: str) -> tuple[Any, Canvas]:
+def _frame_canvas(av: Any, width: int, height: int, pix_fmt: str, hflip: bool = False,
+                  vflip: bool = False) -> tuple[Any, Canvas]:
     """One AVFrame in an I420 layout (yuv420p or yuvj420p) with the scene's canvas drawn straight into its
     buffers. Reusing it frame after frame is safe: an encoder has copied (x264) or encoded (mjpeg) the
     picture by the time `encode()` returns."""
@@ -71,7 +75,7 @@ def _frame_canvas(av: Any, width: int, height: int, pix_fmt: str) -> tuple[Any, 
     for plane, rows, columns in zip(frame.planes, (height, (height + 1) // 2, (height + 1) // 2),
                                     (width, (width + 1) // 2, (width + 1) // 2), strict=True):
         views.append(np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :columns])
-    return frame, Canvas(I420Planes(*views))
+    return frame, Canvas(oriented(I420Planes(*views), hflip, vflip))
 
 
 def _x264_options(spec: H264Spec) -> dict[str, str]:
@@ -111,7 +115,7 @@ def _encode_h264(spec: H264Spec) -> bytes:
     codec.thread_type = "SLICE" if low_latency else "FRAME"
     codec.thread_count = LOW_LATENCY_SLICES if low_latency else X264_THREADS
     codec.options = _x264_options(spec)
-    frame, canvas = _frame_canvas(av, spec.width, spec.height, "yuv420p")
+    frame, canvas = _frame_canvas(av, spec.width, spec.height, "yuv420p", spec.hflip, spec.vflip)
     packets: list[Any] = []
     for index in range(spec.frames):
         canvas.draw(index)
@@ -192,11 +196,12 @@ def _jpeg_codec(av: Any, width: int, height: int, qscale: int) -> Any:
     return codec
 
 
-def encode_mjpeg(width: int, height: int, count: int, qscale: int) -> tuple[bytes, ...]:
+def encode_mjpeg(width: int, height: int, count: int, qscale: int, hflip: bool = False,
+                 vflip: bool = False) -> tuple[bytes, ...]:
     """`count` frames of the scene as JPEG images (an MJPEG stream is these back to back)."""
     av = _import_av()
     codec = _jpeg_codec(av, width, height, qscale)
-    frame, canvas = _frame_canvas(av, width, height, "yuvj420p")
+    frame, canvas = _frame_canvas(av, width, height, "yuvj420p", hflip, vflip)
     images: list[bytes] = []
     for index in range(count):
         canvas.draw(index)

@@ -1,8 +1,9 @@
 """What the simulated camera streams for an encoder set up by encoders.py: frames at the asked size, rate and
 GOP, and the rules for how long a loop to pre-encode (pure, but for the encode itself in synth.py).
 
-- H.264 at the shipped clips' own geometry (640x360, 25 fps, no other GOP or profile asked for) is the
-  shipped clip, byte for byte as before (tests elsewhere rebuild those exact bytes). Anything else is the
+- H.264 at the shipped clips' own geometry (640x360, 25 fps, no other GOP, profile or flip asked for) is the
+  shipped clip, byte for byte as before (tests elsewhere rebuild those exact bytes; its IDR period, 25,
+  stands in for the encoder's default there). Anything else is the
   scene (scene.py) encoded with libx264 once, a loop of whole GOPs, sent again and again:
   - GOP: rpicam's libav encoder uses --intra, else the frame rate (encoder/libav_encoder.cpp); the
     hardware encoder --intra / -g, else its default of 60 (bcm2835-v4l2-codec's I_PERIOD control; raspivid
@@ -10,7 +11,8 @@ GOP, and the rules for how long a loop to pre-encode (pure, but for the encode i
   - length: about 2 s of whole GOPs, at most 120 frames unless one GOP is longer, and at most
     LOOP_MAX_PIXELS pixels in all (1080p: 60 frames). A GOP longer than that is cut: the loop then starts
     with an IDR every LOOP_MAX_PIXELS / (w*h) frames, the only place where the GOP differs from the one asked.
-- MJPEG: the shipped images at 640x360 without --quality, else the scene's JPEGs at the asked size and
+- -hf/-vf, --hflip/--vflip mirror the scene (a flipped request never gets a shipped clip).
+- MJPEG: the shipped images at 640x360 without --quality or flips, else the scene's JPEGs at the asked size and
   quality (a loop of up to one second).
 - Raw: the scene drawn every frame, in the Pi's own buffer layout (raw.py).
 """
@@ -67,6 +69,8 @@ def uses_shipped_clip(encoding: Encoding, options: SimOptions) -> bool:
     """The request is what a shipped clip already is: its size, its rate, its GOP, no profile asked."""
     if (options.width, options.height) != CLIP_SIZE or options.framerate != CLIP_FPS or "profile" in options.given:
         return False
+    if options.hflip or options.vflip:
+        return False
     if encoding.encoder is Encoder.LIBX264:
         return encoding.b_frames and h264_gop(encoding, options) == CLIP_GOP
     return options.intra in (0, CLIP_GOP) and not ("intra" in options.given and options.intra == 0)
@@ -90,25 +94,29 @@ def x264_spec(encoding: Encoding, options: SimOptions) -> H264Spec:
     frames = loop_frames(options.width, options.height, options.framerate, gop)
     profile = (options.profile or "").lower() if "profile" in options.given else ""
     profile = profile if profile in _X264_PROFILES else ""
+    flips = {"hflip": options.hflip, "vflip": options.vflip}
     if encoding.encoder is Encoder.HARDWARE_H264:
-        return H264Spec(options.width, options.height, options.framerate, gop, frames, "hardware", profile=profile)
+        return H264Spec(options.width, options.height, options.framerate, gop, frames, "hardware", profile=profile,
+                        **flips)
     tuning = "low-latency" if options.low_latency else "libx264"
-    return H264Spec(options.width, options.height, options.framerate, gop, frames, tuning, encoding.b_frames, profile)
+    return H264Spec(options.width, options.height, options.framerate, gop, frames, tuning, encoding.b_frames, profile,
+                    **flips)
 
 
 def build_video_frames(encoding: Encoding, options: SimOptions, pi: PiProfile, env: Mapping[str, str]) -> Frames:
     """The frames the camera sends, frame 0 first (synth.EncoderMissing without PyAV for new pictures)."""
+    flips = (options.hflip, options.vflip)
     if encoding.encoder is Encoder.YUV420:
-        return RawFrames(rpicam_video_layout(options.width, options.height, pi.board))
+        return RawFrames(rpicam_video_layout(options.width, options.height, pi.board), *flips)
     if encoding.encoder is Encoder.CAMERA_RAW:
-        return RawFrames(legacy_layout(options.width, options.height, RawKind(options.codec)))
+        return RawFrames(legacy_layout(options.width, options.height, RawKind(options.codec)), *flips)
     if encoding.encoder is Encoder.MJPEG:
-        if (options.width, options.height) == CLIP_SIZE and options.quality is None:
+        if (options.width, options.height) == CLIP_SIZE and options.quality is None and flips == (False, False):
             return build_mjpeg_plan(MJPEG_CLIP_PATH.read_bytes())
         count = max(1, min(round(options.framerate), MJPEG_MAX_FRAMES,
                            LOOP_MAX_PIXELS // 2 // (options.width * options.height)))
         quality = DEFAULT_VIDEO_QUALITY if options.quality is None else options.quality
-        images = encode_mjpeg(options.width, options.height, count, jpeg_qscale(quality))
+        images = encode_mjpeg(options.width, options.height, count, jpeg_qscale(quality), *flips)
         return FramePlan(first=images[0], loop=images)
     if uses_shipped_clip(encoding, options):
         clip = BFRAMES_CLIP_PATH if encoding.encoder is Encoder.LIBX264 else CLIP_PATH
