@@ -8,9 +8,12 @@ import io
 import re
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from orchestrator.jobs.snap import check_image_bytes, read_image_ends
+from orchestrator.settings import ImageFormat
 from orchestrator.sim.raw import RawKind, legacy_layout
 from orchestrator.sim.scene import build_scene, to_rgb
 from tests.test_sim_sizes import Camera, camera, decoded, logged_as_written
@@ -30,12 +33,15 @@ def picture_size(data: bytes, encoding: str) -> tuple[str, int, int]:
 
 
 @pytest.mark.parametrize("encoding", ["jpg", "png", "bmp", "gif"])
-def test_raspistill_encodings_at_the_asked_size(camera: Callable[..., Camera], encoding: str) -> None:
+def test_raspistill_encodings_at_the_asked_size(camera: Callable[..., Camera], encoding: str, tmp_path: Path) -> None:
     pi = camera()
     result = pi.run("raspistill", "-e", encoding, "-w", "320", "-h", "240", "-t", "10", "-n", "-o", "-")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(MAGIC[encoding])
     assert picture_size(result.stdout, encoding) == (CODEC[encoding], 320, 240)
+    path = tmp_path / f"x.{encoding}"
+    path.write_bytes(result.stdout)
+    assert check_image_bytes(ImageFormat(encoding), *read_image_ends(path)) is None  # whole, as piorch judges
     logged_as_written(pi, result.stdout)
 
 

@@ -230,4 +230,5 @@ def encode_gif(planes: I420Planes) -> bytes:
     codec.time_base = Fraction(1, 1)
     frame = av.VideoFrame.from_ndarray(to_rgb(planes), format="rgb24").reformat(format="rgb8")
     frame.pts = 0
-    return b"".join(bytes(packet) for packet in [*codec.encode(frame), *codec.encode(None)])
+    data = b"".join(bytes(packet) for packet in [*codec.encode(frame), *codec.encode(None)])
+    return data + b"\x3b"  # the file's trailer: FFmpeg's gif encoder leaves it to its muxer
