@@ -22,10 +22,10 @@ from orchestrator.sim.encoders import Encoder, Encoding, Refusal
 from orchestrator.sim.options import SimUsageError, parse_args, parse_rpicam_args
 from orchestrator.sim.profile import Board, PiProfile
 from orchestrator.sim.raw import RawFrames, RawKind, legacy_layout, pack, rpicam_video_layout, unpadded_layout
-from orchestrator.sim.scene import Canvas, blank_planes, block_box, build_scene, to_rgb
+from orchestrator.sim.scene import Canvas, EncoderMissing, blank_planes, block_box, build_scene, to_rgb
 from orchestrator.sim.still_options import parse_still_args
 from orchestrator.sim.still_pictures import PictureRefused, build_bmp, build_png, build_still, still_size
-from orchestrator.sim.synth import EncoderMissing, H264Spec, encode_h264, jpeg_qscale
+from orchestrator.sim.synth import H264Spec, encode_h264, jpeg_qscale
 from orchestrator.sim.video_plan import check_size, h264_gop, loop_frames, uses_shipped_clip
 
 np = pytest.importorskip("numpy")

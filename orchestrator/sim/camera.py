@@ -90,7 +90,7 @@ from orchestrator.sim.runtime import RUNS_FILE as RUNS_FILE
 from orchestrator.sim.runtime import Fault as Fault
 from orchestrator.sim.runtime import camera_is_free as camera_is_free
 from orchestrator.sim.runtime import parse_fault as parse_fault
-from orchestrator.sim.synth import EncoderMissing
+from orchestrator.sim.scene import EncoderMissing
 from orchestrator.sim.video_plan import build_video_frames, check_size
 
 SENSOR_ID = SENSOR_IDS[Board.PI4]  # the camera of the default Pi (a Pi 4 with an imx219)

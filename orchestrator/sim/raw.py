@@ -26,7 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.sim.profile import Board
-from orchestrator.sim.scene import Canvas, I420Planes, blank_planes, oriented, to_rgb
+from orchestrator.sim.scene import Canvas, I420Planes, blank_planes, numpy_module, oriented, to_rgb
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,7 +124,7 @@ class RawFrames:
     redrawn each frame (RGB: converted again only there), so a 1080p frame costs about one copy."""
 
     def __init__(self, layout: RawLayout, hflip: bool = False, vflip: bool = False) -> None:
-        import numpy as np
+        np = numpy_module()
 
         self.layout = layout
         self._buffer = np.zeros(layout.frame_bytes, dtype=np.uint8)
@@ -154,7 +154,8 @@ class RawFrames:
         if self._rgb is not None:
             for box in self._canvas.changed:
                 self._convert(box)
-        return self._buffer.tobytes()
+        data: bytes = self._buffer.tobytes()
+        return data
 
     def _convert(self, box: tuple[int, int, int, int]) -> None:
         """RGB again for one box, widened to even edges so that its chroma samples are whole."""

@@ -31,6 +31,19 @@ LUMA_BLACK, LUMA_WHITE = 16, 235
 _BLOCK_CHROMA = (90, 240)  # U, V: a red block, so that a colour mix-up (RGB for BGR) shows
 
 
+class EncoderMissing(Exception):
+    """numpy or PyAV is not installed: the simulator can send only its shipped clips."""
+
+
+def numpy_module() -> Any:
+    """numpy, or EncoderMissing saying how to get it (a picture at the asked size cannot be drawn without)."""
+    try:
+        import numpy
+    except ImportError:
+        raise EncoderMissing("pictures at the asked size need numpy and PyAV (pip install numpy av)") from None
+    return numpy
+
+
 @dataclass(frozen=True)
 class I420Planes:
     y: Plane
@@ -114,7 +127,7 @@ def oriented(planes: I420Planes, hflip: bool = False, vflip: bool = False) -> I4
 
 
 def blank_planes(width: int, height: int) -> I420Planes:
-    import numpy as np
+    np = numpy_module()
 
     if width < 1 or height < 1:
         raise ValueError(f"a picture needs at least one pixel, not {width}x{height}")

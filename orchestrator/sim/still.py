@@ -50,6 +50,7 @@ from orchestrator.sim.runtime import (
     sleep_until,
     with_camera,
 )
+from orchestrator.sim.scene import EncoderMissing
 from orchestrator.sim.still_options import (
     RASPISTILL_OPTIONS,
     RASPIYUV_OPTIONS,
@@ -58,7 +59,6 @@ from orchestrator.sim.still_options import (
     parse_still_args,
 )
 from orchestrator.sim.still_pictures import PictureRefused, build_still, still_size
-from orchestrator.sim.synth import EncoderMissing
 
 SAMPLES = Path(__file__).with_name("stills")
 # Encodings whose small shipped samples build_marked_image knows how to mark (the tests' reference pictures).

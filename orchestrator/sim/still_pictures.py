@@ -68,8 +68,8 @@ def build_png(planes: I420Planes) -> bytes:
 def build_still(tool: str, encoding: str, width: int, height: int, index: int, quality: int,
                 flips: tuple[bool, bool] = (False, False)) -> bytes:
     """Scene frame `index` as `tool` writes `encoding` (as its parser names it; for raspiyuv its raw kind),
-    mirrored by `flips` (hflip, vflip). Raises PictureRefused with the tool's message, synth.EncoderMissing
-    without PyAV for jpg/gif."""
+    mirrored by `flips` (hflip, vflip). Raises PictureRefused with the tool's message, scene.EncoderMissing
+    without numpy (or PyAV, for jpg/gif)."""
     planes = oriented(build_scene(width, height, index), *flips)
     if tool == "raspiyuv":
         return pack(planes, legacy_layout(width, height, RASPIYUV_RAW[encoding]))

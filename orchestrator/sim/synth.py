@@ -20,16 +20,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sim.scene import Canvas, I420Planes, oriented, to_rgb
+from orchestrator.sim.scene import Canvas, EncoderMissing, I420Planes, numpy_module, oriented, to_rgb
 
 ENV_CACHE = "PIORCH_SIM_CACHE"
 CACHE_FORMAT = 2  # bump when the scene changes (the encoder's settings are in the key already)
 X264_THREADS = 2
 LOW_LATENCY_SLICES = 4
-
-
-class EncoderMissing(Exception):
-    """PyAV (or numpy) is not installed: the simulator can send only its shipped clips."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +50,11 @@ class H264Spec:
 
 
 def _import_av() -> Any:
+    numpy_module()  # the scene needs it: say so now rather than mid-encode
     try:
         import av
-        import numpy  # noqa: F401  (the scene needs it; say so now rather than mid-stream)
-    except ImportError as error:
-        raise EncoderMissing(f"pictures at the asked size need PyAV and numpy ({error.name} is missing: "
-                             "pip install av numpy)") from None
+    except ImportError:
+        raise EncoderMissing("pictures at the asked size need PyAV and numpy (pip install av numpy)") from None
     return av
 
 

@@ -104,7 +104,8 @@ def x264_spec(encoding: Encoding, options: SimOptions) -> H264Spec:
 
 
 def build_video_frames(encoding: Encoding, options: SimOptions, pi: PiProfile, env: Mapping[str, str]) -> Frames:
-    """The frames the camera sends, frame 0 first (synth.EncoderMissing without PyAV for new pictures)."""
+    """The frames the camera sends, frame 0 first (scene.EncoderMissing without numpy or PyAV
+    for new pictures)."""
     flips = (options.hflip, options.vflip)
     if encoding.encoder is Encoder.YUV420:
         return RawFrames(rpicam_video_layout(options.width, options.height, pi.board), *flips)
