@@ -482,7 +482,7 @@ def run_fleet_with_deadline(plan: list[tuple[str, RecordSettings]], connect: Cal
 
 def run_piorch(folder: Path, count: int, bitrate: int, seconds: float, container: str, dashboard: bool,
                terminal: str, round_index: int) -> ModeRun:
-    from orchestrator.ui.display import FleetDashboard
+    from orchestrator.ui.dashboard import FleetDashboard
 
     pis = make_sim_pis(folder, count)
     by_name = {pi.name: pi for pi in pis}

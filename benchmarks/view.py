@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,15 @@ from orchestrator.stream.viewer import ViewFeeder
 RATE_BPS = 25_000_000
 CHUNK = 64 * 1024
 PLAYER = [sys.executable, "-c", "import sys\nwhile sys.stdin.buffer.read1(1 << 16): pass"]
+# A player that reads whole chunks and notes, for each, how long ago it was offered: every chunk starts with
+# its offer time (CLOCK_MONOTONIC is one clock for every process of the machine). Writes the longest wait.
+TIMING_PLAYER = f"""
+import struct, sys, time
+longest = 0.0
+while chunk := sys.stdin.buffer.read({CHUNK}):
+    longest = max(longest, time.monotonic() - struct.unpack("d", chunk[:8])[0])
+open(sys.argv[1], "w").write(str(longest))
+"""
 
 
 def paced_chunks(seconds: float) -> list[float]:
@@ -31,21 +42,26 @@ def paced_chunks(seconds: float) -> list[float]:
     return [i * CHUNK * 8 / RATE_BPS for i in range(count)]
 
 
-def run_feeder(seconds: float, player: list[str]) -> tuple[float, list[float]]:
-    feeder = ViewFeeder(player, lambda event: None)
-    feeder.start()
-    chunk = os.urandom(CHUNK)
-    offer_costs = []
-    start = time.monotonic()
-    for due in paced_chunks(seconds):
-        delay = start + due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        t0 = time.perf_counter()
-        feeder.offer(chunk)
-        offer_costs.append(time.perf_counter() - t0)
-    feeder.stop(timeout=2)
-    return feeder.max_delay_s, offer_costs
+def run_feeder(seconds: float, player: list[str] | None) -> tuple[float, list[float]]:
+    """Offer paced chunks; the longest offer -> player delay (measured by the player) and each offer's cost."""
+    with tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "longest"
+        feeder = ViewFeeder(player or [sys.executable, "-c", TIMING_PLAYER, str(result)], lambda event: None)
+        feeder.start()
+        chunk = bytearray(os.urandom(CHUNK))
+        offer_costs = []
+        start = time.monotonic()
+        for due in paced_chunks(seconds):
+            delay = start + due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            chunk[:8] = struct.pack("d", time.monotonic())
+            t0 = time.perf_counter()
+            feeder.offer(chunk)
+            offer_costs.append(time.perf_counter() - t0)
+        feeder.stop(timeout=2)
+        longest = float(result.read_text()) if result.exists() else float("nan")
+    return longest, offer_costs
 
 
 def run_direct(seconds: float) -> tuple[float, list[float]]:
@@ -72,7 +88,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     _, direct_costs = run_direct(args.seconds)
-    feeder_max, offer_costs = run_feeder(args.seconds, PLAYER)
+    feeder_max, offer_costs = run_feeder(args.seconds, None)
     _, stuck_costs = run_feeder(min(args.seconds, 3.0), ["sleep", "60"])
 
     def us(values: list[float]) -> str:

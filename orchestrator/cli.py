@@ -7,6 +7,7 @@ module each; heavy imports (paramiko, sh, rich.live) happen inside them, so `pio
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import typer
 
 from orchestrator import __version__
-from orchestrator.errors import PiorchError
+from orchestrator.errors import Interrupted, PiorchError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +42,10 @@ def reports_errors(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except Interrupted as exc:
+            # A normal way to stop, not an error: said as what happened and what state it left.
+            sys.stderr.write(f"piorch: {exc}\n")
+            raise typer.Exit(exc.exit_code) from None
         except PiorchError as exc:
             raise fail(exc.message, exc.fix, exc.exit_code) from None
         except KeyboardInterrupt:
@@ -95,4 +100,8 @@ _register()
 
 
 def main() -> None:
+    # Library log records never reach the terminal: paramiko logs every failed handshake at ERROR, with a
+    # traceback, from its own thread, and with no handler configured logging's last-resort handler would
+    # print them to stderr. piorch reports each failure itself, as one line (see reports_errors).
+    logging.getLogger().addHandler(logging.NullHandler())
     app()

@@ -29,7 +29,10 @@ def check_port(value: int) -> str | None:
 
 
 def check_bitrate(value: int) -> str | None:
-    # raspivid silently caps H.264 level 4 at 25 Mbit/s; 62.5 Mbit/s is the ceiling of any Pi encoder.
+    # 62.5 Mbit/s is H.264 level 4.2's ceiling, raspivid's highest (MAX_BITRATE_LEVEL42). What each tool does
+    # with a value in range is decided in pi/camera.py: raspivid gets `-lev 4.2` above 25 Mbit/s (at its default
+    # level 4 it would silently lower it to 25) and an MJPEG bitrate over 25 Mbit/s is refused (raspivid's MJPEG
+    # ceiling); rpicam-vid passes it to its H.264 encoder and ignores it for MJPEG (quality only).
     return None if 100_000 <= value <= 62_500_000 else "must be between 100000 and 62500000 bit/s"
 
 

@@ -58,6 +58,13 @@ class Progress:
     fps: float | None = None
 
 
+def minutes_of_space(free_bytes: int | None, bps: float) -> float | None:
+    """How many minutes of recording at `bps` bit/s fit in `free_bytes` (None when either is unknown)."""
+    if free_bytes is None or bps <= 0:
+        return None
+    return free_bytes * 8 / bps / 60
+
+
 @dataclass(frozen=True)
 class FileStarted:
     path: Path
@@ -73,6 +80,9 @@ class FileFinished:
     status: FileStatus
     duration_s: float
     removed: bool = False
+    # Why the raw stream could not be made into the container that was asked for (the raw file is kept
+    # and `path` is it); None when no container was asked for or the remux worked.
+    remux_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,17 @@ class PiHealthReport:
 
 
 @dataclass(frozen=True)
+class SnapProgress:
+    """Where a snap stands: `done` of `count` images saved; `taking` = the image being taken (0: waiting
+    for its turn, `next_in_s` seconds from now)."""
+
+    done: int
+    count: int
+    taking: int
+    next_in_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Notice:
     level: str  # "info", "warning" or "error"
     message: str
@@ -97,19 +118,16 @@ Event = StateChanged | Progress | FileStarted | FileFinished | Notice | PiHealth
 EventSink = Callable[[Event], None]
 
 
-def ignore_event(event: Event) -> None:
-    """The do-nothing subscriber."""
-
-
 class Ending(str, enum.Enum):
     """How a camera run (and the file it was writing) ended: the one vocabulary, read in one place."""
 
     DONE = "done"  # the camera finished by itself, the sender closed
+    SEGMENT = "segment"  # a file only: cut there, the stream goes on in the next file
     STOPPED = "stopped"  # the user stopped it (Ctrl+C, SIGTERM, leaving the `with` block)
     OVERRAN = "overran"  # it ran past its own time limit and piorch stopped it
     STALLED = "stalled"  # no data for the stall timeout: the link is taken as lost
     LOST = "lost"  # the SSH connection went away under the run
-    DISK = "disk"  # writing on the laptop failed (disk full): the camera was stopped
+    FAILED = "failed"  # receiving or writing on the laptop failed (disk full, folder gone): `error` says why
 
     @property
     def link_fault(self) -> bool:
@@ -118,4 +136,4 @@ class Ending(str, enum.Enum):
     @property
     def piorch_stops_camera(self) -> bool:
         """Endings after which the camera may still run on the Pi and piorch must stop it."""
-        return self in (Ending.STOPPED, Ending.OVERRAN, Ending.DISK)
+        return self in (Ending.STOPPED, Ending.OVERRAN, Ending.FAILED)

@@ -35,11 +35,16 @@ def build_nc_send_argv(flavour: NetcatFlavour, host: str, port: int, nc: str = "
 
     -v: without it OpenBSD nc says nothing when the connection is refused, and piorch could only blame
     the camera, whose pipe broke. Its success line goes to stderr, which piorch keeps but does not show.
+    -n: numeric only. With -v, traditional netcat looks the peer's address up in DNS before connecting
+    (`nc.traditional -h`: "-n numeric-only IP addresses, no DNS"), and on a cable-only Pi whose resolver is
+    unreachable every connection (every snapshot) would first wait for the resolver to time out. OpenBSD
+    netcat takes -n too (nc_openbsd(1): "Do not perform domain name resolution"). `host` is always an
+    address here (--laptop-ip is checked as one; otherwise it is this end of the SSH connection).
     """
     if flavour is NetcatFlavour.OPENBSD:
-        return [nc, "-v", "-N", host, str(port)]
+        return [nc, "-v", "-n", "-N", host, str(port)]
     if flavour is NetcatFlavour.TRADITIONAL:
-        return [nc, "-v", "-q", "0", host, str(port)]
+        return [nc, "-v", "-n", "-q", "0", host, str(port)]
     raise ValueError(f"no sender command for netcat flavour {flavour.value}")
 
 

@@ -62,7 +62,14 @@ def duration_ms(minutes: float | None, seconds: float | None) -> int:
         raise UsageError(f"a negative duration ({value:g} s)", "give a positive time, or 0 for until Ctrl+C")
     if value > MAX_DURATION_S:
         raise UsageError("a duration over a week", "record in several runs")
-    return round(value * 1000)
+    milliseconds = round(value * 1000)
+    if value > 0 and milliseconds < 1:
+        # The camera tools count -t in whole milliseconds, and `-t 0` means "until stopped": a duration that
+        # rounds to 0 would record for ever.
+        option = f"--minutes {minutes:g}" if minutes is not None else f"--seconds {seconds:g}"
+        raise UsageError(f"{option} is under a millisecond, the shortest time the camera tools can be given",
+                         "give at least 0.001 seconds, or 0 to record until Ctrl+C")
+    return milliseconds
 
 
 def segment_seconds(text: str | None) -> float:
@@ -142,6 +149,7 @@ def build_record_settings(config: Config, choices: RecordChoices) -> tuple[Recor
         segment_s=choices.segment_s, container=config["container"], keep_raw=choices.keep_raw,
         view=choices.view, frames=choices.frames, force=choices.force, kill_stale=choices.kill_stale,
         stall_timeout_s=choices.stall_timeout_s, no_resume=choices.no_resume,
+        bitrate_given=config.sources["bitrate"] != "default",
     )
     return settings, build_ssh_settings(config, choices.accept_new_host_key)
 

@@ -93,6 +93,9 @@ class RecordSettings:
     # No bytes for this long while recording: the link is lost; resume into a new file (unless no_resume).
     stall_timeout_s: float = 10.0
     no_resume: bool = False
+    # The bitrate came from a flag, the environment or a config file (not the default): worth a word when
+    # the encoder ignores it (rpicam-vid's MJPEG).
+    bitrate_given: bool = False
 
 
 class StillTool(str, enum.Enum):

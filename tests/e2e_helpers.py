@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.sim.camera import camera_is_free
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.sshd_server import SshServer, SshServerInfo
+from tests.system_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +25,15 @@ class FakePi:
     lock: Path
 
     def runs(self) -> list[dict[str, object]]:
+        """Every run of a camera tool, except the probe's questions (`--help`, `--version`), which do not
+        open the camera."""
+        return [run for run in self.all_runs() if not is_question(run)]
+
+    def questions(self) -> list[dict[str, object]]:
+        """The probe's `--help` and `--version` runs."""
+        return [run for run in self.all_runs() if is_question(run)]
+
+    def all_runs(self) -> list[dict[str, object]]:
         path = self.log_dir / "runs.jsonl"
         if not path.exists():
             return []
@@ -37,11 +47,18 @@ class FakePi:
         return camera_is_free(self.lock)
 
     def use_traditional_nc(self) -> None:
-        (self.info.bin_dir / "nc").symlink_to("/bin/nc.traditional")
+        (self.info.bin_dir / "nc").symlink_to(require_tool("nc.traditional"))
+
+
+def is_question(run: dict[str, object]) -> bool:
+    argv = run.get("argv")
+    return isinstance(argv, list) and argv[1:] in (["--help"], ["--version"])
 
 
 def start_fake_pi(tmp_path: Path, tools: tuple[str, ...] = ("raspivid",),
                   extra_env: dict[str, str] | None = None) -> FakePi:
+    # The fake Pi streams through the machine's own netcat (its PATH ends in /usr/bin), as a real Pi does.
+    require_tool("nc")
     log_dir = tmp_path / "pi-log"
     log_dir.mkdir()
     lock = tmp_path / "camera.lock"

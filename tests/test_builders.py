@@ -20,7 +20,7 @@ from orchestrator.netcat import (
     parse_nc_failure,
     parse_nc_flavour,
 )
-from orchestrator.pi.camera import build_camera_argv, parse_camera_failure
+from orchestrator.pi.camera import EncoderOptions, build_camera_argv, parse_camera_failure
 from orchestrator.pi.scripts import (
     build_kill_script,
     build_pipeline_script,
@@ -29,6 +29,7 @@ from orchestrator.pi.scripts import (
     parse_status_line,
 )
 from orchestrator.settings import CameraSettings, CameraTool
+from tests.system_tools import require_tool
 
 DATA = Path(__file__).parent / "data"
 BASE = CameraSettings(bitrate=16_000_000, width=1280, height=720, fps=25, duration_ms=600_000)
@@ -49,10 +50,48 @@ BASE = CameraSettings(bitrate=16_000_000, width=1280, height=720, fps=25, durati
         (CameraTool.LIBCAMERA_VID, CameraSettings(vflip=True, hflip=True, duration_ms=5000),
          ["libcamera-vid", "-o", "-", "-t", "5000", "--codec", "h264", "-b", "16000000", "--width", "1920",
           "--height", "1080", "--framerate", "30", "-n", "--inline", "--vflip", "--hflip"]),
+        # raspivid lowers anything over 25 Mbit/s at its default level 4: level 4.2 lets 62.5 through.
+        (CameraTool.RASPIVID, CameraSettings(bitrate=25_000_001, duration_ms=1000),
+         ["raspivid", "-o", "-", "-t", "1000", "-b", "25000001", "-w", "1920", "-h", "1080", "-fps", "30",
+          "-n", "-ih", "-lev", "4.2"]),
+        (CameraTool.RASPIVID, CameraSettings(bitrate=25_000_000, duration_ms=1000),
+         ["raspivid", "-o", "-", "-t", "1000", "-b", "25000000", "-w", "1920", "-h", "1080", "-fps", "30",
+          "-n", "-ih"]),
+        # MJPEG: raspivid keeps -b (its MJPEG encoder is rate-controlled); rpicam-vid's ignores it, so no -b.
+        (CameraTool.RASPIVID, CameraSettings(codec="mjpeg", duration_ms=1000),
+         ["raspivid", "-o", "-", "-t", "1000", "-b", "16000000", "-w", "1920", "-h", "1080", "-fps", "30",
+          "-n", "-cd", "MJPEG"]),
+        (CameraTool.RPICAM_VID, CameraSettings(codec="mjpeg", duration_ms=1000),
+         ["rpicam-vid", "-o", "-", "-t", "1000", "--codec", "mjpeg", "--width", "1920", "--height", "1080",
+          "--framerate", "30", "-n"]),
     ],
 )
 def test_camera_argv(tool: CameraTool, camera: CameraSettings, expected: list[str]) -> None:
     assert build_camera_argv(camera, tool) == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "codec", "added"),
+    [
+        (EncoderOptions(), "h264", []),
+        (EncoderOptions(libav_format=True), "h264", ["--libav-format", "h264"]),
+        (EncoderOptions(low_latency=True), "h264", ["--low-latency"]),
+        (EncoderOptions(libav_format=True, low_latency=True), "h264", ["--libav-format", "h264", "--low-latency"]),
+        # MJPEG never goes through libav's H.264 path: nothing to add.
+        (EncoderOptions(libav_format=True, low_latency=True), "mjpeg", []),
+    ],
+)
+def test_libav_options_follow_the_plan(options: EncoderOptions, codec: str, added: list[str]) -> None:
+    camera = CameraSettings(codec=codec, duration_ms=1000)
+    plain = build_camera_argv(camera, CameraTool.RPICAM_VID)
+    argv = build_camera_argv(camera, CameraTool.RPICAM_VID, options)
+    assert argv[:len(plain)] == plain and argv[len(plain):] == added
+    assert argv[argv.index("-o") + 1] == "-"  # with --libav-format h264, `-o -` is libav's pipe: output
+
+
+def test_raspivid_never_gets_libav_options() -> None:
+    argv = build_camera_argv(CameraSettings(), CameraTool.RASPIVID, EncoderOptions(libav_format=True, low_latency=True))
+    assert "--libav-format" not in argv and "--low-latency" not in argv
 
 
 def test_legacy_never_uses_rpicam_spellings_and_back() -> None:
@@ -77,6 +116,9 @@ def test_auto_tool_must_be_resolved_first() -> None:
         ("ERROR: *** no cameras available ***", 255, "camera not detected"),
         ("mmal: Failed to create camera component", 70, "camera not detected"),
         ("sh: 1: raspivid: not found", 127, "not installed"),
+        ("ERROR: *** Unable to find an appropriate H.264 codec ***", 255, "cannot record H.264"),
+        ("ERROR: *** libav: cannot allocate output context, try setting with --libav-format ***", 255,
+         "without --libav-format"),
         ("Invalid command line option (-bitrate)", 1, "refused an option"),
         ("something odd", 3, "failed on the Pi (something odd)"),
     ],
@@ -101,9 +143,12 @@ def test_nc_flavour_unknown(text: str) -> None:
 
 
 def test_nc_argv_per_flavour() -> None:
+    # -n on both flavours: traditional netcat with -v would look the laptop up in DNS before connecting.
     assert build_nc_send_argv(NetcatFlavour.OPENBSD, "192.168.50.1", 10401) == [
-        "nc", "-v", "-N", "192.168.50.1", "10401"]
-    assert build_nc_send_argv(NetcatFlavour.TRADITIONAL, "10.0.0.1", 5) == ["nc", "-v", "-q", "0", "10.0.0.1", "5"]
+        "nc", "-v", "-n", "-N", "192.168.50.1", "10401"]
+    assert build_nc_send_argv(NetcatFlavour.TRADITIONAL, "10.0.0.1", 5) == [
+        "nc", "-v", "-n", "-q", "0", "10.0.0.1", "5"]
+    assert build_nc_send_argv(NetcatFlavour.OPENBSD, "fe80::1%eth0", 1)[-2:] == ["fe80::1%eth0", "1"]
     assert build_nc_listen_argv(NetcatFlavour.OPENBSD, 10401) == ["nc", "-n", "-l", "10401"]
     assert build_nc_listen_argv(NetcatFlavour.TRADITIONAL, 10401) == ["nc", "-n", "-l", "-p", "10401"]
     assert build_nc_listen_argv(NetcatFlavour.OPENBSD, 1, "127.0.0.1") == ["nc", "-n", "-l", "127.0.0.1", "1"]
@@ -137,6 +182,7 @@ def test_probe_output_parsed() -> None:
 
 
 def test_probe_script_runs_in_sh() -> None:
+    require_tool("nc")  # the probe reports this machine's netcat flavour
     result = subprocess.run(["sh", "-c", build_probe_script()], capture_output=True, text=True, timeout=10)
     probe = parse_probe_output(result.stdout)
     assert probe.complete and probe.has_setsid
@@ -232,6 +278,67 @@ def test_watchdog_kills_the_group_when_the_channel_closes() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def pid_alive(pid: int) -> bool:
+    """A running process (a zombie is gone for every purpose here: it holds nothing, not the camera)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_watchdog_kills_a_camera_that_ignores_term(tmp_path: Path, shell: str) -> None:
+    """The watchdog's TERM does not stop this camera; its KILL a few seconds later does."""
+    pid_file = tmp_path / "camera.pid"
+    # `exec sleep`: the camera is one process, and an ignored signal stays ignored across exec.
+    camera = ["sh", "-c", f"trap '' TERM; echo $$ > {shlex.quote(str(pid_file))}; exec sleep 120"]
+    script = build_pipeline_script(camera, ["cat"]).replace("sh -c", f"{shell} -c", 1)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(["sh", "-c", script], stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(read_end)
+    camera_pid = 0
+    try:
+        assert proc.stdout is not None
+        pgid = int(proc.stdout.readline().split()[1])
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline, "the camera stand-in did not start"
+            time.sleep(0.05)
+        camera_pid = int(pid_file.read_text())
+        os.close(write_end)  # piorch is gone (SIGKILL): sshd closes the channel
+        write_end = -1
+        deadline = time.monotonic() + 15
+        while pid_alive(camera_pid) or group_alive(pgid):
+            assert time.monotonic() < deadline, "the camera that ignores TERM outlived the watchdog"
+            time.sleep(0.1)
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        if camera_pid and pid_alive(camera_pid):
+            os.kill(camera_pid, 9)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+
+def test_watchdog_is_gone_after_a_normal_end() -> None:
+    """A pipeline that ends by itself takes its watchdog with it: nothing of the group is left to signal later."""
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(["sh", "-c", build_pipeline_script(["printf", "x"], ["cat"])], stdin=read_end,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, _ = proc.communicate(timeout=10)
+        pgid = int(out.decode().splitlines()[0].split()[1])
+        deadline = time.monotonic() + 5
+        while group_alive(pgid):  # the channel is still open: only the normal end's kill can stop it
+            assert time.monotonic() < deadline, "the watchdog outlived its pipeline"
+            time.sleep(0.05)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 HOSTILE = st.text(alphabet=st.sampled_from(list("ab $`'\"\\;|&()<>*?!#~\n\t{}[]%")), min_size=1, max_size=20)

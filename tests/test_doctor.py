@@ -30,6 +30,7 @@ from orchestrator.jobs.doctor import (
     judge_temperature,
     judge_throttling,
     run_doctor,
+    summarize,
 )
 from orchestrator.netcat import NetcatFlavour
 from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
@@ -42,6 +43,7 @@ from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import piorch_env, run_piorch
 from tests.sshd_server import SshServerFactory, SshServerInfo
 from tests.stand_in_pi import NETCAT_NAMES, install_rpicam_hello, install_vcgencmd, restrict_remote_path
+from tests.system_tools import require_tool
 
 ALL_CHECKS = ("laptop-nc", "receiver-port", "output-folder", "link-address", "ssh-reachable", "host-key",
               "ssh-login", *PI_CHECKS)
@@ -228,10 +230,16 @@ def test_power_and_heat_get_different_fixes() -> None:
     assert "power supply" in power.fix and "heatsink" in heat.fix
 
 
-def test_only_pass_and_skip_pass() -> None:
-    assert doctor_passed([Check("a", Status.PASS, ""), Check("b", Status.SKIP, "")])
-    assert not doctor_passed([Check("a", Status.PASS, ""), Check("b", Status.WARN, "")])
-    assert not doctor_passed([Check("a", Status.FAIL, "")])
+def test_a_warning_is_advice_unless_strict() -> None:
+    passed, skipped = Check("a", Status.PASS, ""), Check("b", Status.SKIP, "")
+    warned, failed = Check("c", Status.WARN, ""), Check("d", Status.FAIL, "")
+    assert doctor_passed([passed, skipped]) and doctor_passed([passed, skipped], strict=True)
+    assert doctor_passed([passed, warned]) and not doctor_passed([passed, warned], strict=True)
+    assert not doctor_passed([passed, failed]) and not doctor_passed([failed], strict=True)
+    assert summarize([passed, skipped]) == "all checks passed"
+    assert summarize([passed, warned, warned]) == "no check failed, 2 warning(s)"
+    assert summarize([failed, warned]) == "1 check(s) failed, 1 warning(s)"
+    assert summarize([failed, passed]) == "1 check(s) failed"
 
 
 # -- against stand-in Pis behind a real sshd ----------------------------------------------------------------
@@ -244,6 +252,8 @@ def free_port() -> int:
 
 def stand_in_pi(factory: SshServerFactory, *, cameras: tuple[str, ...] = ("imx219",),
                 throttled: str = "throttled=0x0", nc: bool = True) -> SshServerInfo:
+    if nc:
+        require_tool("nc")  # the Pi's nc is this machine's
     info = factory().info
     install_stand_ins(info.bin_dir, ("rpicam-vid",))
     install_rpicam_hello(info.bin_dir, cameras)
@@ -319,7 +329,26 @@ def test_a_broken_pi_fails_exactly_the_check_that_finds_it(
     lines = plain.stdout.splitlines()
     index = next(i for i, line in enumerate(lines) if line.startswith("FAIL") and f" {name} " in line)
     assert lines[index].endswith(detail) and lines[index + 1].strip() == f"fix: {failed['fix']}"
-    assert lines[-1] == "1 check(s) need attention"
+    assert lines[-1] == "1 check(s) failed"
+
+
+@pytest.mark.e2e
+def test_a_pi_used_without_setup_link_is_healthy_unless_strict(tmp_path: Path, sshd_factory: SshServerFactory) -> None:
+    info = stand_in_pi(sshd_factory)
+    env = doctor_env(tmp_path, info)
+    del env["PIORCH_LAPTOP_IP"]  # no setup-link: the Pi sends to this end of the SSH link, which works
+    plain = run_piorch(env, "doctor", "--pi", info.alias)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    lines = plain.stdout.splitlines()
+    assert any(line.startswith("WARN") and " link-address " in line for line in lines)
+    assert not any(line.startswith("FAIL") for line in lines)
+    assert lines[-1] == "no check failed, 1 warning(s)"
+    assert plain.stderr == ""
+    strict = run_piorch(env, "doctor", "--pi", info.alias, "--strict", "--json")
+    assert strict.returncode == 1
+    report = json.loads(strict.stdout)
+    assert report["ok"] is False
+    assert [c["name"] for c in report["checks"] if c["status"] in ("warn", "fail")] == ["link-address"]
 
 
 def settings_for(tmp_path: Path, ssh_config: Path, target: str) -> DoctorSettings:

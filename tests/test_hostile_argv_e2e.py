@@ -41,6 +41,7 @@ from orchestrator.pi.still import build_still_argv
 from orchestrator.settings import CameraSettings, CameraTool, SshSettings, StillSettings, StillTool
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, start_fake_pi
 from tests.sshd_server import SshServer, SshServerInfo
+from tests.system_tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +154,7 @@ import json, os, sys
 if sys.argv[1:] != ["-h"]:
     with open({log!r}, "a", encoding="utf-8") as log:
         log.write(json.dumps(sys.argv[1:]) + "\\n")
-os.execv("/bin/nc.openbsd", ["nc", *sys.argv[1:]])
+os.execv({nc_openbsd!r}, ["nc", *sys.argv[1:]])
 """
 
 
@@ -183,7 +184,8 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Laptop]:
     try:
         nc_log = tmp / "nc-argv.jsonl"
         nc = pi.info.bin_dir / "nc"
-        nc.write_text(NC_LOGGER.format(python=sys.executable, log=str(nc_log)))
+        nc.write_text(NC_LOGGER.format(python=sys.executable, log=str(nc_log),
+                                       nc_openbsd=require_tool("nc.openbsd")))
         nc.chmod(0o755)
         (pi.info.home / "canary").write_text(CANARY_TEXT)
         cwd = tmp / "cwd"
@@ -397,7 +399,8 @@ def test_snap_name_template_full_of_metacharacters_names_the_file_and_nothing_el
     assert run["argv"] == build_still_argv(still, StillTool.RASPISTILL)
     (nc_call,) = read_argv_log(laptop.nc_log)
     laptop.nc_log.unlink()
-    assert nc_call[:3] == ["-v", "-N", "127.0.0.1"] and len(nc_call) == 4  # the port is the receiver's pick
+    # The port is the receiver's pick; -n: the address is never looked up in DNS.
+    assert nc_call[:4] == ["-v", "-n", "-N", "127.0.0.1"] and len(nc_call) == 5
     nothing_left_anywhere(laptop)
     assert_no_secret(laptop, result.stdout, result.stderr, folders=(out,))
 

@@ -63,8 +63,8 @@ def test_sigkill_frees_the_camera_and_recover_keeps_the_bytes(tmp_path: Path, ig
 
 def test_next_run_recovers_leftovers_and_skips_live_files(tmp_path: Path) -> None:
     from orchestrator.events import Event, FileFinished
-    from orchestrator.stream.receiver import FileWriter
     from orchestrator.stream.recovery import recover_leftovers
+    from orchestrator.stream.writer import FileWriter
 
     out = tmp_path / "recv"
     out.mkdir()
@@ -79,4 +79,4 @@ def test_next_run_recovers_leftovers_and_skips_live_files(tmp_path: Path) -> Non
     assert any(isinstance(e, FileFinished) for e in events)
     manifest = json.loads((out / "11111111-2222-3333-4444-555555555555.json").read_text())
     assert manifest["status"] == "recovered" and manifest["bytes"] == 4000
-    live.finish("eof")
+    live.finalize().release()

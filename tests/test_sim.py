@@ -80,7 +80,7 @@ def _split_jpegs(data: bytes, cut_short: int = 0) -> list[bytes]:
 
 
 def _decode_jpeg(image: bytes) -> tuple[int, int]:
-    av = pytest.importorskip("av")
+    import av  # a runtime dependency: missing means a broken install
     with av.open(io.BytesIO(image), format="mjpeg") as container:
         (frame,) = list(container.decode(video=0))
         return frame.width, frame.height
@@ -240,7 +240,7 @@ def _nal_types(data: bytes) -> list[int]:
 
 
 def _decoded_frames(data: bytes) -> int:
-    av = pytest.importorskip("av")
+    import av  # a runtime dependency: missing means a broken install
     with av.open(io.BytesIO(data), format="h264") as container:
         return sum(1 for _ in container.decode(video=0))
 

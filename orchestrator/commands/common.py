@@ -37,7 +37,8 @@ def resolve_port(values: Config, auto: bool) -> Config:
 
 def pick_display(title: str) -> Any:
     """The live dashboard on a terminal, the plain log otherwise (pipes, CI, systemd)."""
-    from orchestrator.ui.display import Dashboard, PlainLog
+    from orchestrator.ui.dashboard import Dashboard
+    from orchestrator.ui.log import PlainLog
 
     if sys.stderr.isatty():
         return Dashboard(title)
@@ -45,7 +46,8 @@ def pick_display(title: str) -> Any:
 
 
 def fleet_display(pis: list[str]) -> Any:
-    from orchestrator.ui.display import FleetDashboard, FleetLog
+    from orchestrator.ui.dashboard import FleetDashboard
+    from orchestrator.ui.log import FleetLog
 
     return FleetDashboard(pis) if sys.stderr.isatty() else FleetLog(pis)
 
@@ -70,7 +72,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        stop.set()
+        # Not stop.set() here: the handler runs on the main thread, which may be inside stop.wait() holding
+        # the event's own lock; a thread of its own sets it without that deadlock.
+        threading.Thread(target=stop.set, name="piorch-signal", daemon=True).start()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -95,7 +99,7 @@ class Outcome(Protocol):
 
 def finish(result: Outcome) -> None:
     """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
-    from orchestrator.ui.display import render_summary
+    from orchestrator.ui.summary import render_summary
 
     if result.files:
         render_summary(result.files, stdout_console())
@@ -105,3 +109,9 @@ def finish(result: Outcome) -> None:
         raise typer.Exit(130)
     if result.state is State.FAILED and result.problem is not None:
         raise PiorchError(result.problem.message, result.problem.fix)
+    unplayable = [file for file in result.files if file.remux_error]
+    if unplayable:
+        # The bytes are safe, but not in the container that was asked for: a script must not take this as done.
+        raise PiorchError(f"{len(unplayable)} of {len(result.files)} files could not be made into the container "
+                          f"asked for ({unplayable[0].remux_error})",
+                          "the raw .h264 is kept beside each manifest; `--container h264` records it as such")

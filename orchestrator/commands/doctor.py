@@ -1,4 +1,4 @@
-"""`piorch doctor [--pi HOST]`: check the laptop, the SSH login and the Pi; exit 0 only when all pass."""
+"""`piorch doctor [--pi HOST]`: check the laptop, the SSH login and the Pi; exit 0 unless a check fails."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def doctor(
     pi: str = typer.Option(None, "--pi", help="[user@]host[:port] or an ~/.ssh/config alias (config: pi); "
                                               "without one only the laptop is checked."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as one JSON object on stdout."),
+    strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1), e.g. for CI."),
     config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Check everything a recording needs, each with pass/warn/fail and a one-line fix.
@@ -25,9 +26,10 @@ def doctor(
     Laptop: nc and its flavour, the receiver port, the output folder and its free space in minutes of
     recording, the link address (laptop_ip). SSH: reachable, host key known, login. Pi: camera tool and
     stack, camera detected, nc, setsid, free memory, temperature, throttling, clock skew. Nothing is
-    changed anywhere. Exit 0 when every check passes, 1 otherwise.
+    changed anywhere. Exit 0 unless a check fails: a warning is advice (a Pi used without setup-link is
+    healthy); with --strict warnings fail too. Exit 1 otherwise.
     """
-    from orchestrator.jobs.doctor import DoctorSettings, doctor_passed, run_doctor
+    from orchestrator.jobs.doctor import DoctorSettings, doctor_passed, run_doctor, summarize
 
     values = load({"pi": pi}, config)
     ssh = None
@@ -40,16 +42,15 @@ def doctor(
                               backend=Backend(values["backend"]), camera_tool=CameraTool(values["camera_tool"]))
     if as_json:
         checks = run_doctor(settings, lambda check: None)
-        print(json.dumps({"ok": doctor_passed(checks),
+        print(json.dumps({"ok": doctor_passed(checks, strict),
                           "checks": [{"name": c.name, "status": c.status.value, "detail": c.detail, "fix": c.fix}
                                      for c in checks]}, indent=2))
     elif sys.stdout.isatty():
         checks = _run_with_table(settings)
     else:
         checks = run_doctor(settings, _print_line)
-        problems = sum(1 for c in checks if c.status.value in ("warn", "fail"))
-        print("all checks passed" if not problems else f"{problems} check(s) need attention")
-    raise typer.Exit(0 if doctor_passed(checks) else 1)
+        print(summarize(checks))
+    raise typer.Exit(0 if doctor_passed(checks, strict) else 1)
 
 
 def _print_line(check: Any) -> None:
@@ -67,7 +68,7 @@ def _run_with_table(settings: Any) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from orchestrator.jobs.doctor import run_doctor
+    from orchestrator.jobs.doctor import run_doctor, summarize
 
     console = Console()
     with console.status("checking...") as status:
@@ -80,4 +81,5 @@ def _run_with_table(settings: Any) -> Any:
         table.add_row(check.name, Text(check.status.value, style=STYLES[check.status.value]), Text(check.detail),
                       Text(check.fix if check.status.value != "pass" else ""))
     console.print(table)
+    console.print(Text(summarize(checks)))
     return checks

@@ -44,7 +44,7 @@ def listen(
     with stop_on_signals() as stop, display.running():
         result = run_listen(settings, display, stop)
     if result.files:
-        from orchestrator.ui.display import render_summary
+        from orchestrator.ui.summary import render_summary
 
         render_summary(result.files, stdout_console())
     if result.state is State.INTERRUPTED:

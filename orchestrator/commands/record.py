@@ -39,7 +39,9 @@ def record(
     laptop_ip: LaptopIpOption = None,
     port: PortOption = None,
     out: OutOption = None,
-    bitrate: Annotated[int | None, typer.Option("--bitrate", help="H.264 bitrate in bit/s [16000000].")] = None,
+    bitrate: Annotated[int | None, typer.Option(
+        "--bitrate", help="H.264 bitrate in bit/s, up to 62500000 [16000000]. With --codec mjpeg: raspivid's "
+                          "MJPEG takes up to 25000000; rpicam-vid's ignores it (quality only).")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Width in pixels [1920].")] = None,
     height: Annotated[int | None, typer.Option("--height", help="Height in pixels [1080].")] = None,
     fps: Annotated[int | None, typer.Option("--fps", help="Frames per second [30].")] = None,
@@ -83,8 +85,7 @@ def record(
     manifest); several --pi record together, each into OUT/<pi>/.
     """
     from orchestrator.commands.common import resolve_port, stop_on_signals
-    from orchestrator.jobs.record import run_recording
-    from orchestrator.pi.ssh import SshHost
+    from orchestrator.pi.ssh import PendingHost, SshHost
 
     several = pi is not None and len(pi) > 1
     for target in pi or []:
@@ -111,14 +112,21 @@ def record(
             raise UsageError("--view shows one Pi", "record that Pi alone to watch it")
         record_fleet(targets, settings, ssh, values)
         return
-    display = pick_display(f"piorch record: {ssh.target}")
-
     def reconnect() -> SshHost:
         # While the link is down, short connection attempts: recording resumes soon after it returns.
-        return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S))
+        return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop)
 
     with stop_on_signals() as stop:
-        host = SshHost.connect(ssh)
+        # The Pi answers over the network while this process imports the recorder and builds the display.
+        pending = PendingHost(ssh, stop)
+        try:
+            from orchestrator.jobs.record import run_recording
+
+            display = pick_display(f"piorch record: {ssh.target}")
+            host = pending.result()
+        except BaseException:
+            pending.abandon()
+            raise
         try:
             with display.running():
                 result = run_recording(settings, host, display, stop, reconnect)
@@ -133,12 +141,12 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     from orchestrator.config import parse_pi_ports
     from orchestrator.jobs.fleet import plan_fleet, run_fleet
     from orchestrator.pi.ssh import SshHost
-    from orchestrator.ui.display import render_summary
+    from orchestrator.ui.summary import render_summary
 
     plan = plan_fleet(targets, settings, parse_pi_ports(values["pi_ports"]))
     display = fleet_display(targets)
     with stop_on_signals() as stop, display.running():
-        result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target)), display, stop)
+        result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target), stop), display, stop)
     if result.files:
         render_summary(result.files, stdout_console())
     failed = [o for o in result.outcomes if o.state is State.FAILED]

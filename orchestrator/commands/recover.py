@@ -17,7 +17,8 @@ def recover(
     `recovered`. Files a running piorch is still writing are left alone; nothing is ever deleted.
     `record` and `listen` do the same for their folder when they start."""
     from orchestrator.stream.recovery import recover_leftovers
-    from orchestrator.ui.display import PlainLog, render_summary
+    from orchestrator.ui.log import PlainLog
+    from orchestrator.ui.summary import render_summary
 
     if not out.is_dir():
         raise UsageError(f"{out} is not a folder", "give the folder piorch recorded into, e.g. `piorch recover recv`")

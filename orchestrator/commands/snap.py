@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +19,6 @@ from orchestrator.commands.options import (
     PortOption,
     VflipOption,
 )
-from orchestrator.events import FileFinished, FileStarted, Notice, StateChanged
 from orchestrator.resolve import SnapChoices, build_snap_settings
 
 
@@ -73,7 +68,7 @@ def snap(
                     build_image_names(settings.name_template, settings.count, settings.still.image_format) or ())
     display = pick_snap_display(f"piorch snap: {ssh.target}", settings.count)
     with stop_on_signals() as stop:
-        host = SshHost.connect(ssh)
+        host = SshHost.connect(ssh, stop)
         try:
             with display.running():
                 result = run_snap(settings, host, display, stop)
@@ -82,72 +77,9 @@ def snap(
     finish(result)
 
 
-def pick_snap_display(title: str, count: int) -> SnapBar | SnapLog:
+def pick_snap_display(title: str, count: int) -> Any:
     """A progress bar on a terminal, plain lines otherwise (pipes, CI, cron)."""
-    return SnapBar(title, count) if sys.stderr.isatty() else SnapLog()
+    from orchestrator.ui.log import PlainLog
+    from orchestrator.ui.snap import SnapBar
 
-
-class SnapBar:
-    """rich's progress bar of pictures taken; notices and saved files print above it. rich redraws on its
-    own thread, so an event only updates the bar's numbers and returns."""
-
-    def __init__(self, title: str, count: int, console: Any = None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._console = console or Console(stderr=True)
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                                  console=self._console, transient=False)
-        self._task = self._progress.add_task(title, total=count, status="connecting")
-
-    def __call__(self, event: object) -> None:
-        from orchestrator.jobs.snap import SnapProgress
-
-        if isinstance(event, SnapProgress):
-            status = (f"taking image {event.taking}" if event.taking
-                      else f"next in {event.next_in_s:.0f} s" if event.next_in_s > 0 else "")
-            self._progress.update(self._task, completed=event.done, status=status)
-        elif isinstance(event, StateChanged):
-            self._progress.update(self._task, status=event.state.value)
-        elif isinstance(event, Notice):
-            style = {"error": "bold red", "warning": "yellow"}.get(event.level, "")
-            self._console.print(f"[{style}]{event.message}[/]" if style else event.message)
-        elif isinstance(event, FileFinished):
-            self._console.print(f"{event.path.name}: {event.status.value}")
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        with self._progress:
-            yield
-
-
-class SnapLog:
-    """Not a terminal: one line a picture, plus state changes and notices."""
-
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self._stream = stream or sys.stderr
-        self._lock = threading.Lock()
-
-    def _say(self, text: str) -> None:
-        with self._lock:
-            self._stream.write(time.strftime("%H:%M:%S ") + text + "\n")
-            self._stream.flush()
-
-    def __call__(self, event: object) -> None:
-        from orchestrator.jobs.snap import SnapProgress
-
-        if isinstance(event, SnapProgress) and event.taking:
-            self._say(f"image {event.taking} of {event.count}: taking")
-        elif isinstance(event, StateChanged):
-            self._say(f"{event.state.value}{': ' + event.detail if event.detail else ''}")
-        elif isinstance(event, Notice):
-            self._say(f"{event.level}: {event.message}")
-        elif isinstance(event, FileFinished):
-            self._say(f"{event.path.name}: {event.bytes} bytes, {event.status.value}")
-        elif isinstance(event, FileStarted):
-            return  # the `.tmp` name says nothing yet; the picture is reported when it is saved
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        yield
+    return SnapBar(title, count) if sys.stderr.isatty() else PlainLog(announce_files=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import typer
@@ -22,34 +21,24 @@ def trust(
     Compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the Pi. A key
     that differs from the recorded one is never replaced here: remove the old line first.
     """
-    from orchestrator.pi.ssh import fetch_host_key, fingerprint, record_host_key, resolve_target
+    from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix, record_host_key
+    from orchestrator.pi.target import resolve_target
 
     values = load({"pi": pi}, config)
     if not values["pi"]:
         raise UsageError("no Pi given", "pass the host, e.g. `piorch trust pi@192.168.50.2`")
     ssh_config = Path(values["ssh_config"]).expanduser() if values["ssh_config"] else None
     target = resolve_target(values["pi"], ssh_config)
-    key = fetch_host_key(target, timeout=values["connect_timeout"])
-    known_file = target.known_hosts[0]
-    import paramiko
-
-    known = paramiko.HostKeys()
-    for path in target.known_hosts:
-        if path.is_file():
-            known.load(str(path))
-    entry = known.lookup(target.known_hosts_name)
-    recorded = entry.get(key.get_name()) if entry is not None else None
-    if recorded is not None and recorded.asbytes() == key.asbytes():
-        print(f"{target.display} is already trusted ({key.get_name()} {fingerprint(key)})")
+    check, key = check_host_key(target, timeout=values["connect_timeout"])
+    shown = f"{check.key_type} {check.fingerprint}"
+    if check.state is HostKeyState.KNOWN:
+        print(f"{target.display} is already trusted ({shown})")
         return
-    if recorded is not None:
-        raise HostKeyError(
-            f"{target.display} now shows a DIFFERENT host key ({fingerprint(key)}) than the one recorded",
-            f"if the Pi was re-flashed, run `ssh-keygen -R '{target.known_hosts_name}' "
-            f"-f {shlex.quote(str(known_file))}` first",
-        )
-    print(f"{target.display} presents {key.get_name()} {fingerprint(key)}")
+    if check.state is HostKeyState.CHANGED:
+        raise HostKeyError(f"{target.display} now shows a DIFFERENT host key ({check.fingerprint}) than the one "
+                           "recorded", host_key_fix(target, check))
+    print(f"{target.display} presents {shown}")
     if not yes and not typer.confirm("Record this key as your Pi's?", default=False):
         raise typer.Exit(1)
-    record_host_key(known_file, target.known_hosts_name, key)
-    print(f"recorded in {known_file}")
+    record_host_key(check.known_hosts, check.name, key)
+    print(f"recorded in {check.known_hosts}")

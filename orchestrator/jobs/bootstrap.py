@@ -113,7 +113,9 @@ def run_pi_script(host: Host, scripts_dir: Path, step: str, args: Sequence[str] 
 
 def run_bootstrap(settings: BootstrapSettings, prompts: BootstrapPrompts, on_step: StepSink) -> list[Step]:
     """Every step in order; a failed laptop-key, host-key or login step skips the rest (they need it)."""
-    from orchestrator.pi.ssh import SshHost, open_client, record_host_key, resolve_target
+    from orchestrator.pi.hostkey import record_host_key
+    from orchestrator.pi.ssh import SshHost, open_host
+    from orchestrator.pi.target import resolve_target
 
     steps: list[Step] = []
 
@@ -165,7 +167,7 @@ def run_bootstrap(settings: BootstrapSettings, prompts: BootstrapPrompts, on_ste
     ssh = replace(settings.ssh, accept_new_host_key=False)
     via_password = False
     try:
-        client = open_client(target, ssh)
+        host = open_host(target, ssh)
     except ConnectError as exc:
         if not is_login_refused(exc):
             return stop_after(Step("authorize-key", StepStatus.FAILED, exc.message, exc.fix))
@@ -174,8 +176,8 @@ def run_bootstrap(settings: BootstrapSettings, prompts: BootstrapPrompts, on_ste
             client = open_password_client(target, ssh, prompts.password(f"{login_name(target)}@{target.hostname}"))
         except PiorchError as password_exc:
             return stop_after(Step("authorize-key", StepStatus.FAILED, password_exc.message, password_exc.fix))
+        host = SshHost(client, target)
         via_password = True
-    host = SshHost(client, target)
     try:
         for step in run_pi_script(host, settings.scripts_dir, "authorize-key", [key.public_line]):
             emit(step)
@@ -187,7 +189,7 @@ def run_bootstrap(settings: BootstrapSettings, prompts: BootstrapPrompts, on_ste
     if via_password:
         # The proof: the same login piorch record will make, with the key alone.
         try:
-            host = SshHost(open_client(target, ssh), target)
+            host = open_host(target, ssh)
         except PiorchError as exc:
             return stop_after(Step("authorize-key", StepStatus.FAILED, f"the key was added, but {exc.message}",
                                    "check that the Pi's sshd reads ~/.ssh/authorized_keys and that the home "

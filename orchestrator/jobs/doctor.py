@@ -18,20 +18,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
+from orchestrator.events import minutes_of_space
 from orchestrator.netcat import NetcatFlavour
-from orchestrator.pi.capture import choose_tool, probe_pi
+from orchestrator.pi.camera import plan_camera
+from orchestrator.pi.capture import camera_stack, choose_tool, describe_tools, probe_pi
 from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
 from orchestrator.pi.health import MEM_WARN_MB, SKEW_WARN_S, TEMP_HOT_C, TEMP_WARN_C, PiHealth, read_health
 from orchestrator.pi.host import Host
 from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix
 from orchestrator.pi.login import is_login_refused, login_name
 from orchestrator.pi.scripts import PiProbe
-from orchestrator.settings import Backend, CameraTool, SshSettings
-from orchestrator.ui.display import minutes_of_space
+from orchestrator.pi.stack import CameraStack, H264Encoder
+from orchestrator.settings import Backend, CameraSettings, CameraTool, SshSettings
 
 
 class Status(str, enum.Enum):
     PASS = "pass"  # noqa: S105 - a check status, not a password
+    # Advice: a recording works, perhaps less well (no setup-link, a warm Pi). Fails only with --strict.
     WARN = "warn"
     FAIL = "fail"
     # Not checked, for a reason given in the detail (SSH failed, or nothing to check); not a problem itself.
@@ -48,7 +51,7 @@ class Check:
 
 CheckSink = Callable[[Check], None]
 
-PI_CHECKS = ("camera-tool", "camera-detected", "pi-nc", "pi-setsid", "pi-memory", "pi-temperature",
+PI_CHECKS = ("camera-tool", "camera-stack", "camera-detected", "pi-nc", "pi-setsid", "pi-memory", "pi-temperature",
              "pi-throttling", "clock-skew")
 SSH_CHECKS = ("ssh-reachable", "host-key", "ssh-login")
 # Less than a minute of recording left is a failure; under half an hour is worth a warning.
@@ -68,8 +71,20 @@ class DoctorSettings:
     camera_tool: CameraTool = CameraTool.AUTO
 
 
-def doctor_passed(checks: Sequence[Check]) -> bool:
-    return all(check.status in (Status.PASS, Status.SKIP) for check in checks)
+def doctor_passed(checks: Sequence[Check], strict: bool = False) -> bool:
+    """Nothing failed; with `strict`, nothing warned either."""
+    bad = (Status.FAIL, Status.WARN) if strict else (Status.FAIL,)
+    return not any(check.status in bad for check in checks)
+
+
+def summarize(checks: Sequence[Check]) -> str:
+    """The last line of the report: how many checks failed and how many warned."""
+    failed = sum(1 for check in checks if check.status is Status.FAIL)
+    warned = sum(1 for check in checks if check.status is Status.WARN)
+    advice = f"{warned} warning(s)" if warned else ""
+    if failed:
+        return f"{failed} check(s) failed" + (f", {advice}" if advice else "")
+    return f"no check failed, {advice}" if advice else "all checks passed"
 
 
 # -- the laptop ---------------------------------------------------------------------------------------------
@@ -208,6 +223,33 @@ def judge_camera_tool(probe: PiProbe, wanted: CameraTool) -> tuple[Check, Camera
     return Check("camera-tool", Status.PASS, f"{tool.value} at {probe.tools[tool]} ({stack})"), tool
 
 
+_ENCODER_WORDS = {
+    H264Encoder.HARDWARE: "H.264 in hardware (VideoCore)",
+    H264Encoder.SOFTWARE: "H.264 in software (libx264 through libav)",
+    H264Encoder.NONE: "no H.264 encoder",
+    H264Encoder.UNKNOWN: "H.264 hardware or software unknown (board not recognised)",
+}
+
+
+def judge_camera_stack(tool: CameraTool | None, stack: CameraStack | None) -> Check:
+    """Board, camera stack and tool version, and whether this combination can record H.264 (the same plan
+    `record` makes: a Pi 5 with rpicam-apps-lite fails here with its fix, a build without --low-latency warns)."""
+    name = "camera-stack"
+    if tool is None or stack is None:
+        return Check(name, Status.SKIP, "skipped: no camera tool")
+    version = f" {stack.tool_version}" if stack.tool_version else " (no version)" if not tool.is_legacy else ""
+    software = stack.encoder is H264Encoder.SOFTWARE and stack.has_option("low-latency")
+    detail = (f"{stack.board or 'board unknown'}; {'legacy' if tool.is_legacy else 'libcamera'} stack, "
+              f"{tool.value}{version}; {_ENCODER_WORDS[stack.encoder]}{', no B-frames (--low-latency)' * software}")
+    try:
+        plan = plan_camera(CameraSettings(), tool, stack)
+    except PiorchError as exc:
+        return Check(name, Status.FAIL, f"{detail}: {exc.message}", exc.fix)
+    if plan.warnings:
+        return Check(name, Status.WARN, f"{detail}: {plan.warnings[0]}")
+    return Check(name, Status.PASS, detail)
+
+
 CABLE_FIX = "check the ribbon cable at both ends (contacts the right way round), then reboot"
 
 
@@ -322,9 +364,10 @@ def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
         emit(check)
 
     try:
-        probe = probe_pi(host)
+        probe = probe_pi(host, describe_tools(camera_tool))
         check, tool = judge_camera_tool(probe, camera_tool)
         out(check)
+        out(judge_camera_stack(tool, camera_stack(probe, tool) if tool else None))
         camera = parse_camera_check(host.run(build_camera_check_script(), timeout=30).stdout)
         out(judge_camera_detected(tool, camera))
         out(judge_pi_nc(probe))
@@ -344,7 +387,8 @@ def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
 def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
     """Reachable, host key known, login works; the logged-in Host, or None after a failure (then every
     later SSH check has been emitted as skipped)."""
-    from orchestrator.pi.ssh import SshHost, open_client, resolve_target
+    from orchestrator.pi.ssh import open_host
+    from orchestrator.pi.target import resolve_target
 
     done: list[str] = []
 
@@ -378,7 +422,7 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
             return None
         out(Check("host-key", Status.PASS, f"{key_text} in {key_check.known_hosts}"))
     try:
-        client = open_client(target, replace(settings, accept_new_host_key=False))
+        host = open_host(target, replace(settings, accept_new_host_key=False))
     except HostKeyError as exc:
         if "ssh-reachable" not in done:
             out(Check("ssh-reachable", Status.PASS, f"through {target.proxy_jump or 'ProxyCommand'}"))
@@ -405,7 +449,7 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
         out(Check("ssh-reachable", Status.PASS, f"through {target.proxy_jump or 'ProxyCommand'}"))
         out(Check("host-key", Status.PASS, "known (checked by the login)"))
     out(Check("ssh-login", Status.PASS, f"logged in as {login_name(target)}"))
-    return SshHost(client, target)
+    return host
 
 
 def run_doctor(settings: DoctorSettings, on_check: CheckSink) -> list[Check]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator.errors import PiorchError
+from orchestrator.errors import Interrupted, PiorchError
 from orchestrator.events import Event, FileFinished, Notice, State, StateChanged
 from orchestrator.jobs.record import RecordResult, run_recording
 from orchestrator.pi.host import Host
@@ -40,10 +40,14 @@ class PiOutcome:
     result: RecordResult | None
     error: str = ""
     fix: str = ""
+    # Stopped (Ctrl+C, SIGTERM) before its recording began: while connecting or probing.
+    interrupted: bool = False
 
     @property
     def state(self) -> State:
-        return self.result.state if self.result is not None else State.FAILED
+        if self.result is not None:
+            return self.result.state
+        return State.INTERRUPTED if self.interrupted else State.FAILED
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ def run_fleet(
             host = connect(target)
             result = run_recording(settings, host, tagged, stop, reconnect=lambda: connect(target))
             outcome = PiOutcome(target, settings.receive.out_dir, result)
+        except Interrupted as exc:
+            tagged(StateChanged(State.INTERRUPTED, exc.message))
+            outcome = PiOutcome(target, settings.receive.out_dir, None, exc.message, exc.fix, interrupted=True)
         except PiorchError as exc:
             tagged(StateChanged(State.FAILED, exc.message))
             outcome = PiOutcome(target, settings.receive.out_dir, None, exc.message, exc.fix)
@@ -141,6 +148,8 @@ def _write_fleet_manifest(out: Path, result: FleetResult, started: str, on_event
         ],
     }
     try:
+        # No Pi may have got as far as its folder (all stopped while connecting): the run is still told.
+        out.mkdir(parents=True, exist_ok=True)
         write_json_atomically(out / f"session-{result.session}.json", data)
     except OSError as exc:
         on_event(FromPi("", Notice("error", f"could not write the session manifest ({exc.strerror or exc})")))

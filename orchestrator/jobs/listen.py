@@ -9,8 +9,9 @@ from orchestrator.events import EventSink, FileFinished, Notice, State, StateCha
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.progress import ProgressClock
-from orchestrator.stream.receiver import ReceivedFile, make_receiver
+from orchestrator.stream.receiver import make_receiver
 from orchestrator.stream.recovery import recover_leftovers
+from orchestrator.stream.writer import ReceivedFile
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,15 @@ from pathlib import Path
 from orchestrator.errors import PiorchError, ReceiverError, RemoteError
 from orchestrator.events import Ending, EventSink, FileFinished, Notice, PiHealthReport, State, StateChanged
 from orchestrator.netcat import build_nc_send_argv
-from orchestrator.pi.camera import CameraProblem, build_camera_argv, parse_camera_failure
+from orchestrator.pi.camera import CameraProblem, build_camera_argv, parse_camera_failure, plan_camera
 from orchestrator.pi.capture import (
     DRAIN_S,
     Pipeline,
     RemoteExit,
+    camera_stack,
     check_pi_netcat,
     choose_tool,
+    describe_tools,
     explain_pipeline,
     probe_pi,
     resolve_laptop_ip,
@@ -34,6 +36,7 @@ from orchestrator.pi.health import health_warnings, read_health
 from orchestrator.pi.holders import describe, find_holders
 from orchestrator.pi.host import Host
 from orchestrator.pi.scripts import build_pipeline_script
+from orchestrator.pi.stack import CameraStack
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
 from orchestrator.stream.h264 import frames_for, intra_period_for
 from orchestrator.stream.manifest import utc_at, utc_now
@@ -114,6 +117,10 @@ class _Recorder:
     def run_attempt(self, script: str, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> _Attempt:
         attempt = _Attempt(Pipeline(self.host, script))
         pipeline, on_event = attempt.pipeline, self.on_event
+        if self.stop.is_set():
+            # Stopped between the probe and here: nothing is started on the Pi.
+            attempt.ended = Ending.STOPPED
+            return attempt
         if not pipeline.start():
             problem = pipeline.start_problem()
             raise RemoteError(problem.message, problem.fix)
@@ -139,7 +146,7 @@ class _Recorder:
             if self.stop.is_set():
                 return Ending.STOPPED
             if receiver.failure:
-                return Ending.DISK
+                return Ending.FAILED
             if deadline is not None and now > deadline:
                 on_event(Notice("error", "the camera did not stop at its time limit; piorch stopped it"))
                 return Ending.OVERRAN
@@ -204,9 +211,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     `tap` sees every received byte on the receiving thread and must return at once.
     """
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host)
+    probe = probe_pi(host, describe_tools(settings.camera_tool), stop)
     tool = choose_tool(probe, settings.camera_tool)
     flavour = check_pi_netcat(probe)
+    stack = camera_stack(probe, tool)
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive
     if receive.bind is None:
@@ -217,9 +225,13 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     if settings.segment_s:
         # Every segment must open on an I-frame: an intra period that divides the segment length.
         camera = replace(camera, intra_period=intra_period_for(settings.segment_s, camera.fps))
+    # The tool's limits and what this Pi's build can record, refused here: nothing has started on the Pi.
+    plan = plan_camera(camera, tool, stack, settings.bitrate_given)
     check_out_dir(receive.out_dir)
     if not settings.force:
-        check_disk_space(receive.out_dir, camera)
+        check_disk_space(receive.out_dir, camera, plan.expected_bps)
+    for warning in plan.warnings:
+        on_event(Notice("warning", warning))
     recover_leftovers(receive.out_dir, on_event)
     fps = settings.camera.fps
     h264 = settings.camera.codec == "h264"
@@ -239,11 +251,11 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         viewer.start()
     nc_argv = build_nc_send_argv(flavour, laptop_ip, receiver.port)
     duration_s = camera.duration_ms / 1000 or None
-    clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, camera.bitrate)
+    clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, plan.expected_bps)
     recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect)
     end_at = None if duration_s is None else time.monotonic() + duration_s
-    camera_argv = build_camera_argv(camera, tool)
-    base_context = {"pi": host.name, "tool": tool.value, "settings": _settings_dict(settings)}
+    camera_argv = build_camera_argv(camera, tool, plan.options)
+    base_context = {"pi": host.name, "tool": tool.value, "settings": _settings_dict(settings, stack)}
     attempt: _Attempt | None = None
     problem: CameraProblem | None = None
     busy_retried = False
@@ -256,7 +268,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             if limit_s is not None and round(limit_s * 1000) < 1:
                 break  # never `-t 0` for a bounded recording: to the camera that means "for ever"
             run_camera = replace(camera, duration_ms=0 if limit_s is None else round(limit_s * 1000))
-            camera_argv = build_camera_argv(run_camera, tool)
+            camera_argv = build_camera_argv(run_camera, tool, plan.options)
             on_event(StateChanged(State.STARTING, f"{tool.value} on {recorder.host.name}"))
             if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
                 recorder.gaps[-1]["end_utc"] = utc_now()
@@ -276,10 +288,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             on_event(Notice("warning", f"{cause}: keeping what arrived"
                                        + ("" if settings.no_resume else ", reconnecting")))
             # What arrived before the gap is finished as its own file; the next attempt opens a new one.
-            receiver.cut_connections("stalled")
+            receiver.cut_connections(Ending.STALLED)
             # A data connection may have ended cleanly (its FIN came before the SSH loss was seen): the
             # camera did not finish it, so it is cut by the fault all the same.
-            session.mark_pending("stalled")
+            session.mark_pending(Ending.STALLED)
             session.context.update(base_context)
             session.finish_pending({"remote_argv": list(camera_argv), "remote_exit": attempt.pipeline.exits.as_dict()})
             # The gap starts when data stopped, not when the stall was noticed.
@@ -310,7 +322,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     if problem is None and not interrupted and attempt is not None:
         problem = explain_failure(attempt, tool, laptop_ip, receiver, bool(session.pending))
     session.context.update({"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
-                            "settings": _settings_dict(settings), "remote_exit": dict(remote_exit),
+                            "settings": _settings_dict(settings, stack), "remote_exit": dict(remote_exit),
                             "health_warnings": list(recorder.health_seen), "gaps": list(recorder.gaps)})
     files = session.finish(interrupted, problem.message if problem else None)
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
@@ -360,7 +372,7 @@ def free_busy_camera(host: Host, kill_stale: bool, on_event: EventSink) -> bool:
 def explain_failure(attempt: _Attempt, tool: CameraTool, laptop_ip: str, receiver: Receiver,
                     data_arrived: bool) -> CameraProblem | None:
     """The one reason a finished attempt failed, in the words a user can act on; None if it did not."""
-    if attempt.ended is Ending.DISK:
+    if attempt.ended is Ending.FAILED:
         return CameraProblem(f"the laptop's disk filled up ({receiver.failure}); the camera was stopped",
                              "free space or pick another --out; every byte that arrived is kept")
     if attempt.ended is Ending.OVERRAN:
@@ -373,10 +385,13 @@ def explain_failure(attempt: _Attempt, tool: CameraTool, laptop_ip: str, receive
                             laptop_ip, receiver.port)
 
 
-def check_disk_space(out_dir: Path, camera: CameraSettings) -> None:
-    """Refuse a recording the disk cannot hold: bitrate x duration + 10% (until Ctrl+C: one minute)."""
+def check_disk_space(out_dir: Path, camera: CameraSettings, expected_bps: int | None = None) -> None:
+    """Refuse a recording the disk cannot hold: bit/s x duration + 10% (until Ctrl+C: one minute).
+
+    `expected_bps`: what the stream will carry when that is not the bitrate asked for (rpicam-vid's MJPEG
+    ignores it: pi/camera.py plan_camera estimates it from the size, rate and quality)."""
     seconds = camera.duration_ms / 1000 or 60
-    needed = camera.bitrate / 8 * seconds * 1.1
+    needed = (expected_bps or camera.bitrate) / 8 * seconds * 1.1
     free = shutil.disk_usage(out_dir).free
     if needed > free:
         raise ReceiverError(
@@ -385,8 +400,10 @@ def check_disk_space(out_dir: Path, camera: CameraSettings) -> None:
         )
 
 
-def _settings_dict(settings: RecordSettings) -> dict[str, object]:
+def _settings_dict(settings: RecordSettings, stack: CameraStack) -> dict[str, object]:
     camera = asdict(settings.camera)
+    # board, tool_version and h264_encoder say what recorded it (the Manifest has no fields of its own for them).
     return {**camera, "port": settings.receive.port, "backend": settings.receive.backend.value,
             "camera_tool": settings.camera_tool.value, "laptop_ip": settings.laptop_ip,
-            "segment_s": settings.segment_s, "container": settings.container, "keep_raw": settings.keep_raw}
+            "segment_s": settings.segment_s, "container": settings.container, "keep_raw": settings.keep_raw,
+            "board": stack.board, "tool_version": stack.tool_version, "h264_encoder": stack.encoder.value}

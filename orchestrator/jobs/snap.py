@@ -21,17 +21,28 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import UsageError
-from orchestrator.events import Event, FileFinished, FileStatus, Notice, State, StateChanged
+from orchestrator.events import Ending, Event, FileFinished, FileStatus, Notice, SnapProgress, State, StateChanged
 from orchestrator.netcat import build_nc_send_argv
 from orchestrator.pi.camera import CameraProblem
-from orchestrator.pi.capture import DRAIN_S, Pipeline, check_pi_netcat, explain_pipeline, probe_pi, resolve_laptop_ip
+from orchestrator.pi.capture import (
+    DRAIN_S,
+    Pipeline,
+    camera_stack,
+    check_pi_netcat,
+    describe_tools,
+    explain_pipeline,
+    probe_pi,
+    resolve_laptop_ip,
+)
 from orchestrator.pi.host import Host
 from orchestrator.pi.scripts import build_pipeline_script
-from orchestrator.pi.still import build_still_argv, choose_still_tool, explain_still_failure
+from orchestrator.pi.stack import CameraStack
+from orchestrator.pi.still import build_still_argv, check_still_to_stdout, choose_still_tool, explain_still_failure
 from orchestrator.settings import Backend, ImageFormat, SnapSettings, StillTool
 from orchestrator.stream.finishing import finish_received_file
-from orchestrator.stream.receiver import ReceivedFile, Receiver, make_receiver, wait_until_listening
+from orchestrator.stream.receiver import Receiver, make_receiver, wait_until_listening
 from orchestrator.stream.recovery import recover_leftovers
+from orchestrator.stream.writer import ReceivedFile
 
 FIRST_COUNTER = 1
 MAX_NAME_BYTES = 255
@@ -183,17 +194,6 @@ def read_image_ends(path: Path, length: int = 64) -> tuple[bytes, bytes, int]:
 # ------------------------------------------------------------------------------------------ events, results
 
 
-@dataclass(frozen=True)
-class SnapProgress:
-    """Where a snap stands: `done` of `count` images saved; `taking` = the image being taken (0: waiting
-    for its turn, `next_in_s` seconds from now)."""
-
-    done: int
-    count: int
-    taking: int
-    next_in_s: float = 0.0
-
-
 SnapEvent = Event | SnapProgress
 SnapSink = Callable[[SnapEvent], None]
 
@@ -261,11 +261,11 @@ def _explain_capture(capture: _Capture, tool: StillTool, laptop_ip: str, port: i
     return problem
 
 
-def _settings_dict(settings: SnapSettings, index: int) -> dict[str, object]:
+def _settings_dict(settings: SnapSettings, index: int, stack: CameraStack) -> dict[str, object]:
     return {**asdict(settings.still), "image": FIRST_COUNTER + index, "count": settings.count,
             "interval_s": settings.interval_s, "name_template": settings.name_template, "port": settings.receive.port,
             "backend": settings.receive.backend.value, "camera_tool": settings.still_tool.value,
-            "laptop_ip": settings.laptop_ip}
+            "laptop_ip": settings.laptop_ip, "board": stack.board, "tool_version": stack.tool_version}
 
 
 def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threading.Event) -> SnapResult:
@@ -274,8 +274,10 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     image_format = still.image_format
     names = build_image_names(settings.name_template, settings.count, image_format)
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host)
+    probe = probe_pi(host, describe_tools(settings.still_tool), stop)
     tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
+    stack = camera_stack(probe, tool)
+    check_still_to_stdout(tool, stack.facts)
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive if settings.receive.bind else replace(settings.receive, bind=laptop_ip)
     camera_argv = build_still_argv(still, tool)
@@ -298,13 +300,13 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
         remote_exit = {"camera": None, "nc": None, "pipeline": None} if capture is None else \
             capture.pipeline.exits.as_dict()
         context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
-                   "settings": _settings_dict(settings, index), "remote_exit": remote_exit}
+                   "settings": _settings_dict(settings, index, stack), "remote_exit": remote_exit}
         for position, item in enumerate(received[finished:]):
-            if item.ended_by.startswith("error") and failure is None:
-                failure = CameraProblem(f"saving {item.path.name} failed ({item.ended_by.removeprefix('error: ')})",
+            if item.ended_by is Ending.FAILED and failure is None:
+                failure = CameraProblem(f"saving {item.path.name} failed ({item.error})",
                                         "check the disk of the --out folder")
             reason = failure.message if failure else None
-            stopped = capture is None or capture.interrupted or item.ended_by == "stopped"
+            stopped = capture is None or capture.interrupted or item.ended_by is Ending.STOPPED
             if reason is None and not stopped:
                 reason = check_image_bytes(image_format, *read_image_ends(item.path))
                 if reason is not None:

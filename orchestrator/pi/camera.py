@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orchestrator.errors import RemoteError, UsageError
+from orchestrator.pi.stack import CameraStack, H264Encoder
 from orchestrator.settings import CameraSettings, CameraTool
 
 # Preference when the Pi has several: the libcamera tools are the maintained stack; raspivid only works on
@@ -24,15 +26,42 @@ TOOL_PACKAGE: Mapping[CameraTool, str] = {
 }
 
 
-def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
-    """The camera half of the pipeline, writing H.264 to stdout.
+# raspivid (userland RaspiVid.c): MAX_BITRATE_LEVEL4 and MAX_BITRATE_MJPEG are 25 Mbit/s, MAX_BITRATE_LEVEL42
+# 62.5 Mbit/s. The cap is applied while the level is still the default 4 (the macroblock check that may raise
+# the level comes later), so a higher H.264 bitrate needs `-lev 4.2` on the command line (long form
+# `--level`; values 4, 4.1, 4.2). MJPEG has no way past 25.
+RASPIVID_LEVEL4_MAX_BPS = 25_000_000
+RASPIVID_MJPEG_MAX_BPS = 25_000_000
+LEVEL42_MAX_BPS = 62_500_000
+# RaspiVid.c refuses ("Too many macroblocks/s requested") more 16x16 macroblocks a second than level 4.2 allows.
+RASPIVID_MAX_MACROBLOCKS_S = 522_240
+# rpicam-vid's MJPEG encoder (encoder/mjpeg_encoder.cpp) sets only the JPEG quality (--quality, 50 unless
+# given) and ignores -b, so what it sends depends on the scene. piorch plans with 1.5 bits a pixel, about
+# what JPEG at quality 50 makes of a photograph (some 15:1 of 24-bit colour); a busy, noisy scene makes more.
+MJPEG_BITS_PER_PIXEL = 1.5
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Options beyond the basics that this tool build takes, chosen from the probe by `plan_camera`."""
+
+    # `--libav-format h264`: libav guesses no output format for `-o -` and fails (encoder/libav_encoder.cpp).
+    libav_format: bool = False
+    # `--low-latency`: libx264 without B-frames (else max_b_frames = 1), rpicam-apps 1.6 and later.
+    low_latency: bool = False
+
+
+def build_camera_argv(camera: CameraSettings, tool: CameraTool, options: EncoderOptions = EncoderOptions()
+                      ) -> list[str]:
+    """The camera half of the pipeline, writing H.264 (or MJPEG) to stdout.
 
     Always: no preview (a Pi on a cable has no one looking at its screen, and a preview costs GPU memory)
     and, for H.264, inline headers (SPS/PPS before every I-frame, so a stream joined late or cut still
-    decodes). MJPEG needs neither: every frame is a whole JPEG.
+    decodes). MJPEG needs neither: every frame is a whole JPEG. rpicam-vid's MJPEG ignores -b, so it gets none.
     """
     if tool is CameraTool.AUTO:
         raise ValueError("resolve the camera tool before building its command line")
+    h264 = camera.codec == "h264"
     if tool.is_legacy:
         argv = [
             tool.value, "-o", "-",
@@ -43,11 +72,13 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
             "-fps", str(camera.fps),
             "-n",
         ]
-        if camera.codec == "mjpeg":
+        if not h264:
             argv += ["-cd", "MJPEG"]  # exactly this spelling: raspivid compares case-sensitively
         else:
             argv.append("-ih")
-        if camera.intra_period and camera.codec == "h264":
+            if camera.bitrate > RASPIVID_LEVEL4_MAX_BPS:
+                argv += ["-lev", "4.2"]  # else raspivid silently lowers the bitrate to 25 Mbit/s
+        if camera.intra_period and h264:
             argv += ["-g", str(camera.intra_period)]
         if camera.vflip:
             argv.append("-vf")
@@ -59,21 +90,106 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool) -> list[str]:
         # A bare number is milliseconds for every libcamera-vid/rpicam-vid release; units came later.
         "-t", str(camera.duration_ms),
         "--codec", camera.codec,
-        "-b", str(camera.bitrate),
+        *(["-b", str(camera.bitrate)] if h264 else []),
         "--width", str(camera.width),
         "--height", str(camera.height),
         "--framerate", str(camera.fps),
         "-n",
     ]
-    if camera.codec == "h264":
+    if h264:
         argv.append("--inline")
-    if camera.intra_period and camera.codec == "h264":
+        if options.libav_format:
+            argv += ["--libav-format", "h264"]
+        if options.low_latency:
+            argv.append("--low-latency")
+    if camera.intra_period and h264:
         argv += ["--intra", str(camera.intra_period)]
     if camera.vflip:
         argv.append("--vflip")
     if camera.hflip:
         argv.append("--hflip")
     return argv
+
+
+def macroblocks_per_second(width: int, height: int, fps: int) -> int:
+    """16x16 macroblocks a second, rounding the picture up to whole macroblocks as the encoders do."""
+    return ((width + 15) // 16) * ((height + 15) // 16) * fps
+
+
+def check_camera_limits(camera: CameraSettings, tool: CameraTool) -> None:
+    """Refuse what the tool would refuse or silently change, naming the limit (UsageError)."""
+    if not tool.is_legacy:
+        return
+    if camera.codec == "h264":
+        rate = macroblocks_per_second(camera.width, camera.height, camera.fps)
+        if rate > RASPIVID_MAX_MACROBLOCKS_S:
+            per_frame = rate // camera.fps
+            most = RASPIVID_MAX_MACROBLOCKS_S // per_frame
+            raise UsageError(
+                f"{camera.width}x{camera.height} at {camera.fps} fps is {rate:,} macroblocks/s, and raspivid refuses "
+                f"more than {RASPIVID_MAX_MACROBLOCKS_S:,} (H.264 level 4.2)",
+                f"give --fps {most} or less at this size, or a smaller --width/--height")
+    elif camera.bitrate > RASPIVID_MJPEG_MAX_BPS:
+        raise UsageError(
+            f"bitrate {camera.bitrate} is over raspivid's MJPEG ceiling of 25 Mbit/s (it would silently lower it)",
+            f"give --bitrate {RASPIVID_MJPEG_MAX_BPS} or less")
+
+
+def mjpeg_estimate_bps(camera: CameraSettings) -> int:
+    return round(camera.width * camera.height * camera.fps * MJPEG_BITS_PER_PIXEL)
+
+
+@dataclass(frozen=True)
+class CameraPlan:
+    """How one recording is spoken to this Pi's tool, decided before anything starts on the Pi."""
+
+    options: EncoderOptions
+    # What the stream is expected to carry, bit/s: the bitrate asked for, or an estimate where the encoder
+    # ignores it (rpicam-vid's MJPEG). For the disk check and the dashboard.
+    expected_bps: int
+    warnings: tuple[str, ...] = ()
+
+
+def plan_camera(camera: CameraSettings, tool: CameraTool, stack: CameraStack, bitrate_given: bool = False
+                ) -> CameraPlan:
+    """Which options this tool build gets, what its stream will carry, and the refusals of what it cannot do.
+
+    Raises UsageError for a size, rate or bitrate past the tool's limits, RemoteError when the Pi's tool
+    cannot record the codec at all (a Pi 5 with rpicam-apps-lite and H.264).
+    """
+    check_camera_limits(camera, tool)
+    warnings: list[str] = []
+    if camera.codec != "h264":
+        if tool.is_legacy:
+            return CameraPlan(EncoderOptions(), camera.bitrate)
+        expected = mjpeg_estimate_bps(camera)
+        if bitrate_given:
+            warnings.append(f"{tool.value} ignores the bitrate with --codec mjpeg (its MJPEG encoder sets only the "
+                            f"JPEG quality, 50); expect about {expected / 1e6:.0f} Mbit/s at {camera.width}x"
+                            f"{camera.height}, {camera.fps} fps")
+        return CameraPlan(EncoderOptions(), expected, tuple(warnings))
+    if tool.is_legacy or stack.encoder is H264Encoder.HARDWARE:
+        return CameraPlan(EncoderOptions(), camera.bitrate)
+    board = stack.board or "this Pi"
+    if stack.encoder is H264Encoder.NONE:
+        raise RemoteError(
+            f"{tool.value} on the {board} cannot record H.264 (a Pi 5 has no hardware H.264 encoder, and this "
+            "rpicam-apps build, rpicam-apps-lite, has no libav to encode it in software)",
+            "install the full build on the Pi (sudo apt install rpicam-apps), or record with --codec mjpeg")
+    options = EncoderOptions(libav_format=stack.has_option("libav-format"), low_latency=stack.has_option("low-latency"))
+    if stack.encoder is H264Encoder.SOFTWARE:
+        if not options.libav_format:
+            said = "lists no --libav-format" if stack.facts and stack.facts.help_read else "could not be read"
+            raise RemoteError(
+                f"{tool.value} on the {board} encodes H.264 in software (libav), which cannot write to a pipe "
+                f"without --libav-format, and its --help {said}",
+                "update rpicam-apps on the Pi (sudo apt update && sudo apt install rpicam-apps), "
+                "or record with --codec mjpeg")
+        if not options.low_latency:
+            version = f" {stack.tool_version}" if stack.tool_version else ""
+            warnings.append(f"{tool.value}{version} has no --low-latency (rpicam-apps 1.6 and later), so libx264 "
+                            "makes B-frames and frames arrive out of display order; update rpicam-apps on the Pi")
+    return CameraPlan(options, camera.bitrate, tuple(warnings))
 
 
 @dataclass(frozen=True)
@@ -99,6 +215,17 @@ def parse_camera_failure(tool: CameraTool, stderr: str, exit_code: int | None) -
         fix = ("check the ribbon cable and enable the legacy camera in raspi-config"
                if tool.is_legacy else "check the ribbon cable; `rpicam-hello --list-cameras` must list it")
         return CameraProblem("camera not detected on the Pi", fix)
+    # encoder/encoder.cpp and encoder/libav_encoder.cpp: what a Pi 5 says when piorch's probe could not tell
+    # (a board it does not recognise) and the plan was not refused beforehand.
+    if "unable to find an appropriate h.264 codec" in text:
+        return CameraProblem(f"{tool.value} cannot record H.264 on this Pi: no hardware encoder and no libav "
+                             "(a Pi 5 with rpicam-apps-lite)",
+                             "install the full build on the Pi (sudo apt install rpicam-apps), "
+                             "or record with --codec mjpeg")
+    if "cannot allocate output context" in text:
+        return CameraProblem(f"{tool.value} encodes H.264 in software (libav) here and cannot write it to a pipe "
+                             "without --libav-format", "update rpicam-apps on the Pi (sudo apt install rpicam-apps), "
+                             "or record with --codec mjpeg")
     if "invalid command line option" in text or "unrecognised option" in text or "unrecognized option" in text:
         return CameraProblem(f"{tool.value} refused an option ({_last_line(stderr)})",
                              "try --camera-tool to pick the tool the Pi really has")

@@ -8,8 +8,9 @@ group and confirms it is gone, `finish()` collects the exit statuses and the cam
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.errors import RemoteError
@@ -27,7 +28,9 @@ from orchestrator.pi.scripts import (
     parse_probe_output,
     parse_status_line,
 )
-from orchestrator.settings import CameraTool
+from orchestrator.pi.stack import CameraStack, describe_stack
+from orchestrator.pi.still import STILL_TOOL_PREFERENCE
+from orchestrator.settings import CameraTool, StillTool
 
 # The pipeline prints its process group id first thing; a Pi that takes longer is not answering.
 START_TIMEOUT_S = 15.0
@@ -35,8 +38,20 @@ START_TIMEOUT_S = 15.0
 DRAIN_S = 10.0
 
 
-def probe_pi(host: Host) -> PiProbe:
-    result = host.run(build_probe_script(), timeout=20)
+def describe_tools(wanted: CameraTool | StillTool) -> tuple[str, ...]:
+    """Which libcamera tool the probe asks about itself: the one asked for, else the ones `auto` would pick
+    from, in the same order (TOOL_PREFERENCE, STILL_TOOL_PREFERENCE). raspivid/raspistill: none."""
+    if wanted is CameraTool.AUTO:
+        return tuple(tool.value for tool in TOOL_PREFERENCE if not tool.is_legacy)
+    if wanted is StillTool.AUTO:
+        return tuple(tool.value for tool in STILL_TOOL_PREFERENCE if not tool.is_legacy)
+    return () if wanted.is_legacy else (wanted.value,)
+
+
+def probe_pi(host: Host, describe: Sequence[str] = (), stop: threading.Event | None = None) -> PiProbe:
+    """What the Pi has (camera tools and what the libcamera ones say of themselves, nc, setsid, the board);
+    Interrupted when `stop` is set first."""
+    result = host.run(build_probe_script(describe), timeout=20, stop=stop)
     probe = parse_probe_output(result.stdout)
     if not probe.complete:
         detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
@@ -56,6 +71,12 @@ def choose_tool(probe: PiProbe, wanted: CameraTool) -> CameraTool:
             return tool
     raise RemoteError("no camera tool (rpicam-vid, libcamera-vid, raspivid) on the Pi",
                       "install rpicam-apps there (sudo apt install rpicam-apps); `piorch bootstrap` checks the stack")
+
+
+def camera_stack(probe: PiProbe, tool: CameraTool | StillTool) -> CameraStack:
+    """The board, what the chosen tool said about itself (when it was the one described) and its H.264 encoder."""
+    facts = probe.tool_facts if probe.tool_facts is not None and probe.tool_facts.tool == tool.value else None
+    return describe_stack(tool.is_legacy, probe.board, facts)
 
 
 def check_pi_netcat(probe: PiProbe) -> NetcatFlavour:

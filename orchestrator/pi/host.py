@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.errors import RemoteError
+from orchestrator.errors import Interrupted, RemoteError
 
 STDERR_KEEP = 64 * 1024
+# How often a short command's wait looks at the stop event (Ctrl+C while probing the Pi).
+STOP_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Host(Protocol):
 
     def start(self, command: str) -> Process: ...
 
-    def run(self, command: str, timeout: float) -> CommandResult: ...
+    def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult: ...
 
     def local_address(self) -> str | None:
         """The laptop's address as the Pi sees it, when known."""
@@ -123,14 +125,25 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
-def run_to_end(host: Host, command: str, timeout: float) -> CommandResult:
-    """Run a short command and collect its output; a command still running at the deadline is an error."""
+def run_to_end(host: Host, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
+    """Run a short command and collect its output; a command still running at the deadline is an error.
+
+    With `stop`: Interrupted as soon as it is set (the command is closed, not waited for). Only for commands
+    that change nothing on the Pi, such as probes: the ones that stop the camera must run to their end.
+    """
     process = host.start(command)
     try:
-        status = process.wait(timeout)
+        deadline = time.monotonic() + timeout
+        status = None
+        while status is None and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise Interrupted(f"interrupted while waiting for {host.name}", "nothing was started on the Pi")
+            status = process.wait(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
         if status is None:
             raise RemoteError(f"a command on {host.name} did not finish within {timeout:.0f} s",
                               "check the Pi's load and the link, then try again")
+        # The status came first; the output streams end right after it (the pumps are joined here).
+        process.wait(max(0.0, deadline - time.monotonic()))
         lines: list[str] = []
         # The pumps have finished (wait joined them), so the queue ends with its None; "" would mean a
         # stream still held open by a leftover child, and what came so far is all there is.
@@ -185,8 +198,8 @@ class LocalHost:
         # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
         return Process(out.read1, err.read1, exit_status, close)  # type: ignore[attr-defined]
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        return run_to_end(self, command, timeout)
+    def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
+        return run_to_end(self, command, timeout, stop)
 
     def local_address(self) -> str | None:
         return "127.0.0.1"

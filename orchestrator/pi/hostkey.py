@@ -1,14 +1,17 @@
-"""Is the Pi's SSH host key known, unknown, or changed? Asked by `doctor` and `bootstrap` before any login.
+"""Is the Pi's SSH host key known, unknown, or changed? Asked by `doctor`, `bootstrap` and `trust` before any login.
 
 The key is read without logging in, preferring the key type already recorded for the host, as paramiko's
 own client and OpenSSH do: a Pi recorded with its ECDSA key that also has an Ed25519 key must not look
-"unknown" just because Ed25519 comes first in the default preference. That preference is why this does not
-call `ssh.fetch_host_key`, which takes the default order.
+"unknown" just because Ed25519 comes first in the default preference. known_hosts files are read and written
+here only (`read_known_hosts`, `record_host_key`): the SSH login, `trust`, `doctor` and `bootstrap` share them.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import os
 import shlex
 import socket
 from collections.abc import Mapping
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConnectError
-from orchestrator.pi.ssh import SshTarget, fingerprint
+from orchestrator.pi.target import SshTarget
 
 if TYPE_CHECKING:
     import paramiko
@@ -48,18 +51,40 @@ def classify_host_key(recorded: Mapping[str, bytes], key_type: str, key_blob: by
     return HostKeyState.KNOWN if recorded[key_type] == key_blob else HostKeyState.CHANGED
 
 
-def load_recorded_keys(target: SshTarget) -> dict[str, bytes]:
-    """Every key recorded for the target in its known_hosts files (hashed names included)."""
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's `SHA256:...` form, so the user can compare it with `ssh-keygen -lf` on the Pi."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def read_known_hosts(paths: tuple[Path, ...], into: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
+    """Every key in the known_hosts files that exist (hashed names included), added to `into` when given
+    (an SSHClient's own table) or to a new table."""
     import paramiko
 
-    known = paramiko.HostKeys()
-    for path in target.known_hosts:
+    known = paramiko.HostKeys() if into is None else into
+    for path in paths:
         if path.is_file():
             try:
                 known.load(str(path))
             except OSError as exc:
                 raise ConnectError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
-    entry = known.lookup(target.known_hosts_name)
+    return known
+
+
+def record_host_key(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
+    """Append one known_hosts line; the folder is created private like ~/.ssh."""
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    line = f"{name} {key.get_name()} {key.get_base64()}\n"
+    with open(known_hosts, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def load_recorded_keys(target: SshTarget) -> dict[str, bytes]:
+    """Every key recorded for the target in its known_hosts files: key type -> key blob."""
+    entry = read_known_hosts(target.known_hosts).lookup(target.known_hosts_name)
     return {} if entry is None else {key_type: key.asbytes() for key_type, key in entry.items()}
 
 

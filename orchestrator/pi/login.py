@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
-from orchestrator.pi.ssh import SshTarget, fingerprint
+from orchestrator.pi.hostkey import fingerprint, read_known_hosts
+from orchestrator.pi.target import SshTarget
 from orchestrator.settings import SshSettings
 
 if TYPE_CHECKING:
@@ -26,9 +27,9 @@ DEFAULT_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
 def is_login_refused(exc: ConnectError) -> bool:
-    """True when `ssh.open_client` failed because the Pi refused the login (not the link or the address).
+    """True when `ssh.open_host` failed because the Pi refused the login (not the link or the address).
 
-    open_client turns every failure into a ConnectError with its own message; the paramiko exception it
+    open_host turns every failure into a ConnectError with its own message; the paramiko exception it
     replaced stays on `__context__` (`raise ... from None` only hides it from tracebacks).
     """
     import paramiko
@@ -124,9 +125,7 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
         raise ConnectError(f"a password login to {target.display} through a jump host is not supported",
                            f"install the key with `ssh-copy-id {target.alias}`, then run bootstrap again")
     client = paramiko.SSHClient()
-    for path in target.known_hosts:
-        if path.is_file():
-            client.load_host_keys(str(path))
+    read_known_hosts(target.known_hosts, client.get_host_keys())
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
+from orchestrator.pi.stack import ToolFacts, clean_board, parse_tool_facts
 from orchestrator.settings import CameraTool, StillTool
 
 PGID_MARK = "piorch-pgid"
@@ -21,16 +22,53 @@ CAMERA_EXIT_MARK = "piorch-camera-exit"
 NC_EXIT_MARK = "piorch-nc-exit"
 
 
-def build_probe_script() -> str:
-    """One round trip that tells which camera tools, which netcat and whether setsid the Pi has."""
+# Lines that frame the chosen libcamera tool's own answers and the board name in the probe's output.
+ABOUT_MARK = "piorch-about"
+VERSION_BEGIN, VERSION_END = "piorch-version-begin", "piorch-version-end"
+HELP_BEGIN, HELP_END = "piorch-help-begin", "piorch-help-end"
+BOARD_MARK = "piorch-board"
+# A boost --help listing of rpicam-vid is about 200 lines; more than this is not a camera tool's help.
+HELP_MAX_LINES = 400
+
+# Where the board's name is: /proc/device-tree is a link to /sys/firmware/devicetree/base on a Pi.
+DEVICE_TREE_MODELS = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
+
+
+def build_probe_script(describe: Sequence[str] = ()) -> str:
+    """One round trip that tells which camera tools, which netcat and whether setsid the Pi has, which board
+    it is, and what the first of `describe` that is installed says about itself (`--version`, `--help`).
+
+    `describe` names libcamera tools only (raspivid has no `--version`, and its options are fixed); the
+    caller passes the tool it will run, or the preference order when the choice is automatic.
+    """
     tools = " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID,
                                              StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL))
+    known = _VIDEO_TOOLS | _STILL_TOOLS
+    asked = [name for name in describe if name in known and name not in _LEGACY_TOOLS]
+    about = ""
+    if asked:
+        # stdin from /dev/null: a tool must never read the channel. --help and --version return before the
+        # camera is opened (core/options.cpp), so this works while another program holds the camera.
+        about = (
+            f"for t in {' '.join(shlex.quote(name) for name in asked)}; do "
+            'if command -v "$t" >/dev/null 2>&1; then '
+            f'echo "{ABOUT_MARK} $t"; '
+            f'echo {VERSION_BEGIN}; "$t" --version </dev/null 2>&1 | head -n 5; echo; echo {VERSION_END}; '
+            f'echo {HELP_BEGIN}; "$t" --help </dev/null 2>&1 | head -n {HELP_MAX_LINES}; echo; echo {HELP_END}; '
+            "break; fi; done; "
+        )
+    models = " ".join(DEVICE_TREE_MODELS)
     return (
         f'for t in {tools}; do p=$(command -v "$t" 2>/dev/null) && echo "piorch-tool $t $p"; done; '
         # Both netcat flavours print their help to stderr and exit non-zero; only the first lines matter.
         "if command -v nc >/dev/null 2>&1; then echo piorch-nc-begin; nc -h 2>&1 | head -n 3; "
         "echo piorch-nc-end; fi; "
         "command -v setsid >/dev/null 2>&1 && echo piorch-setsid; "
+        + about
+        # The model ends in a NUL byte; newlines are dropped too, so the name stays on its mark's line.
+        # printf, not echo: dash's echo would expand backslashes in it.
+        + f'for f in {models}; do if [ -r "$f" ]; then '
+        f"printf '{BOARD_MARK} %s\\n' \"$(tr -d '\\000\\r\\n' <\"$f\")\"; break; fi; done; "
         "echo piorch-probe-done"
     )
 
@@ -43,18 +81,34 @@ class PiProbe:
     complete: bool = False
     # `snap`: rpicam-still / libcamera-still / raspistill, where found.
     still_tools: dict[StillTool, str] = field(default_factory=dict)
+    # The device-tree model ("Raspberry Pi 5 Model B Rev 1.0"); None when the Pi has none readable.
+    board: str | None = None
+    # What the described libcamera tool said about itself; None when none was described or found.
+    tool_facts: ToolFacts | None = None
 
 
 _VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}
 _STILL_TOOLS = {tool.value for tool in StillTool if tool is not StillTool.AUTO}
+_LEGACY_TOOLS = {CameraTool.RASPIVID.value, StillTool.RASPISTILL.value}
 
 
 def parse_probe_output(text: str) -> PiProbe:
     tools: dict[CameraTool, str] = {}
     still_tools: dict[StillTool, str] = {}
     nc_lines: list[str] = []
+    blocks: dict[str, list[str]] = {VERSION_BEGIN: [], HELP_BEGIN: []}
+    ends = {VERSION_BEGIN: VERSION_END, HELP_BEGIN: HELP_END}
+    about: str | None = None
+    board: str | None = None
+    block: str | None = None
     in_nc = seen_nc = has_setsid = complete = False
     for line in text.splitlines():
+        if block is not None:
+            if line.strip() == ends[block]:
+                block = None
+            else:
+                blocks[block].append(line)
+            continue
         if in_nc:
             if line.strip() == "piorch-nc-end":
                 in_nc = False
@@ -67,6 +121,12 @@ def parse_probe_output(text: str) -> PiProbe:
                 tools[CameraTool(parts[1])] = parts[2].strip()
             elif parts[1] in _STILL_TOOLS:
                 still_tools[StillTool(parts[1])] = parts[2].strip()
+        elif parts[0] == ABOUT_MARK and len(parts) == 2 and parts[1].strip() in _VIDEO_TOOLS | _STILL_TOOLS:
+            about = parts[1].strip()
+        elif line.strip() in blocks:
+            block = line.strip()
+        elif parts[0] == BOARD_MARK:
+            board = clean_board(line[len(BOARD_MARK):])
         elif line.strip() == "piorch-nc-begin":
             in_nc = seen_nc = True
         elif line.strip() == "piorch-setsid":
@@ -74,7 +134,10 @@ def parse_probe_output(text: str) -> PiProbe:
         elif line.strip() == "piorch-probe-done":
             complete = True
     flavour = parse_nc_flavour("\n".join(nc_lines)) if seen_nc else None
-    return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools)
+    facts = None if about is None else parse_tool_facts(about, "\n".join(blocks[VERSION_BEGIN]),
+                                                        "\n".join(blocks[HELP_BEGIN]))
+    return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools,
+                   board=board, tool_facts=facts)
 
 
 def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) -> str:
@@ -97,7 +160,13 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) ->
         # as stdin, so it is passed explicitly). $$ in a subshell is still the session leader's pid, which
         # is the group id; `kill -TERM -PGID` without `--`, which dash's kill rejects.
         "exec 4<&0 </dev/null; "
-        "( while read -r _ <&4; do :; done; kill -TERM -$$; sleep 3; kill -KILL -$$ ) >/dev/null 2>&1 & "
+        # The watchdog is itself a member of the group it signals: without `trap '' TERM` its own
+        # `kill -TERM` would end it there, and the KILL for a camera that ignores TERM would never come.
+        # The trap is set only after end-of-file, so until then the `kill "$watchdog"` of a normal end still
+        # stops it. While the watchdog lives the group id cannot be reused, so the late KILL reaches no one
+        # else; it ends the watchdog too.
+        "( while read -r _ <&4; do :; done; trap '' TERM; kill -TERM -$$; sleep 3; kill -KILL -$$ ) "
+        ">/dev/null 2>&1 & "
         "watchdog=$!; exec 4<&-; "
         # fd 3 keeps the channel's stdout for status lines while stdout itself is the pipe to nc.
         "exec 3>&1; "

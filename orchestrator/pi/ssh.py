@@ -1,116 +1,124 @@
-"""The Pi over SSH (paramiko), with ~/.ssh/config honoured and host keys strictly checked.
+"""The Pi over SSH (paramiko): the connection, through every jump host, and a Host whose commands are
+channels of that one connection.
 
-paramiko never reads ~/.ssh/config by itself, so the alias, HostName, User, Port, IdentityFile,
-UserKnownHostsFile and ProxyJump are looked up here. An unknown host key is refused unless the user said to
-record it (`--accept-new-host-key`, `piorch trust`); a changed key is always refused. No AutoAddPolicy.
-paramiko is imported inside functions: it costs about 250 ms, and `piorch --help` must stay instant.
+Host keys are strictly checked: an unknown key is refused unless the user said to record it
+(`--accept-new-host-key`, `piorch trust`), a changed key is always refused, and there is no AutoAddPolicy.
+The handshake runs in a worker thread while the caller watches its stop event, so Ctrl+C during a connection
+that hangs (a Pi that accepts TCP and never speaks SSH) ends the wait at once: everything opened so far is
+closed and `Interrupted` is raised, with nothing started on the Pi. paramiko is imported inside functions:
+it costs about 250 ms, and `piorch --help` must stay instant.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
-import re
+import contextlib
 import shlex
 import socket
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.errors import ConnectError, HostKeyError
+from orchestrator.errors import ConnectError, HostKeyError, Interrupted
 from orchestrator.pi.host import CommandResult, Process, run_to_end
+from orchestrator.pi.hostkey import fingerprint, read_known_hosts, record_host_key
+from orchestrator.pi.proxy import ProxyProcess
+from orchestrator.pi.target import SshTarget, resolve_target
 from orchestrator.settings import SshSettings
 
 if TYPE_CHECKING:
     import paramiko
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
-class SshTarget:
-    """Where and how to connect, after ~/.ssh/config was applied."""
-
-    alias: str
-    hostname: str
-    port: int = 22
-    user: str | None = None
-    identity_files: tuple[Path, ...] = ()
-    identities_only: bool = False
-    # Empty means OpenSSH's default, expanded when used (not at import: HOME may change, e.g. under sudo).
-    known_hosts: tuple[Path, ...] = ()
-    proxy_jump: str | None = None
-    proxy_command: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How OpenSSH names this host in known_hosts: bare for port 22, `[host]:port` otherwise."""
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
-    @property
-    def display(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.hostname}{'' if self.port == 22 else f':{self.port}'}"
+# OpenSSH sets no limit, but a chain this long is a loop in the config (a `Host *` entry with a ProxyJump
+# that does not exclude the jump host itself).
+MAX_HOPS = 8
+# How often the caller looks at its stop event while the handshake runs in the worker.
+STOP_POLL_S = 0.05
+# After a stop, how long the worker gets to notice its closed sockets; it is a daemon thread either way, and
+# whatever it opens after the stop is closed at once (see _Opened.add).
+ABORT_JOIN_S = 1.0
+# Keepalives keep NAT/firewall state warm; they never declare the peer dead (piorch watches that itself).
+KEEPALIVE_S = 5
+LINK_FIX = "check the cable and address; `piorch setup-link --check` tests the link"
+JUMP_FIX = "check that jump host and the ProxyJump line in the SSH config"
 
 
-_TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")
+class _Abandoned(Exception):
+    """The caller stopped waiting: the worker unwinds without opening anything more."""
 
 
-def parse_target(text: str) -> tuple[str | None, str, int | None]:
-    """`[user@]host[:port]` -> (user, host, port); IPv6 goes in brackets."""
-    match = _TARGET.match(text)
-    if not match:
-        raise ConnectError(f"cannot read the Pi address {text!r}", "write it as [user@]host[:port]")
-    host = match.group("host").strip("[]")
-    port = int(match.group("port")) if match.group("port") else None
-    return match.group("user"), host, port
-
-
-def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
-    """Apply the OpenSSH client config (when it exists) to a `[user@]host[:port]` or alias."""
-    user, host, port = parse_target(text)
-    looked: dict[str, Any] = {}
-    if ssh_config is not None and ssh_config.expanduser().is_file():
-        import paramiko
-
-        try:
-            config = paramiko.SSHConfig.from_path(str(ssh_config.expanduser()))
-            looked = dict(config.lookup(host))
-        except Exception as exc:  # paramiko raises several unrelated types for a bad file
-            raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
-                               "fix that file or point ssh_config elsewhere") from None
-    known = tuple(Path(p).expanduser() for p in str(looked.get("userknownhostsfile", "")).split() if p)
-    identities = tuple(Path(p).expanduser() for p in looked.get("identityfile", []))
-    return SshTarget(
-        alias=text,
-        hostname=str(looked.get("hostname", host)),
-        port=port or int(looked.get("port", 22)),
-        user=user or looked.get("user"),
-        identity_files=identities,
-        identities_only=str(looked.get("identitiesonly", "no")).lower() == "yes",
-        known_hosts=known or (Path("~/.ssh/known_hosts").expanduser(),),
-        proxy_jump=looked.get("proxyjump"),
-        proxy_command=looked.get("proxycommand"),
-    )
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's `SHA256:...` form, so the user can compare it with `ssh-keygen -lf` on the Pi."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def record_host_key(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
-    """Append one known_hosts line; the folder is created private like ~/.ssh."""
-    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    line = f"{name} {key.get_name()} {key.get_base64()}\n"
-    with open(known_hosts, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _make_policy(target: SshTarget, accept_new: bool) -> Any:
+def _close_quietly(item: Any) -> None:
     import paramiko
+
+    if isinstance(item, socket.socket):
+        # shutdown wakes a thread blocked reading it (paramiko's transport thread); close alone does not.
+        with contextlib.suppress(OSError):
+            item.shutdown(socket.SHUT_RDWR)
+    # Closing what is already broken may fail in any of these ways; the point is only that it is closed.
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        item.close()
+
+
+class _Opened:
+    """Everything one connection opened, in order (sockets, ProxyCommands, jump host clients, tunnels), so
+    that a failure, a stop or SshHost.close closes all of it, last opened first, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Any] = []
+        self._closed = False
+
+    def add(self, item: T) -> T:
+        with self._lock:
+            if not self._closed:
+                self._items.append(item)
+                return item
+        _close_quietly(item)
+        raise _Abandoned()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            items, self._items = self._items[::-1], []
+        for item in items:
+            _close_quietly(item)
+
+
+def _named(target: SshTarget, jump: bool) -> str:
+    if not jump:
+        return f"the Pi at {target.display}"
+    if target.alias in (target.display, target.hostname):
+        return f"the jump host {target.display}"
+    return f"the jump host {target.alias} at {target.display}"
+
+
+def _reason(exc: BaseException | None, timeout: float) -> str:
+    """A failure in a few words, for the end of a one-line message."""
+    import paramiko
+
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, paramiko.ChannelException):
+        return exc.text
+    if isinstance(exc, EOFError):
+        # paramiko's word for a peer that reset the connection mid-handshake (a Pi rebooting).
+        return "the connection closed during the SSH handshake"
+    text = str(exc)
+    # paramiko's two ways of saying that no SSH greeting came in time (which one depends on a race between
+    # its banner timeout and its handshake timeout).
+    if "protocol banner" in text or text == "No existing session":
+        return f"no SSH greeting within {timeout:g} s"
+    return text or type(exc).__name__
+
+
+def _make_policy(target: SshTarget, accept_new: bool, jump: bool) -> Any:
+    import paramiko
+
+    who = _named(target, jump)
+    what = "jump host" if jump else "Pi"
 
     class RecordOrRefuse(paramiko.MissingHostKeyPolicy):
         """Unknown key: refuse with the fix, or record it when the user asked for exactly that."""
@@ -119,8 +127,9 @@ def _make_policy(target: SshTarget, accept_new: bool) -> Any:
             print_name = target.known_hosts_name
             if not accept_new:
                 raise HostKeyError(
-                    f"unknown host key for {target.display} ({key.get_name()} {fingerprint(key)})",
-                    f"if that is your Pi, run `piorch trust {target.alias}` or add --accept-new-host-key",
+                    f"unknown host key for {who} ({key.get_name()} {fingerprint(key)})",
+                    f"if that is your {what}, run `piorch trust {target.alias}`"
+                    + ("" if jump else " or add --accept-new-host-key"),
                 )
             record_host_key(target.known_hosts[0], print_name, key)
             client.get_host_keys().add(print_name, key.get_name(), key)
@@ -128,75 +137,163 @@ def _make_policy(target: SshTarget, accept_new: bool) -> Any:
     return RecordOrRefuse()
 
 
-def open_client(target: SshTarget, settings: SshSettings, _depth: int = 0) -> paramiko.SSHClient:
-    """Connect and authenticate; every failure becomes a ConnectError or HostKeyError with its fix."""
+def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> socket.socket:
+    """A TCP connection to the target's sshd, trying each address its name has (IPv6 and IPv4)."""
+    who = _named(target, jump)
+    fix = JUMP_FIX if jump else LINK_FIX
+    try:
+        addresses = socket.getaddrinfo(target.hostname, target.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConnectError(f"cannot reach {who} ({_reason(exc, timeout)})", fix) from None
+    failure: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        sock = opened.add(socket.socket(family, kind, proto))
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            failure = exc
+    raise ConnectError(f"cannot reach {who} ({_reason(failure, timeout)})", fix)
+
+
+def _tunnel(via: tuple[paramiko.SSHClient, str], target: SshTarget, jump: bool, timeout: float,
+            opened: _Opened) -> paramiko.Channel:
+    """A connection to the target's sshd opened by the jump host `via` (what `ssh -W` does)."""
     import paramiko
 
-    client = paramiko.SSHClient()
-    for path in target.known_hosts:
-        if path.is_file():
-            try:
-                client.load_host_keys(str(path))
-            except OSError as exc:
-                raise ConnectError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
-    client.set_missing_host_key_policy(_make_policy(target, settings.accept_new_host_key))
-    sock: Any = None
-    if target.proxy_jump and _depth < 4:
-        jump = resolve_target(target.proxy_jump.split(",")[0], settings.ssh_config)
-        jump_client = open_client(jump, settings, _depth + 1)
-        transport = jump_client.get_transport()
-        assert transport is not None
-        sock = transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
-                                      timeout=settings.connect_timeout)
-    elif target.proxy_command:
-        sock = paramiko.ProxyCommand(target.proxy_command)
+    client, via_who = via
+    who = _named(target, jump)
+    transport = client.get_transport()
+    assert transport is not None
+    try:
+        channel = transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
+                                         timeout=timeout)
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise ConnectError(f"{via_who} cannot connect on to {who} ({_reason(exc, timeout)})",
+                           "check that address from the jump host, and that its sshd allows TCP forwarding "
+                           "(AllowTcpForwarding)") from None
+    return opened.add(channel)
+
+
+def _reach(target: SshTarget, settings: SshSettings, opened: _Opened, jump: bool, depth: int = 0) -> Any:
+    """A stream to the target's sshd: a TCP socket, a ProxyCommand, or a channel through the last jump host.
+
+    `ProxyJump a,b` goes as `ssh -J a,b` does: `a` is reached as its own config says (it may have a
+    ProxyJump of its own), `b` through `a` and the target through `b`, whatever their own configs say.
+    """
+    hops = target.jump_hops
+    if hops:
+        if depth + len(hops) > MAX_HOPS:
+            raise ConnectError(f"more than {MAX_HOPS} jump hosts on the way to {target.alias}",
+                               "check ProxyJump in the SSH config: a `Host *` entry with a ProxyJump loops unless "
+                               "it leaves the jump host out (`Host * !jumphost`)")
+        first = resolve_target(hops[0], settings.ssh_config)
+        via = _login(first, settings, opened, _reach(first, settings, opened, True, depth + len(hops)), jump=True)
+        for name in hops[1:]:
+            hop = replace(resolve_target(name, settings.ssh_config), proxy_jump=None, proxy_command=None)
+            via = _login(hop, settings, opened, _tunnel(via, hop, True, settings.connect_timeout, opened), jump=True)
+        return _tunnel(via, target, jump, settings.connect_timeout, opened)
+    if target.proxy_command:
+        try:
+            return opened.add(ProxyProcess(target.proxy_command))
+        except OSError as exc:
+            raise ConnectError(f"cannot start the ProxyCommand for {target.alias} ({exc.strerror or exc})",
+                               "check ProxyCommand in the SSH config") from None
+    return _dial(target, jump, settings.connect_timeout, opened)
+
+
+def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
+           jump: bool) -> tuple[paramiko.SSHClient, str]:
+    """SSH over `sock`: handshake, host key, login. Every failure becomes a ConnectError or HostKeyError
+    with its fix; the paramiko exception stays on `__context__` (login.is_login_refused reads it)."""
+    import paramiko
+
+    who = _named(target, jump)
+    timeout = settings.connect_timeout
+    client = opened.add(paramiko.SSHClient())
+    read_known_hosts(target.known_hosts, client.get_host_keys())
+    # Only the Pi's key is recorded on request; a jump host's key is vouched for by the user's own known_hosts.
+    client.set_missing_host_key_policy(_make_policy(target, settings.accept_new_host_key and not jump, jump))
     keys = [str(p) for p in target.identity_files if p.is_file()]
     try:
         client.connect(
             target.hostname, port=target.port, username=target.user, key_filename=keys or None,  # type: ignore[arg-type]
             look_for_keys=not target.identities_only, allow_agent=not target.identities_only,
-            timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
-            auth_timeout=settings.connect_timeout, sock=sock,
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
         )
     except HostKeyError:
-        client.close()
         raise
     except paramiko.BadHostKeyException as exc:
-        client.close()
         raise HostKeyError(
-            f"the host key of {target.display} has CHANGED (now {fingerprint(exc.key)}); refusing to connect",
-            f"if the Pi was re-flashed, remove the old key with `ssh-keygen -R '{target.known_hosts_name}' "
+            f"the host key of {who} has CHANGED (now {fingerprint(exc.key)}); refusing to connect",
+            f"if it was re-flashed, remove the old key with `ssh-keygen -R '{target.known_hosts_name}' "
             f"-f {shlex.quote(str(target.known_hosts[0]))}` and run `piorch trust {target.alias}`",
         ) from None
     except paramiko.AuthenticationException:
-        client.close()
-        raise ConnectError(f"the Pi at {target.display} refused the login",
+        raise ConnectError(f"{who} refused the login",
                            "install your key there with `ssh-copy-id` (or `piorch bootstrap`)") from None
-    # EOFError: paramiko's word for a peer that reset the connection mid-handshake (a Pi rebooting).
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        client.close()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise ConnectError(f"cannot reach the Pi at {target.display} ({reason})",
-                           "check the cable and address; `piorch setup-link --check` tests the link") from None
+        if isinstance(sock, ProxyProcess) and (ended := sock.ended()) is not None:
+            raise ConnectError(f"cannot reach {who}: its ProxyCommand ended ({ended})",
+                               "check ProxyCommand in the SSH config; `ssh -v` with that config shows more") from None
+        raise ConnectError(f"cannot reach {who} ({_reason(exc, timeout)})",
+                           JUMP_FIX if jump else LINK_FIX) from None
     transport = client.get_transport()
     assert transport is not None
-    # Keepalives keep NAT/firewall state warm; they never declare the peer dead (piorch watches that).
-    transport.set_keepalive(5)
-    return client
+    transport.set_keepalive(KEEPALIVE_S)
+    return client, who
+
+
+def open_host(target: SshTarget, settings: SshSettings, stop: threading.Event | None = None) -> SshHost:
+    """Connect and log in to the target (through its jump hosts); raises ConnectError or HostKeyError with
+    the fix, or Interrupted when `stop` is set first. Ctrl+C (KeyboardInterrupt) ends the wait as well.
+
+    Whatever way it ends without a host, every connection it opened (jump hosts included) is closed.
+    """
+    opened = _Opened()
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            sock = _reach(target, settings, opened, jump=False)
+            outcome.append(_login(target, settings, opened, sock, jump=False)[0])
+        except BaseException as exc:  # handed over to the caller's thread, which raises it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work, name=f"piorch-connect-{target.alias}", daemon=True)
+    try:
+        worker.start()
+        while worker.is_alive() and not (stop is not None and stop.is_set()):
+            worker.join(STOP_POLL_S)
+        if stop is not None and stop.is_set():
+            raise Interrupted(f"interrupted while connecting to {_named(target, jump=False)}",
+                              "nothing was started on the Pi")
+    except BaseException:
+        opened.close()
+        worker.join(ABORT_JOIN_S)
+        raise
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        opened.close()
+        raise result
+    return SshHost(result, target, opened)
 
 
 class SshHost:
     """A Pi reached over one SSH connection; every command is a new channel on it."""
 
-    def __init__(self, client: paramiko.SSHClient, target: SshTarget) -> None:
+    def __init__(self, client: paramiko.SSHClient, target: SshTarget, opened: _Opened | None = None) -> None:
         self._client = client
+        # Jump host connections and the like, closed with the client.
+        self._opened = opened
         self.target = target
         self.name = target.alias
 
     @classmethod
-    def connect(cls, settings: SshSettings) -> SshHost:
-        target = resolve_target(settings.target, settings.ssh_config)
-        return cls(open_client(target, settings), target)
+    def connect(cls, settings: SshSettings, stop: threading.Event | None = None) -> SshHost:
+        """`open_host` for the settings' target: Interrupted when `stop` is set before the login is done."""
+        return open_host(resolve_target(settings.target, settings.ssh_config), settings, stop)
 
     def host_key_fingerprint(self) -> str:
         transport = self._client.get_transport()
@@ -229,41 +326,58 @@ class SshHost:
 
         return Process(read_out, read_err, exit_status, channel.close)
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        return run_to_end(self, command, timeout)
+    def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
+        return run_to_end(self, command, timeout, stop)
 
-    def local_address(self) -> str | None:
+    def _socket(self) -> socket.socket | None:
         transport = self._client.get_transport()
         sock = transport.sock if transport is not None else None
-        if isinstance(sock, socket.socket):
-            return str(sock.getsockname()[0])
-        return None  # through a jump host the local end of the link is not ours to see
+        # Through a jump host or a ProxyCommand the link's ends are not ours to see.
+        return sock if isinstance(sock, socket.socket) else None
+
+    def local_address(self) -> str | None:
+        sock = self._socket()
+        return None if sock is None else str(sock.getsockname()[0])
 
     def peer_address(self) -> str | None:
         """The Pi's address as this laptop sees it: the only peer the receiver accepts."""
-        transport = self._client.get_transport()
-        sock = transport.sock if transport is not None else None
-        if isinstance(sock, socket.socket):
-            return str(sock.getpeername()[0])
-        return None
+        sock = self._socket()
+        return None if sock is None else str(sock.getpeername()[0])
 
     def close(self) -> None:
         self._client.close()
+        if self._opened is not None:
+            self._opened.close()
 
 
-def fetch_host_key(target: SshTarget, timeout: float) -> paramiko.PKey:
-    """Read the server's host key without logging in (for `piorch trust`)."""
-    import paramiko
+class PendingHost:
+    """A connection begun now on a thread of its own, so the caller can do other work (imports, the display)
+    while the Pi answers; `result()` waits for the host or raises what connecting raised."""
 
-    try:
-        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectError(f"cannot reach {target.display} ({exc.strerror or exc})", "check the address") from None
-    transport = paramiko.Transport(sock)
-    try:
-        transport.start_client(timeout=timeout)
-        return transport.get_remote_server_key()
-    except paramiko.SSHException as exc:
-        raise ConnectError(f"{target.display} did not speak SSH ({exc})", "check the address and port") from None
-    finally:
-        transport.close()
+    def __init__(self, settings: SshSettings, stop: threading.Event | None = None) -> None:
+        self._outcome: list[SshHost | BaseException] = []
+        self._thread = threading.Thread(target=self._connect, args=(settings, stop), daemon=True,
+                                        name=f"piorch-pending-{settings.target}")
+        self._thread.start()
+
+    def _connect(self, settings: SshSettings, stop: threading.Event | None) -> None:
+        try:
+            self._outcome.append(SshHost.connect(settings, stop))
+        except BaseException as exc:  # raised in the caller's thread by result()
+            self._outcome.append(exc)
+
+    def result(self) -> SshHost:
+        # Short joins: Ctrl+C reaches the waiting thread between them.
+        while self._thread.is_alive():
+            self._thread.join(STOP_POLL_S)
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def abandon(self) -> None:
+        """The caller gave up first: close the connection once it is there (the stop event ends the wait)."""
+        self._thread.join(ABORT_JOIN_S)
+        if self._outcome and isinstance(self._outcome[0], SshHost):
+            self._outcome[0].close()
+

@@ -10,6 +10,7 @@ from typing import cast
 from orchestrator.errors import RemoteError, UsageError
 from orchestrator.pi.camera import CameraProblem, parse_camera_failure
 from orchestrator.pi.scripts import PiProbe
+from orchestrator.pi.stack import ToolFacts
 from orchestrator.settings import CameraTool, ImageFormat, StillSettings, StillTool
 
 # The maintained stack first; raspistill only works on a legacy (MMAL) system, where the others are absent.
@@ -68,6 +69,20 @@ def choose_still_tool(probe: PiProbe, wanted: StillTool, image_format: ImageForm
         raise UsageError(f"{tool.value} on the Pi cannot write {image_format.value} (it writes {can})",
                          "use --format png for a lossless picture")
     return tool
+
+
+def check_still_to_stdout(tool: StillTool, facts: ToolFacts | None) -> None:
+    """Refuse a libcamera-still too old to write its picture to stdout.
+
+    Before rpicam-apps commit 8824fd4 (2021-11-14, "image: Support writing still images to stdout") the still
+    tool wrote `-o -` to a file named '-'. `--list-cameras` came three days later (7030474, 2021-11-17) in the
+    options every tool shares, so a `--help` without it is at least that old. Unread help: no refusal.
+    """
+    if tool.is_legacy or facts is None or not facts.help_read or "list-cameras" in facts.options:
+        return
+    raise RemoteError(f"{tool.value} on the Pi is older than November 2021 and writes `-o -` to a file named '-' "
+                      "instead of to stdout, so piorch cannot receive its pictures",
+                      "update it there (sudo apt update && sudo apt full-upgrade)")
 
 
 def explain_still_failure(tool: StillTool, stderr: str, exit_code: int | None) -> CameraProblem:

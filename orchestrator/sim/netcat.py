@@ -1,7 +1,8 @@
 """The smallest OpenBSD-netcat sender, for a demo on a laptop that has no nc installed.
 
 Only what the simulated Pi's pipeline uses: `nc -h` (so the flavour probe finds "OpenBSD netcat") and
-`nc -N HOST PORT` (copy stdin to the connection, then close it). Anything else is refused.
+`nc [-v] [-n] -N HOST PORT` (copy stdin to the connection, then close it; the address is numeric anyway).
+Anything else is refused.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ def main(argv: list[str]) -> int:
     if argv in (["-h"], []):
         sys.stderr.write(USAGE)
         return 1  # like the real one: help goes to stderr with a failure status
-    if argv[:1] == ["-v"]:
-        argv = argv[1:]  # verbose: this sender has nothing extra to say
+    # -v: this sender has nothing extra to say; -n: it never looks a name up.
+    while argv[:1] in (["-v"], ["-n"]):
+        argv = argv[1:]
     if len(argv) != 3 or argv[0] != "-N":
         sys.stderr.write(f"nc (piorch simulator): unsupported arguments {argv}\n{USAGE}")
         return 1

@@ -19,7 +19,6 @@ Stream facts used here (reference/pi-camera.md, "H.264 Annex B"):
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -363,24 +362,3 @@ def intra_period_for(segment_seconds: float, fps: float) -> int:
         return segment
     best = max(d for d in range(1, second + 1) if segment % d == 0)
     return best if 2 * best >= second else second
-
-
-_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
-
-
-def parse_duration(text: str) -> float:
-    """`5s`, `90s`, `10m`, `1h`, `1h30m`, `1h30m15s`, `2.5s` or plain seconds (`90`, `2.5`) -> seconds > 0."""
-    cleaned = text.strip().lower()
-    try:
-        seconds = float(cleaned)
-    except ValueError:
-        match = _DURATION.fullmatch(cleaned)
-        if not cleaned or match is None or not any(match.groups()):
-            raise ValueError(
-                f"{text!r} is not a duration: use seconds (90), or a number with units like 5s, 10m, 1h, 1h30m"
-            ) from None
-        hours, minutes, secs = (float(group or 0) for group in match.group("h", "m", "s"))
-        seconds = hours * 3600 + minutes * 60 + secs
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{text!r}: a duration must be more than 0 seconds")
-    return seconds

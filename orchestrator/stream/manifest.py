@@ -52,6 +52,8 @@ class Manifest:
     health_warnings: list[str] = field(default_factory=list)
     # MJPEG split into frames: index, file, arrival_utc, bytes, complete for each frame file.
     frame_list: list[dict[str, Any]] | None = None
+    # Frames that arrived cut short (no end-of-image marker): kept apart as `frame_NNNNNN.jpg.partial`.
+    partial_frames: int | None = None
     piorch_version: str = __version__
 
 
@@ -75,14 +77,29 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
 RESERVED_BYTES = 64 * 1024
 
 
-def reserve_manifest(path: Path, file_id: str, receiving: str) -> None:
-    """A placeholder `<uuid>.json` (status `receiving`) padded to RESERVED_BYTES; best effort."""
-    text = json.dumps({"id": file_id, "file": receiving, "status": "receiving"})
+RECEIVING = "receiving"
+
+
+def reserve_manifest(path: Path, file_id: str, receiving: str, started_utc: str, peer: str) -> None:
+    """A placeholder `<uuid>.json` (status `receiving`) padded to RESERVED_BYTES; best effort. It says when
+    and from whom the file started, so `recover` can tell the truth about a file a killed run left."""
+    text = json.dumps({"id": file_id, "file": receiving, "status": RECEIVING, "started_utc": started_utc,
+                       "peer": peer})
     try:
         with open(path, "x", encoding="utf-8") as handle:
             handle.write(text + "\n" + " " * max(0, RESERVED_BYTES - len(text) - 1))
     except OSError:
         pass  # no room even for that: the final manifest is tried all the same
+
+
+def read_placeholder(path: Path) -> dict[str, Any] | None:
+    """What a `receiving` placeholder says; None for a finished manifest or one that cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.loads(handle.read(RESERVED_BYTES * 2).strip() or "{}")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") == RECEIVING else None
 
 
 def write_manifest(path: Path, manifest: Manifest) -> str | None:

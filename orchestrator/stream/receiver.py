@@ -1,160 +1,28 @@
 """The laptop half of the recipe: every connection becomes `OUT/<uuid><suffix>`, `.tmp` until it ends.
 
-Data path: socket (or the local nc's stdout) -> `FileWriter`, which owns the file and counts bytes. The
-SHA-256 is computed by a thread that follows the file as it grows: at ~400 MB/s on a CPU without SHA
-instructions, hashing inline would be the slowest step of a fast transfer. The dashboard only reads counters.
+Data path: socket (or the local nc's stdout) -> a sink (sinks.py) -> `FileWriter` (writer.py), which owns
+the file and counts bytes. The receiving thread only reads and writes; everything slow after a file ends
+runs on the receiver's closer thread (closer.py). The dashboard only reads counters.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import hashlib
 import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.errors import ReceiverError
-from orchestrator.events import EventSink, FileStarted, Notice
+from orchestrator.events import Ending, Event, EventSink, Notice
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
-from orchestrator.stream.manifest import reserve_manifest, utc_at, utc_now
-from orchestrator.stream.sinks import FramesSink, StreamSink, Tap, WriteFailed
-
-if TYPE_CHECKING:
-    from orchestrator.stream.h264 import SegmentStats
-
-CHUNK = 1 << 20
-SYNC_EVERY = 64 << 20
-# How often blocking calls wake up to notice a stop request.
-POLL_S = 0.25
-
-
-@dataclass(frozen=True)
-class ReceivedFile:
-    id: str
-    path: Path
-    bytes: int
-    sha256: str
-    peer: str
-    started_utc: str
-    ended_utc: str
-    duration_s: float
-    # "eof" (the sender closed), "segment" (cut there, the stream goes on in the next file), "stopped"
-    # (piorch stopped receiving) or "error: ..." (why it failed).
-    ended_by: str
-    # From the H.264 parser when the stream is parsed; None otherwise.
-    frames: int | None = None
-    iframes: int | None = None
-    # 1 for the first file of a connection, 2 for the next segment, ...
-    segment: int = 1
-    # MJPEG split into frames: one entry per frame file (index, file, arrival_utc, bytes, complete).
-    frame_list: tuple[dict[str, object], ...] = ()
-
-
-class _FollowHasher(threading.Thread):
-    """Hashes the file behind the writer, reading only bytes the writer has finished writing."""
-
-    def __init__(self, path: Path, writer: FileWriter) -> None:
-        super().__init__(daemon=True, name="piorch-hasher")
-        self._handle = open(path, "rb")  # noqa: SIM115 - owned by the thread, closed in run()
-        self._writer = writer
-        self._more = threading.Event()
-        self._digest = hashlib.sha256()
-        self.hashed = 0
-
-    def poke(self) -> None:
-        self._more.set()
-
-    def run(self) -> None:
-        try:
-            while True:
-                target = self._writer.bytes_written
-                if self.hashed < target:
-                    chunk = self._handle.read(min(CHUNK, target - self.hashed))
-                    if not chunk:  # the file shrank under us: nothing more can be read
-                        break
-                    self._digest.update(chunk)
-                    self.hashed += len(chunk)
-                    if self.hashed % SYNC_EVERY < len(chunk):
-                        # Push what was hashed to the disk as we go, off the socket's thread: a long
-                        # recording is durable minute by minute and the final fsync has little left.
-                        os.fdatasync(self._handle.fileno())
-                elif self._writer.closed:
-                    break
-                else:
-                    self._more.wait(POLL_S)
-                    self._more.clear()
-        finally:
-            self._handle.close()
-
-    def hexdigest(self, timeout: float) -> str:
-        self.poke()
-        self.join(timeout)
-        if self.is_alive():
-            raise ReceiverError("hashing a received file did not finish in time", "check the disk")
-        return self._digest.hexdigest()
-
-
-class FileWriter:
-    """Owns one `<uuid><suffix>.tmp` file: writes, counts, and renames it when the connection ends."""
-
-    def __init__(self, out_dir: Path, suffix: str, peer: str) -> None:
-        self.id = str(uuid.uuid4())
-        self.peer = peer
-        self.final_path = out_dir / f"{self.id}{suffix}"
-        self.tmp_path = out_dir / f"{self.id}{suffix}.tmp"
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        # Held until the file is finished: `recover` (or a second piorch) never touches a file in use.
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        reserve_manifest(out_dir / f"{self.id}.json", self.id, self.tmp_path.name)
-        self.bytes_written = 0
-        self.closed = False
-        self.started_utc = utc_now()
-        self.started = time.monotonic()
-        self.last_write = time.time()
-        self._hasher = _FollowHasher(self.tmp_path, self)
-        self._hasher.start()
-
-    def write(self, data: memoryview | bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as exc:
-                reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-                raise WriteFailed(reason) from None
-            view = view[written:]
-            self.bytes_written += written
-        self.last_write = time.time()
-        # Wake the hasher for a whole chunk only: fewer, larger SHA-256 updates cost less (it also looks
-        # by itself every POLL_S, and finish() wakes it for the tail).
-        if self.bytes_written - self._hasher.hashed >= CHUNK:
-            self._hasher.poke()
-
-    def finish(self, ended_by: str) -> ReceivedFile:
-        """fsync, close, rename to the final name; the hash is complete when this returns."""
-        try:
-            os.fsync(self._fd)
-        except OSError:
-            pass  # a full disk can fail fsync too; every byte written so far is still in the file
-        os.close(self._fd)
-        self.closed = True
-        duration = time.monotonic() - self.started
-        # The hash reads back what was written (from the page cache): allow 20 MB/s at the slowest.
-        digest = self._hasher.hexdigest(timeout=30 + self.bytes_written / 20e6)
-        os.replace(self.tmp_path, self.final_path)
-        # A file cut by a lost link ended when its last byte came, not when the loss was noticed.
-        ended = utc_at(self.last_write) if ended_by == "stalled" else utc_now()
-        return ReceivedFile(self.id, self.final_path, self.bytes_written, digest, self.peer,
-                            self.started_utc, ended, duration, ended_by)
-
+from orchestrator.stream.closer import Closer
+from orchestrator.stream.sinks import Sink, Tap, make_sink
+from orchestrator.stream.writer import CHUNK, POLL_S, ReceivedFile, WriteFailed
 
 FileSink = Callable[[ReceivedFile], None]
 
@@ -194,7 +62,10 @@ def bind_listener(bind: str | None, port: int) -> socket.socket:
 
 
 class Receiver:
-    """Common bookkeeping of both backends: active writers, counters, stop and wait."""
+    """Common bookkeeping of both backends: open sinks, counters, the closer thread, stop and wait.
+
+    It is the sinks' `Outlet`: they reach it through `report` and `hand_over` only.
+    """
 
     def __init__(self, settings: ReceiveSettings, on_file: FileSink, on_event: EventSink,
                  suffix: str = ".h264") -> None:
@@ -202,77 +73,87 @@ class Receiver:
         self._on_file = on_file
         self._on_event = on_event
         self._suffix = suffix
+        # Guards the set of sinks, the counters, the thread list and the live connections.
         self._lock = threading.Lock()
-        # Everything that counts bytes right now (a FileWriter, or a frame splitter's folder).
-        self._writers: set[Any] = set()
-        # Open H.264 connections, for the frame count; frames of finished ones are added up.
-        self._sinks: set[StreamSink] = set()
-        self._frames_done = 0
-        self._finished_bytes = 0
-        self.connections_done = 0
+        # The sinks of open connections (their counters are read by the dashboard).
+        self._sinks: set[Sink] = set()
+        self._done_bytes = 0
+        self._done_frames = 0
+        # Files handed over to the closer and not yet given to `on_file`.
+        self._finishing = 0
+        self.files_done = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._closer = Closer(lambda message: on_event(Notice("error", message)))
         self.port = settings.port
         # Sees every byte as it arrives (the live view); must never block.
         self.tap: Tap | None = None
         # Why writing failed ("disk full"), so the recording can stop the camera at once.
         self.failure: str | None = None
-        self._cut_reason: str | None = None
+        self._cut_reason: Ending | None = None
 
     # Counters the dashboard reads on its own clock.
     @property
     def bytes_total(self) -> int:
         with self._lock:
-            return self._finished_bytes + sum(int(w.bytes_written) for w in self._writers)
-
-    @property
-    def active(self) -> int:
-        with self._lock:
-            return len(self._writers)
-
-    def _open_writer(self, peer: str) -> FileWriter:
-        writer = FileWriter(self.settings.out_dir, self._suffix, peer)
-        with self._lock:
-            self._writers.add(writer)
-        self._on_event(FileStarted(writer.tmp_path, peer))
-        return writer
-
-    def _close_writer(self, writer: FileWriter, ended_by: str, stats: SegmentStats | None = None,
-                      segment: int = 1) -> None:
-        received = writer.finish(ended_by)
-        if stats is not None:
-            received = replace(received, frames=stats.frames, iframes=stats.iframes)
-        self._done(writer, replace(received, segment=segment))
+            return self._done_bytes + sum(sink.bytes_received for sink in self._sinks)
 
     @property
     def frames_total(self) -> int:
         with self._lock:
-            return self._frames_done + sum(sink.frames for sink in self._sinks)
+            return self._done_frames + sum(sink.frames for sink in self._sinks)
 
-    def _sink_done(self, sink: StreamSink) -> None:
+    @property
+    def active(self) -> int:
+        """Connections open plus files that ended but are not handed to `on_file` yet."""
         with self._lock:
-            if sink in self._sinks:
+            return len(self._sinks) + self._finishing
+
+    # The Outlet protocol, for the sinks.
+    def report(self, event: Event) -> None:
+        self._closer.put(lambda: self._on_event(event))
+
+    def hand_over(self, finalize: Callable[[], ReceivedFile]) -> None:
+        with self._lock:
+            self._finishing += 1
+        self._closer.put(lambda: self._deliver(finalize))
+
+    def _deliver(self, finalize: Callable[[], ReceivedFile]) -> None:
+        try:
+            self._on_file(finalize())
+        finally:
+            with self._lock:
+                self._finishing -= 1
+                self.files_done += 1
+
+    def _open_sink(self, peer: str) -> Sink:
+        sink = make_sink(self, self.settings, peer, self._suffix, self.tap)
+        with self._lock:
+            self._sinks.add(sink)
+        return sink
+
+    def _end_sink(self, sink: Sink, ended_by: Ending, error: str = "") -> None:
+        """On the receiving thread: the sink writes what it held and hands its last file over."""
+        try:
+            sink.finish(ended_by, error)
+        except Exception as exc:  # said as a line; the counters below must still be settled
+            self.report(Notice("error", f"ending a connection failed ({type(exc).__name__}: {exc})"))
+        finally:
+            with self._lock:
                 self._sinks.discard(sink)
-                self._frames_done += sink.frames
+                self._done_bytes += sink.bytes_received
+                self._done_frames += sink.frames
 
-    def _track(self, counted: Any) -> None:
+    def _spawn(self, target: Callable[..., None], *args: Any, name: str) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=name)
         with self._lock:
-            self._writers.add(counted)
-
-    def _done(self, counted: Any, received: ReceivedFile) -> None:
-        with self._lock:
-            self._writers.discard(counted)
-            self._finished_bytes += received.bytes
-            self.connections_done += 1
-        self._on_file(received)
-
-    def _new_sink(self, peer: str) -> StreamSink | FramesSink:
-        return FramesSink(self, peer) if self.settings.split_jpeg else StreamSink(self, peer)
+            self._threads.append(thread)
+        thread.start()
 
     def start(self) -> None:
         raise NotImplementedError
 
-    def cut_connections(self, reason: str) -> None:
+    def cut_connections(self, reason: Ending) -> None:
         """End every open connection now (a lost link never sends its FIN); files end as `reason`."""
         self._cut_reason = reason
         self._interrupt_connections()
@@ -283,29 +164,36 @@ class Receiver:
         """Backend hook: make open connections end."""
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no connection is open (the sender closed); False at the deadline."""
+        """Wait until no connection is open and every ended file was handed on; False at the deadline."""
         deadline = time.monotonic() + timeout
         while self.active and time.monotonic() < deadline:
             time.sleep(0.05)
         return not self.active
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop listening; open connections end as "stopped" with every byte kept."""
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        """Stop listening; open connections end as "stopped" with every byte kept, and their files are
+        finished. Returns the threads still running at the deadline (also said as a warning): their files
+        are finished when they end, or by `piorch recover` if piorch exits first."""
         self._stopping.set()
         self._interrupt()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(max(0.1, deadline - time.monotonic()))
+        stuck = [thread.name for thread in threads if thread.is_alive()]
+        if not self._closer.close(max(0.1, deadline - time.monotonic())):
+            stuck.append(f"{self._closer.thread.name} (finishing {self.active} file(s))")
+        if stuck:
+            self._on_event(Notice("warning", f"still running {timeout:g} s after stop: {', '.join(stuck)}; "
+                                             "what they hold is finished when they end"))
+        return stuck
 
     def _interrupt(self) -> None:
         """Backend hook: wake whatever blocks (close the listener, stop nc)."""
 
-    @property
-    def finished(self) -> bool:
-        """True once a `--once` receiver has had its one connection."""
-        return self._stopping.is_set()
-
     def wait_finished(self, timeout: float) -> bool:
+        """True once a `--once` receiver has had its one connection (or the receiver was stopped)."""
         return self._stopping.wait(timeout)
 
 
@@ -318,9 +206,8 @@ class BuiltinReceiver(Receiver):
         self.port = self._listener.getsockname()[1]
         self._listener.settimeout(POLL_S)
         self._live: set[socket.socket] = set()
-        thread = threading.Thread(target=self._accept_loop, daemon=True, name="piorch-accept")
-        self._threads.append(thread)
-        thread.start()
+        self._closer.start()
+        self._spawn(self._accept_loop, name="piorch-accept")
 
     def _interrupt(self) -> None:
         self._listener.close()
@@ -338,12 +225,10 @@ class BuiltinReceiver(Receiver):
             if allowed is not None and address[0] != allowed:
                 # Someone else on the link: refused and logged, the recording goes on undisturbed.
                 conn.close()
-                self._on_event(Notice("warning", f"refused a connection from {peer}: only the Pi ({allowed}) "
-                                                 "may send here"))
+                self.report(Notice("warning", f"refused a connection from {peer}: only the Pi ({allowed}) "
+                                              "may send here"))
                 continue
-            thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True, name="piorch-conn")
-            self._threads.append(thread)
-            thread.start()
+            self._spawn(self._serve, conn, peer, name=f"piorch-conn {peer}")
             if self.settings.once:
                 break  # `--once`: one connection, no more accepted
 
@@ -359,42 +244,42 @@ class BuiltinReceiver(Receiver):
     def _serve(self, conn: socket.socket, peer: str) -> None:
         with self._lock:
             self._live.add(conn)
-        writer = self._new_sink(peer)
+        sink = self._open_sink(peer)
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
-        ended_by = "eof"
+        ended_by, error = Ending.DONE, ""
         conn.settimeout(POLL_S)
         try:
             while True:
                 if self._stopping.is_set():
                     # Take what the kernel already holds, then stop: bytes that reached the laptop are kept.
-                    ended_by = "stopped"
-                    self._drain(conn, writer, view)
+                    ended_by = Ending.STOPPED
+                    self._drain(conn, sink, view)
                     break
                 try:
                     count = conn.recv_into(buffer)
                 except TimeoutError:
                     continue
                 except OSError as exc:
-                    ended_by = f"error: {exc.strerror or exc}"
+                    ended_by, error = Ending.FAILED, str(exc.strerror or exc)
                     break
                 if count == 0:
-                    ended_by = self._cut_reason or "eof"
+                    ended_by = self._cut_reason or Ending.DONE
                     break
-                writer.write(view[:count])
+                sink.write(view[:count])
         except (WriteFailed, OSError) as exc:
-            ended_by = f"error: {exc}"
+            ended_by, error = Ending.FAILED, str(exc)
             self.failure = str(exc)
         finally:
             with self._lock:
                 self._live.discard(conn)
             conn.close()
-            writer.finish(ended_by)
+            self._end_sink(sink, ended_by, error)
             if self.settings.once:
                 self._stopping.set()
 
     @staticmethod
-    def _drain(conn: socket.socket, writer: StreamSink | FramesSink, view: memoryview) -> None:
+    def _drain(conn: socket.socket, sink: Sink, view: memoryview) -> None:
         conn.setblocking(False)
         while True:
             try:
@@ -403,7 +288,7 @@ class BuiltinReceiver(Receiver):
                 return
             if count == 0:
                 return
-            writer.write(view[:count])
+            sink.write(view[:count])
 
 
 def wait_until_listening(bind: str | None, port: int, timeout: float,
@@ -459,7 +344,7 @@ def detect_local_nc() -> tuple[str, NetcatFlavour]:
 
 
 class NcReceiver(Receiver):
-    """The recipe's `nc -l` loop, run through `sh`; nc's stdout goes through the same FileWriter.
+    """The recipe's `nc -l` loop, run through `sh`; nc's stdout goes through the same sinks.
 
     nc cannot filter peers and exits after each connection, so the port is closed for a moment between
     connections; the builtin backend has neither limit.
@@ -472,15 +357,14 @@ class NcReceiver(Receiver):
         self._nc_path, flavour = detect_local_nc()
         self.argv = build_nc_listen_argv(flavour, self.settings.port, self.settings.bind)
         self._proc: Any = None
-        self._writer: StreamSink | FramesSink | None = None
+        self._sink: Sink | None = None
         self._write_error: str | None = None
-        thread = threading.Thread(target=self._loop, daemon=True, name="piorch-nc")
-        self._threads.append(thread)
-        thread.start()
+        self._closer.start()
+        self._spawn(self._loop, name="piorch-nc")
         # The Pi's nc must not connect before this one listens, or the camera's pipe breaks at once.
         def already_served() -> bool:
             # A quick sender may have come and gone before the probe looked: nc was listening then.
-            return self._writer is not None or self.connections_done > 0 or self._stopping.is_set()
+            return self._sink is not None or self.files_done > 0 or self._stopping.is_set()
 
         if not wait_until_listening(self.settings.bind, self.settings.port, 10.0, already_served):
             self.stop(timeout=2.0)
@@ -496,9 +380,9 @@ class NcReceiver(Receiver):
         if self._write_error:
             return  # the disk failed: nc is being stopped, the rest is dropped
         try:
-            if self._writer is None:
-                self._writer = self._new_sink("nc")
-            self._writer.write(chunk)
+            if self._sink is None:
+                self._sink = self._open_sink("nc")
+            self._sink.write(chunk)
         except (WriteFailed, OSError) as exc:
             self._write_error = self.failure = str(exc)
             self._kill_nc()
@@ -533,22 +417,18 @@ class NcReceiver(Receiver):
                     self._proc.wait()
                 except sh.SignalException:
                     pass  # stopped by us: what arrived is finished below
-            writer, self._writer = self._writer, None
+            sink, self._sink = self._sink, None
             stderr = bytes(self._proc.stderr or b"").decode("utf-8", "replace").strip()
-            if writer is not None:
+            if sink is not None:
                 if self._write_error:
-                    ended_by = f"error: {self._write_error}"
-                elif self._cut_reason:
-                    ended_by = self._cut_reason
-                elif self._stopping.is_set():
-                    ended_by = "stopped"
+                    self._end_sink(sink, Ending.FAILED, self._write_error)
                 else:
-                    ended_by = "eof"
-                writer.finish(ended_by)
+                    self._end_sink(sink, self._cut_reason or (Ending.STOPPED if self._stopping.is_set()
+                                                              else Ending.DONE))
                 if self.settings.once:
                     self._stopping.set()
             elif stderr and not self._stopping.is_set():
-                self._on_event(Notice("error", f"nc failed: {stderr.splitlines()[-1]}"))
+                self.report(Notice("error", f"nc failed: {stderr.splitlines()[-1]}"))
                 self._stopping.set()
 
 

@@ -1,76 +1,213 @@
-"""Finalising `.tmp` files that a killed piorch left behind: never deleted, hashed and marked `recovered`."""
+"""Finalising what a killed piorch left behind; its bytes are never changed or deleted.
+
+A crash can leave a data file still named `<uuid>.<ext>.tmp`, a frame folder `<uuid>.tmp/`, or a file that
+was renamed (or is being remuxed) while its `<uuid>.json` is still the `receiving` placeholder reserved when
+it opened. Each becomes a file with a `recovered` manifest. Its times are the true ones: the start comes from
+the placeholder (written when the first byte came), the end from the data's last write. A file or folder a
+live piorch still holds (an exclusive flock from its first byte until its manifest is final) is left alone.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import os
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
-from orchestrator.stream.manifest import Manifest, write_manifest
+from orchestrator.stream.manifest import Manifest, read_placeholder, utc_at, write_manifest
 
 # Data files only; a half-written manifest (`<uuid>.json.tmp`) is rewritten from the data file instead.
 DATA_SUFFIXES = (".h264.tmp", ".mjpeg.tmp", ".jpg.tmp", ".png.tmp", ".bmp.tmp", ".gif.tmp")
+# What a remux left when it was cut short: never received bytes, only an unfinished copy of them.
+REMUX_LEFTOVERS = (".mp4.partial", ".mkv.partial")
 
 
-def _iso(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True)
+class Leftover:
+    folder: Path
+    id: str
+    # Where the bytes are now: a `.tmp` file or folder, or already the final name. None: gone.
+    data: Path | None
+    # What the `receiving` placeholder said (started_utc, peer), when there is one.
+    placeholder: dict[str, Any] | None
+    # When the placeholder was written: the file's start, for placeholders without `started_utc`.
+    placeholder_mtime: float | None = None
 
 
-def find_leftovers(out_dir: Path) -> list[Path]:
-    """`.tmp` data files no running piorch holds (a live writer keeps an exclusive flock on its file)."""
+def _file_id(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def _held(path: Path) -> bool:
+    """A live piorch holds an exclusive flock on a file or folder it is still receiving or finishing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
+def _is_leftover_tmp(path: Path) -> bool:
+    if path.name.endswith(DATA_SUFFIXES):
+        return path.is_file()
+    # A frame folder: `<uuid>.tmp/` (MJPEG split into frames).
+    return path.name.endswith(".tmp") and path.name.count(".") == 1 and path.is_dir()
+
+
+def find_leftovers(out_dir: Path) -> list[Leftover]:
+    """Everything a killed run left unfinished in `out_dir` that no running piorch holds."""
     if not out_dir.is_dir():
         return []
-    found = []
+    tmps: dict[str, Path] = {}
+    placeholders: dict[str, tuple[dict[str, Any], float]] = {}
+    finished: set[str] = set()
     for path in sorted(out_dir.iterdir()):
-        if not path.name.endswith(DATA_SUFFIXES) or not path.is_file():
-            continue
-        with open(path, "rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being written right now
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        found.append(path)
+        if _is_leftover_tmp(path):
+            tmps[_file_id(path.name)] = path
+        elif path.suffix == ".json" and not path.name.startswith("session-"):
+            said = read_placeholder(path)
+            if said is None:
+                finished.add(path.stem)
+            else:
+                placeholders[path.stem] = (said, path.stat().st_mtime)
+    found = []
+    for file_id in sorted(tmps.keys() | placeholders.keys()):
+        if file_id in finished:
+            continue  # its manifest is final (e.g. a rename that failed): reported already, says why
+        said, mtime = placeholders.get(file_id, (None, None))
+        data = tmps.get(file_id) or _data_named_by(out_dir, file_id, said)
+        if data is not None and _held(data):
+            continue  # being written or finished right now
+        found.append(Leftover(out_dir, file_id, data, said, mtime))
     return found
 
 
-def recover_file(tmp: Path, on_event: EventSink) -> FileFinished:
-    """Hash, rename to the final name and write a `recovered` manifest; the bytes are never changed."""
+def _data_named_by(out_dir: Path, file_id: str, said: dict[str, Any] | None) -> Path | None:
+    """Where the bytes of a placeholder whose `.tmp` is gone are: renamed, or already remuxed."""
+    if said is None:
+        return None
+    receiving = str(said.get("file", ""))
+    candidates = [receiving.removesuffix(".tmp")] if receiving.endswith(".tmp") else []
+    candidates += [f"{file_id}.mp4", f"{file_id}.mkv"]
+    for name in candidates:
+        if name and "/" not in name and (out_dir / name).exists():
+            return out_dir / name
+    return None
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    with open(tmp, "rb") as handle:
+    with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    stat = tmp.stat()
-    final = tmp.with_name(tmp.name.removesuffix(".tmp"))
-    if final.exists():
-        # Never overwrite: keep both, the leftover under a name that says what it is.
-        final = final.with_name(final.stem + ".recovered" + final.suffix)
-    os.replace(tmp, final)
-    file_id = final.name.split(".", 1)[0]
-    manifest_path = final.with_name(file_id + ".json")
-    old_manifest = tmp.with_name(file_id + ".json.tmp")
-    old_manifest.unlink(missing_ok=True)
+    return digest.hexdigest(), size
+
+
+def _frames_in(folder: Path) -> tuple[str, int, list[dict[str, Any]], float]:
+    """A frame folder: the SHA-256 of its frames joined in order (the stream, which has nothing between
+    frames), their bytes, the frame list, the last write."""
+    digest = hashlib.sha256()
+    size, last = 0, folder.stat().st_mtime
+    frames: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("frame_*.jpg*")):
+        data = path.read_bytes()
+        digest.update(data)
+        size += len(data)
+        stat = path.stat()
+        last = max(last, stat.st_mtime)
+        frames.append({"index": len(frames) + 1, "file": path.name, "arrival_utc": utc_at(stat.st_mtime),
+                       "bytes": len(data), "complete": path.suffix == ".jpg"})
+    return digest.hexdigest(), size, frames, last
+
+
+def _seconds(utc: str) -> float:
+    return datetime.fromisoformat(utc.replace("Z", "+00:00")).timestamp()
+
+
+def recover_file(leftover: Leftover, on_event: EventSink) -> FileFinished:
+    """Finalise one leftover: rename a `.tmp` to its final name (never over another file), hash it, and
+    write a `recovered` manifest with its true start; the bytes are never changed."""
+    folder, said = leftover.folder, leftover.placeholder or {}
+    if leftover.data is None:
+        return _gone(leftover, on_event)
+    data = leftover.data
+    if data.name.endswith(".tmp"):
+        final = data.with_name(data.name.removesuffix(".tmp"))
+        if final.exists():
+            # Never overwrite: keep both, the leftover under a name that says what it is.
+            final = final.with_name(final.name.split(".", 1)[0] + ".recovered" + "".join(final.suffixes))
+        os.replace(data, final)
+        data = final
+    frame_list: list[dict[str, Any]] | None = None
+    if data.is_dir():
+        sha256, size, frame_list, last_write = _frames_in(data)
+    else:
+        sha256, size = _hash_file(data)
+        last_write = data.stat().st_mtime
+    ended = utc_at(last_write)
+    started = str(said.get("started_utc") or "")
+    if not started and leftover.placeholder_mtime is not None:
+        started = utc_at(leftover.placeholder_mtime)
+    how = "left unfinished by a piorch run that was killed; finalised by recover"
+    if not started:
+        started, how = ended, how + " (no placeholder manifest: its start time is unknown)"
+    remuxed = [name for name in (f"{leftover.id}.mp4", f"{leftover.id}.mkv") if (folder / name).is_file()]
+    if remuxed and data.suffix not in (".mp4", ".mkv"):
+        how += f"; its remuxed {remuxed[0]} is kept too"
+    for suffix in REMUX_LEFTOVERS:
+        (folder / f"{leftover.id}{suffix}").unlink(missing_ok=True)
+    (folder / f"{leftover.id}.json.tmp").unlink(missing_ok=True)
+    manifest_path = folder / f"{leftover.id}.json"
     problem = write_manifest(manifest_path, Manifest(
-        id=file_id, file=final.name, status=FileStatus.RECOVERED.value, bytes=size, sha256=digest.hexdigest(),
-        started_utc=_iso(stat.st_ctime), ended_utc=_iso(stat.st_mtime), peer="unknown",
-        reason="left as .tmp by a piorch run that was killed; finalised by recover",
+        id=leftover.id, file=data.name, status=FileStatus.RECOVERED.value, bytes=size, sha256=sha256,
+        started_utc=started, ended_utc=ended, peer=str(said.get("peer") or "unknown"), reason=how,
+        container=data.suffix.lstrip(".") if data.suffix in (".mp4", ".mkv") else "h264",
+        frames=sum(frame["complete"] for frame in frame_list) if frame_list is not None else None,
+        frame_list=frame_list,
+        partial_frames=sum(not frame["complete"] for frame in frame_list) if frame_list is not None else None,
     ))
     if problem:
         on_event(Notice("error", problem))
-    finished = FileFinished(final, None if problem else manifest_path, size, digest.hexdigest(),
-                            FileStatus.RECOVERED, max(0.0, stat.st_mtime - stat.st_ctime))
+    finished = FileFinished(data, None if problem else manifest_path, size, sha256, FileStatus.RECOVERED,
+                            max(0.0, last_write - _seconds(started)))
+    on_event(finished)
+    return finished
+
+
+def _gone(leftover: Leftover, on_event: EventSink) -> FileFinished:
+    """A placeholder whose bytes are nowhere: its manifest says so instead of `receiving` for ever."""
+    said = leftover.placeholder or {}
+    name = str(said.get("file") or leftover.id)
+    started = str(said.get("started_utc") or "")
+    if not started and leftover.placeholder_mtime is not None:
+        started = utc_at(leftover.placeholder_mtime)
+    manifest_path = leftover.folder / f"{leftover.id}.json"
+    problem = write_manifest(manifest_path, Manifest(
+        id=leftover.id, file=name, status=FileStatus.FAILED.value, bytes=0, sha256="", started_utc=started,
+        ended_utc=started, peer=str(said.get("peer") or "unknown"),
+        reason=f"left unfinished by a piorch run that was killed, and its data ({name}) is gone",
+    ))
+    if problem:
+        on_event(Notice("error", problem))
+    finished = FileFinished(leftover.folder / name, None if problem else manifest_path, 0, "", FileStatus.FAILED, 0.0)
     on_event(finished)
     return finished
 
 
 def recover_leftovers(out_dir: Path, on_event: EventSink) -> list[FileFinished]:
-    files = [recover_file(path, on_event) for path in find_leftovers(out_dir)]
+    files = [recover_file(leftover, on_event) for leftover in find_leftovers(out_dir)]
     if files:
         on_event(Notice("warning", f"recovered {len(files)} file(s) left by an earlier run in {out_dir}"))
     return files

@@ -1,23 +1,39 @@
 """The files of one recording: segments finished as they close, remuxed off the receiving thread, and one
-session manifest (`session-<uuid>.json`) that lists them in order with a common start time."""
+session manifest (`session-<uuid>.json`) that lists them in order with a common start time.
+
+Every file that arrived ends with a finished manifest, whatever fails after its bytes came: a remux that
+fails, raises or outlives its wait leaves the raw stream as the file (status kept, `remux_error` said);
+a file whose connection ends after `finish` (a receiving thread that `stop` could not join) is finished
+when it comes, and the session manifest is written again with it.
+"""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.events import EventSink, FileFinished, Notice
+from orchestrator.events import Ending, EventSink, FileFinished, FileStatus, Notice
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.manifest import utc_now, write_json_atomically
-from orchestrator.stream.receiver import ReceivedFile
 from orchestrator.stream.remux import Remuxer, RemuxResult
+from orchestrator.stream.writer import ReceivedFile
 
 # A remux reads and writes the file once: allow for a slow disk before giving up waiting.
 REMUX_WAIT_S = 120.0
+
+
+@dataclass
+class _Remux:
+    """A file waiting for its remux. `claimed` once someone finishes it: the remux, or `finish` giving up."""
+
+    item: ReceivedFile
+    interrupted: bool
+    failure: str | None
+    context: dict[str, Any]
+    claimed: bool = False
 
 
 class SessionFiles:
@@ -30,24 +46,34 @@ class SessionFiles:
         self._keep_raw = keep_raw
         self._discard_partial = discard_partial
         self._on_event = on_event
-        self._remuxer = Remuxer(container, fps) if container != "h264" else None
+        self._remuxer = Remuxer(container, fps, on_event) if container != "h264" else None
         self._lock = threading.Lock()
         self._finished: list[tuple[ReceivedFile, FileFinished]] = []
         self._open_tail: list[ReceivedFile] = []
+        self._remuxing: list[_Remux] = []
+        # Set by `finish` (interrupted, failure): files that come later are finished as they come.
+        self._ended: tuple[bool, str | None] | None = None
+        self._manifest_lock = threading.Lock()
         self.context: dict[str, Any] = {}
 
     def on_file(self, item: ReceivedFile) -> None:
         """Receiver callback: a segment cut mid-stream is complete now; the last file waits for the end."""
-        if item.ended_by == "segment":
-            self._finalize(item, interrupted=False, failure=None)
-        else:
-            with self._lock:
+        with self._lock:
+            ended = self._ended
+            if ended is None and item.ended_by is not Ending.SEGMENT:
                 self._open_tail.append(item)
+                return
+        if ended is None:
+            self._finalize(item, interrupted=False, failure=None)
+            return
+        # A straggler: its connection ended after the recording was finished.
+        self._finalize(item, *ended, late=True)
+        self._write_session_manifest()
 
-    def mark_pending(self, ended_by: str) -> None:
+    def mark_pending(self, ended_by: Ending) -> None:
         """Files that ended but are not finalised yet ended because of a fault, not the camera."""
         with self._lock:
-            self._open_tail = [replace(item, ended_by=ended_by) if item.ended_by == "eof" else item
+            self._open_tail = [replace(item, ended_by=ended_by) if item.ended_by is Ending.DONE else item
                                for item in self._open_tail]
 
     @property
@@ -59,20 +85,19 @@ class SessionFiles:
         """Finalise what is left, wait for the remuxes, write the session manifest; files in stream order."""
         with self._lock:
             tail, self._open_tail = self._open_tail, []
+            self._ended = (interrupted, failure)
         for item in tail:
             self._finalize(item, interrupted, failure)
         if self._remuxer is not None and not self._remuxer.close(REMUX_WAIT_S):
-            self._on_event(Notice("error", "remuxing did not finish in time; the raw .h264 files are kept"))
-        with self._lock:
-            done = sorted(self._finished, key=lambda pair: (pair[0].started_utc, pair[0].segment))
-        files = tuple(finished for _, finished in done)
-        if files:
-            self._write_session_manifest(done, interrupted, failure)
-        return files
-
-    def _record(self, item: ReceivedFile, finished: FileFinished) -> None:
-        with self._lock:
-            self._finished.append((item, finished))
+            with self._lock:
+                left = [job for job in self._remuxing if not job.claimed]
+                for job in left:
+                    job.claimed = True
+                self._remuxing.clear()
+            for job in left:
+                self._complete_remux(job, None, f"remuxing {job.item.path.name} did not finish within "
+                                                f"{REMUX_WAIT_S:g} s")
+        return self._write_session_manifest()
 
     def finish_pending(self, attempt_context: dict[str, Any]) -> None:
         """Finalise the files of an attempt that a fault ended, with that attempt's own argv and exits."""
@@ -81,43 +106,75 @@ class SessionFiles:
         for item in tail:
             self._finalize(item, interrupted=False, failure=None, extra=attempt_context)
 
+    def _finish_file(self, item: ReceivedFile, interrupted: bool, failure: str | None, context: dict[str, Any],
+                     playable: Path | None = None) -> None:
+        finished = finish_received_file(item, interrupted=interrupted, failure=failure,
+                                        discard_partial=self._discard_partial, context=context,
+                                        on_event=self._on_event, playable=playable)
+        with self._lock:
+            self._finished.append((item, finished))
+
     def _finalize(self, item: ReceivedFile, interrupted: bool, failure: str | None,
-                  extra: dict[str, Any] | None = None) -> None:
+                  extra: dict[str, Any] | None = None, late: bool = False) -> None:
         # Gaps belong to the session manifest: a file finished at a gap cannot know when it ends.
         context = {k: v for k, v in {**self.context, **(extra or {})}.items() if k != "gaps"}
         context["container"] = "h264"
-        finish: Callable[..., FileFinished] = finish_received_file
-        if self._remuxer is None or not item.frames:
-            # Nothing to remux (raw wanted, or a stream with no frame in it): the raw file is the file.
-            self._record(item, finish(item, interrupted=interrupted, failure=failure,
-                                      discard_partial=self._discard_partial, context=context,
-                                      on_event=self._on_event))
+        job = _Remux(item, interrupted, failure, context)
+        if self._remuxer is None or not item.frames or item.path.name.endswith(".tmp"):
+            # Nothing to remux (raw wanted, a stream with no frame in it, or bytes that could not even be
+            # renamed: the file failed and stays exactly as it is): the raw file is the file.
+            self._finish_file(item, interrupted, failure, context)
+        elif late:
+            self._complete_remux(job, None, f"{item.path.name} arrived after the recording ended and was not "
+                                            "remuxed")
+        else:
+            with self._lock:
+                self._remuxing.append(job)
+            self._remuxer.submit(item.path, lambda result, error: self._remuxed(job, result, error))
+
+    def _remuxed(self, job: _Remux, result: RemuxResult | None, error: str | None) -> None:
+        """On the remux thread."""
+        with self._lock:
+            lost = job.claimed
+            job.claimed = True
+            if job in self._remuxing:
+                self._remuxing.remove(job)
+        if lost:
+            # `finish` gave up waiting and finished the file with its raw stream: the late result goes.
+            if result is not None:
+                result.path.unlink(missing_ok=True)
             return
+        self._complete_remux(job, result, error)
 
-        def then(result: RemuxResult | None, error: str | None) -> None:
-            # On the remux thread: the playable file replaces the raw one unless --keep-raw (or it failed).
-            if result is not None and not self._keep_raw:
-                item.path.unlink(missing_ok=True)
-            extra = {
-                "container": self._container if result else "h264",
-                "duration_s": round(result.duration_s, 3) if result else None,
-                "remux_error": error,
-                "raw_file": item.path.name if result is None or self._keep_raw else None,
-            }
-            if error:
-                self._on_event(Notice("error", f"{error}; the raw {item.path.name} is kept"))
-            self._record(item, finish(item, interrupted=interrupted, failure=failure,
-                                      discard_partial=self._discard_partial, context={**context, **extra},
-                                      on_event=self._on_event, playable=result.path if result else None))
+    def _complete_remux(self, job: _Remux, result: RemuxResult | None, error: str | None) -> None:
+        """The playable file replaces the raw one unless --keep-raw; without it the raw file is the file."""
+        item = job.item
+        extra = {
+            "container": self._container if result else "h264",
+            "duration_s": round(result.duration_s, 3) if result else None,
+            "remux_error": error,
+            "raw_file": item.path.name if result is None or self._keep_raw else None,
+        }
+        if error:
+            self._on_event(Notice("warning", f"{error}; the raw {item.path.name} is kept"))
+        self._finish_file(item, job.interrupted, job.failure, {**job.context, **extra},
+                          playable=result.path if result else None)
+        if result is not None and not self._keep_raw:
+            # After the manifest names the playable file: a crash in between leaves both, never neither.
+            item.path.unlink(missing_ok=True)
 
-        self._remuxer.submit(item.path, then)
-
-    def _write_session_manifest(self, done: list[tuple[ReceivedFile, FileFinished]], interrupted: bool,
-                                failure: str | None) -> None:
-        status = "interrupted" if interrupted else "failed" if failure else "complete"
+    def _write_session_manifest(self) -> tuple[FileFinished, ...]:
+        with self._lock:
+            done = sorted(self._finished, key=lambda pair: (pair[0].started_utc, pair[0].segment))
+            interrupted, failure = self._ended or (False, None)
+        files = tuple(finished for _, finished in done)
+        if not files:
+            return files
+        failed = sum(finished.status is FileStatus.FAILED for finished in files)
+        status = "interrupted" if interrupted else "failed" if failure or failed else "complete"
         data = {
             "session": self.id, "started_utc": self.started_utc, "ended_utc": utc_now(), "status": status,
-            "reason": failure or "",
+            "reason": failure or (f"{failed} file(s) failed: their manifests say why" if failed else ""),
             **{k: v for k, v in self.context.items() if k in ("pi", "tool", "settings", "health_warnings", "gaps")},
             "files": [
                 {"id": item.id, "file": finished.path.name, "segment": item.segment, "status": finished.status.value,
@@ -125,7 +182,9 @@ class SessionFiles:
                 for item, finished in done
             ],
         }
-        try:
-            write_json_atomically(self._out_dir / f"session-{self.id}.json", data)
-        except OSError as exc:
-            self._on_event(Notice("error", f"could not write the session manifest ({exc.strerror or exc})"))
+        with self._manifest_lock:
+            try:
+                write_json_atomically(self._out_dir / f"session-{self.id}.json", data)
+            except OSError as exc:
+                self._on_event(Notice("error", f"could not write the session manifest ({exc.strerror or exc})"))
+        return files

@@ -12,7 +12,6 @@ import queue
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 
 from orchestrator.errors import UsageError
@@ -56,14 +55,11 @@ class ViewFeeder:
     def __init__(self, argv: Sequence[str], on_event: EventSink) -> None:
         self._argv = list(argv)
         self._on_event = on_event
-        self._queue: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._queued = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.dropped_bytes = 0
-        self.fed_bytes = 0
-        # Longest time a chunk waited between arriving and being handed to the player (seconds).
-        self.max_delay_s = 0.0
         self._thread = threading.Thread(target=self._feed, daemon=True, name="piorch-view")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -83,13 +79,12 @@ class ViewFeeder:
                 return
             self._queued += size
         # A copy: the receiver reuses its buffer as soon as this returns.
-        self._queue.put((time.monotonic(), bytes(data)))
+        self._queue.put(bytes(data))
 
     def _feed(self) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         stdin = self._proc.stdin
-        while (item := self._queue.get()) is not None:
-            arrived, chunk = item
+        while (chunk := self._queue.get()) is not None:
             with self._lock:
                 self._queued -= len(chunk)
             if self._closed.is_set():
@@ -101,8 +96,6 @@ class ViewFeeder:
                 self._closed.set()
                 self._on_event(Notice("info", "the live view was closed; the recording goes on"))
                 continue
-            self.fed_bytes += len(chunk)
-            self.max_delay_s = max(self.max_delay_s, time.monotonic() - arrived)
 
     def stop(self, timeout: float = 3.0) -> None:
         """End of the stream: the player gets end-of-file and closes by itself, or is stopped."""

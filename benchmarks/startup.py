@@ -1,0 +1,435 @@
+"""Startup benchmark: time to the first byte of `piorch record` against the recipe typed by hand.
+
+Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--pis 8] [--loopback] [--json]`
+(root for network namespaces; 3-4 minutes with the defaults on a busy 2-core machine). Issue 14's targets:
+
+- `piorch record` reaches its first byte in at most 1.3x the time of the by-hand OpenSSH recipe;
+- `piorch --help` and `piorch record --help` at most 150 ms over `python -c pass`;
+- starting 8 Pis adds at most 20% over starting 1.
+
+The fake Pi is the project's own OpenSSH sshd fixture with the camera simulator as `raspivid`, behind a veth
+pair shaped to 100 Mbit/s in network namespaces where the machine allows (see startup_lab.py; where not,
+on loopback, and the output says which). Modes, interleaved round after round (A B T A8 B8 A B T ...):
+
+- A: by hand. A waiting `nc -l LAPTOP PORT > file`, then, timed from its start,
+  `ssh -F CONFIG pi1 'raspivid -o - -t 3000 ... | nc -N LAPTOP PORT'` (the OpenSSH client).
+- B: `piorch record --pi pi1 --seconds 3 --out DIR --container h264` (same camera options), timed from
+  the process start.
+- T: B again under startup_trace.py, which timestamps every step: the breakdown table. Its own first byte
+  is shown too, so the cost of tracing is seen.
+- A8 / B8: the same for 8 Pis at once (8 sshds; 8 ssh + 8 nc -l by hand, one `piorch record --pi pi1
+  ... --pi pi8`), timed to the first byte of the LAST Pi. A8 is the control: the 8 simulators, sshd
+  sessions and shells share this machine's cores, which 8 real Pis would not.
+- C1, C2, ... (with --other-piorch PATH, repeatable): B run by another installation's piorch, e.g. a venv
+  with other dependency versions, so their effect is measured in the same run.
+
+References, interleaved too: `python -c pass` against `import paramiko` (with and without its `invoke`
+import), `ssh pi1 true` over a new connection (OpenSSH's default post-quantum key exchange, and
+curve25519 like paramiko's) and through a ControlMaster, and the sshd's banner delay. Then `-X importtime`
+of `piorch record --help` and of `import paramiko`.
+
+"First byte" is the same for every mode: this process polls the file that receives the stream (nc's output
+file; piorch's `<uuid>.h264.tmp`) every millisecond and notes when its size is first above zero. Medians
+over the rounds; the ratios are of medians, and the median of each round's own ratio is printed beside.
+Every run is checked: exit status 0 and the received file as long as the simulator says it sent. The
+tables are startup_report.py's. Targets are printed as PASS/FAIL but not asserted (a shared machine is
+noisy): exit 0 when everything was measured, 1 when a run failed or a deadline passed, 130 on Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+
+from startup_lab import FakePi, Lab, LabError, NetnsError, open_lab
+from startup_report import Sample, report
+
+HERE = Path(__file__).resolve().parent
+TRACER = HERE / "startup_trace.py"
+SECONDS = 3
+BITRATE, WIDTH, HEIGHT, FPS = 4_000_000, 640, 360, 25
+CAMERA = f"raspivid -o - -t {SECONDS * 1000} -b {BITRATE} -w {WIDTH} -h {HEIGHT} -fps {FPS} -n -ih"
+POLL_S = 0.001
+# A run is 3 s of camera plus start and finish; 60 s means something is stuck. nc listens within ms.
+RUN_DEADLINE_S = 60.0
+LISTEN_DEADLINE_S = 10.0
+KILL_GRACE_S = 5.0
+
+
+class MeasurementFailed(Exception):
+    """A run failed or passed its deadline: the benchmark fails."""
+
+
+# --- processes --------------------------------------------------------------------------------------------
+class Proc:
+    """A child in its own session (so a failure can kill it whole), output to a log file."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None,
+                 stdout: Path | None = None) -> None:
+        self.argv, self.log = argv, log
+        with log.open("ab") as err, (stdout.open("wb") if stdout else log.open("ab")) as out:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                                          start_new_session=True)
+
+    def failed(self) -> bool:
+        code = self.popen.poll()
+        return code is not None and code != 0
+
+    def wait(self, deadline: float) -> int:
+        try:
+            return self.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise MeasurementFailed(f"{shlex.join(self.argv)} did not finish in time") from None
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended meanwhile
+            self.popen.wait(KILL_GRACE_S)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-1500:]
+
+
+def watch_first_bytes(candidates: Callable[[], Iterable[tuple[str, Path]]], expected: int, procs: list[Proc],
+                      deadline: float) -> dict[str, float]:
+    """Poll until `expected` keys each have a non-empty file; returns key -> monotonic time it was seen."""
+    seen: dict[str, float] = {}
+    while len(seen) < expected:
+        for key, path in candidates():
+            if key not in seen:
+                try:
+                    if path.stat().st_size > 0:
+                        seen[key] = time.monotonic()
+                except FileNotFoundError:
+                    pass  # renamed or not created yet: the next poll sees it
+        if len(seen) >= expected:
+            break
+        for proc in procs:
+            if proc.failed():
+                raise MeasurementFailed(f"{shlex.join(proc.argv)} exited {proc.popen.returncode}:\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise MeasurementFailed(f"no first byte within {RUN_DEADLINE_S:.0f} s ({len(seen)} of {expected})")
+        time.sleep(POLL_S)
+    return seen
+
+
+def sent_bytes(pi: FakePi) -> int:
+    """What the simulator says the kernel accepted from it in its latest run."""
+    lines = (pi.log_dir / "runs.jsonl").read_text().splitlines()
+    return int(json.loads(lines[-1])["bytes"])
+
+
+def is_listening(port: int) -> bool:
+    """Some socket listens on `port` (from /proc: no test connection to use up nc's only accept)."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return any(cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port
+                   for cols in (line.split() for line in table))
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the modes ------------------------------------------------------------------------------------------
+def run_by_hand(lab: Lab, pis: list[FakePi], folder: Path) -> dict[str, float]:
+    """`nc -l` waiting per Pi, then the ssh commands started back to back; seconds to each first byte."""
+    folder.mkdir(parents=True)
+    nc = shutil.which("nc.openbsd") or "nc"
+    procs: list[Proc] = []
+    try:
+        files, commands = {}, []
+        for pi in pis:
+            port = free_port(lab.laptop_ip)
+            files[pi.alias] = folder / f"{pi.alias}.h264"
+            procs.append(Proc([nc, "-l", lab.laptop_ip, str(port)], folder / f"nc-{pi.alias}.log",
+                              stdout=files[pi.alias]))
+            commands.append((pi, port))
+        deadline = time.monotonic() + LISTEN_DEADLINE_S
+        while not all(is_listening(port) for _, port in commands):
+            if time.monotonic() > deadline:
+                raise MeasurementFailed("nc -l did not listen in time")
+            time.sleep(0.005)
+        started = time.monotonic()
+        for pi, port in commands:
+            procs.append(Proc(["ssh", "-F", str(lab.ssh_config), pi.alias, f"{CAMERA} | nc -N {lab.laptop_ip} {port}"],
+                              folder / f"ssh-{pi.alias}.log"))
+        seen = watch_first_bytes(lambda: files.items(), len(pis), procs, started + RUN_DEADLINE_S)
+        for proc in procs:
+            if proc.wait(started + RUN_DEADLINE_S) != 0:
+                raise MeasurementFailed(f"{shlex.join(proc.argv)} exited {proc.popen.returncode}:\n{proc.tail()}")
+        for pi in pis:
+            if files[pi.alias].stat().st_size != sent_bytes(pi):
+                raise MeasurementFailed(f"by hand, {pi.alias}: {files[pi.alias].stat().st_size} bytes received, "
+                                        f"{sent_bytes(pi)} sent")
+        return {alias: at - started for alias, at in seen.items()}
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+def piorch_env(lab: Lab, scratch: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PIORCH_")}
+    # Never the developer's own config: no user file, the lab's ssh_config and known_hosts.
+    env["PIORCH_CONFIG"] = str(scratch / "no-user-config.toml")
+    env["PIORCH_SSH_CONFIG"] = str(lab.ssh_config)
+    return env
+
+
+def piorch_bin() -> str:
+    beside = Path(sys.executable).parent / "piorch"
+    found = str(beside) if beside.exists() else shutil.which("piorch")
+    if found is None:
+        raise SystemExit("piorch is not installed: run `make bench` (or pip install -e .)")
+    return found
+
+
+def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, traced: bool = False,
+               piorch: str | None = None) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """`piorch record` for these Pis; seconds to each Pi's first byte, and the tracer's marks (seconds from
+    the start, CPU seconds)."""
+    out = folder / "out"
+    args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
+            "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
+            "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
+    env = piorch_env(lab, scratch)
+    marks_file = folder / "marks.txt"
+    argv = [sys.executable, str(TRACER), *args] if traced else [piorch or piorch_bin(), *args]
+    if traced:
+        env["PIORCH_TRACE_FILE"] = str(marks_file)
+    folder.mkdir(parents=True)
+    several = len(pis) > 1
+
+    def candidates() -> Iterable[tuple[str, Path]]:
+        # One Pi: OUT/<uuid>.h264.tmp; several: OUT/<pi>/<uuid>.h264.tmp.
+        pattern = "*/*.h264.tmp" if several else "*.h264.tmp"
+        return ((path.parent.name if several else "pi", path) for path in out.glob(pattern))
+
+    started = time.monotonic()
+    proc = Proc(argv, folder / "piorch.log", env=env)
+    try:
+        seen = watch_first_bytes(candidates, len(pis), [proc], started + RUN_DEADLINE_S)
+        if proc.wait(started + RUN_DEADLINE_S) != 0:
+            raise MeasurementFailed(f"piorch exited {proc.popen.returncode}:\n{proc.tail()}")
+    finally:
+        proc.kill()
+    for pi in pis:
+        files = list((out / pi.alias if several else out).glob("*.h264"))
+        if len(files) != 1 or files[0].stat().st_size != sent_bytes(pi):
+            raise MeasurementFailed(f"piorch, {pi.alias}: expected one file of {sent_bytes(pi)} bytes, "
+                                    f"found {[(f.name, f.stat().st_size) for f in files]}")
+    marks: dict[str, tuple[float, float]] = {}
+    if traced and marks_file.exists():
+        for line in marks_file.read_text().splitlines():
+            name, at, cpu = line.split()
+            marks.setdefault(name, (float(at) - started, float(cpu)))
+    return {key: at - started for key, at in seen.items()}, marks
+
+
+# --- --help and references ------------------------------------------------------------------------------
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.monotonic()
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, timeout=60, check=False)
+    elapsed = time.monotonic() - started
+    # A failed import in a thread still exits 0: a traceback on stderr fails the run all the same.
+    if result.returncode != 0 or b"Traceback" in result.stderr:
+        raise MeasurementFailed(f"{shlex.join(argv)} exited {result.returncode}: {result.stderr[-800:].decode()}")
+    return elapsed
+
+
+def interleaved(commands: dict[str, list[str]], rounds: int, env: dict[str, str]) -> dict[str, list[float]]:
+    """Each command once untimed (caches warm), then round after round in turn: A B C A B C ..."""
+    for argv in commands.values():
+        timed(argv, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            times[name].append(timed(argv, env))
+    return times
+
+
+def help_commands(others: dict[str, str]) -> dict[str, list[str]]:
+    """The three commands for this piorch, and for each other one (`C1 ...`) with its own venv's python
+    as its baseline (an editable install's .pth finder makes every start of its venv's python slower)."""
+    installs = {"": (sys.executable, piorch_bin())}
+    installs.update({f"{mode} ": (str(Path(path).parent / "python"), path) for mode, path in others.items()})
+    commands = {}
+    for prefix, (python, piorch) in installs.items():
+        commands.update({f"{prefix}python -c pass": [python, "-c", "pass"],
+                         f"{prefix}piorch --help": [piorch, "--help"],
+                         f"{prefix}piorch record --help": [piorch, "record", "--help"]})
+    return commands
+
+
+def reference_commands(lab: Lab, master: Path) -> dict[str, list[str]]:
+    ssh = ["ssh", "-F", str(lab.ssh_config)]
+    python = sys.executable
+    return {
+        "python -c pass": [python, "-c", "pass"],
+        "python: import paramiko": [python, "-c", "import paramiko"],
+        # paramiko.config imports invoke only for `Match exec`; marking it absent skips that import.
+        "python: import paramiko, invoke blocked": [python, "-c",
+                                                    "import sys; sys.modules['invoke'] = None; import paramiko"],
+        "python: import orchestrator.cli, then paramiko": [python, "-c", "import orchestrator.cli; import paramiko"],
+        "python: the same, paramiko in a thread meanwhile": [
+            python, "-c", "import threading; t = threading.Thread(target=__import__, args=('paramiko',)); "
+                          "t.start(); import orchestrator.cli; t.join()"],
+        "ssh pi1 true (OpenSSH, new connection)": [*ssh, "pi1", "true"],
+        # OpenSSH 9.x's default key exchange is post-quantum (sntrup761 or mlkem768); paramiko's is curve25519.
+        "ssh pi1 true (new connection, kex curve25519)": [*ssh, "-o", "KexAlgorithms=curve25519-sha256", "pi1",
+                                                          "true"],
+        "ssh pi1 true (through a ControlMaster)": [*ssh, "-o", "ControlMaster=no", "-S", str(master), "pi1", "true"],
+    }
+
+
+def banner_times(pi: FakePi, rounds: int) -> list[float]:
+    """In this process: TCP connect to the Pi's sshd until its SSH banner arrived (sshd's fork and re-exec):
+    what a client could overlap with its own imports by connecting first."""
+    times = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        with socket.create_connection((pi.host, pi.port), timeout=5) as sock:
+            sock.settimeout(5)
+            if not sock.recv(64).startswith(b"SSH-2.0"):
+                raise MeasurementFailed(f"{pi.alias} did not send an SSH banner")
+            times.append(time.monotonic() - started)
+    return times
+
+
+def start_master(lab: Lab, stack: ExitStack, scratch: Path) -> Path:
+    """An OpenSSH ControlMaster to pi1, as a user's `ControlMaster auto` + ControlPersist leaves one."""
+    socket_path = scratch / "master.sock"
+    proc = Proc(["ssh", "-F", str(lab.ssh_config), "-o", "ControlMaster=yes", "-S", str(socket_path), "-N", "pi1"],
+                scratch / "master.log")
+    stack.callback(proc.kill)
+    deadline = time.monotonic() + LISTEN_DEADLINE_S
+    while not socket_path.exists():
+        if proc.failed() or time.monotonic() > deadline:
+            raise MeasurementFailed(f"the ControlMaster did not start:\n{proc.tail()}")
+        time.sleep(0.01)
+    return socket_path
+
+
+IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)")
+
+
+def import_costs(env: dict[str, str], runs: int) -> dict[str, float]:
+    """Cumulative ms of the top-level and second-level imports (-X importtime), median of `runs` runs."""
+    commands = {"piorch record --help": [sys.executable, "-X", "importtime", piorch_bin(), "record", "--help"],
+                "import paramiko": [sys.executable, "-X", "importtime", "-c", "import paramiko"]}
+    found: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for label, argv in commands.items():
+            err = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False).stderr
+            for match in IMPORT_LINE.finditer(err):
+                depth = len(match.group(2)) // 2
+                if depth <= 2:
+                    found.setdefault(f"{label}: {match.group(3)}", []).append(int(match.group(1)) / 1000)
+    return {name: statistics.median(values) for name, values in found.items()}
+
+
+# --- main -------------------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the first-byte modes (default 7)")
+    parser.add_argument("--help-rounds", type=int, default=10, help="rounds of the --help timings (default 10)")
+    parser.add_argument("--pis", type=int, default=8, help="Pis for A8/B8 (default 8; 1 skips them)")
+    parser.add_argument("--modes", default="A,B,T,A8,B8", help="which of A,B,T,A8,B8 (default all)")
+    parser.add_argument("--other-piorch", metavar="PATH", action="append", default=[],
+                        help="modes C1, C2, ...: `piorch record` run by this piorch (another venv's: other "
+                             "dependency versions, a non-editable install); may be given several times")
+    parser.add_argument("--loopback", action="store_true", help="sshd on 127.0.0.1 even where netns would work")
+    parser.add_argument("--no-extras", action="store_true", help="skip the references and -X importtime")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    args = parser.parse_args()
+    modes = [mode for mode in args.modes.split(",") if mode]
+    if args.pis < 2:
+        modes = [mode for mode in modes if mode not in ("A8", "B8")]
+    others = {f"C{n}": path for n, path in enumerate(args.other_piorch, 1)}
+    at = modes.index("B") + 1 if "B" in modes else 0
+    modes[at:at] = list(others)
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-startup-")))
+        base_env = piorch_env(Lab("", "", [], scratch / "none"), scratch)
+        try:
+            helps = interleaved(help_commands(others), args.help_rounds, base_env) if args.help_rounds else {}
+            where = "no fake Pi (--rounds 0)"
+            samples: list[Sample] = []
+            refs: dict[str, list[float]] = {}
+            imports: dict[str, float] = {}
+            if args.rounds > 0:
+                where, samples, refs, imports = measure_on_fake_pis(stack, scratch, args, modes, others, base_env)
+        except (MeasurementFailed, LabError, NetnsError) as exc:
+            print(f"startup benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        lines, summary = report(where, samples, helps, refs, imports, args.pis, args.other_piorch)
+        if args.json:
+            print(json.dumps({**summary, "samples": [asdict(s) for s in samples], "help_s": helps,
+                              "references_s": refs}, indent=2))
+        else:
+            print("\n".join(lines))
+    return 0
+
+
+def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespace, modes: list[str],
+                        others: dict[str, str], base_env: dict[str, str],
+                        ) -> tuple[str, list[Sample], dict[str, list[float]], dict[str, float]]:
+    """The lab, the references, then the rounds of first-byte modes."""
+    lab = open_lab(stack, scratch, max(args.pis, 1), args.loopback)
+    refs: dict[str, list[float]] = {}
+    imports: dict[str, float] = {}
+    if not args.no_extras:
+        master = start_master(lab, stack, scratch)
+        refs = interleaved(reference_commands(lab, master), args.rounds, base_env)
+        refs["in-process: TCP connect -> SSH banner from sshd"] = banner_times(lab.pis[0], args.rounds)
+        imports = import_costs(base_env, 5)
+    one, many = lab.pis[:1], lab.pis
+    # One untimed run of each kind first: .pyc files, page cache, sshd's first fork.
+    run_by_hand(lab, one, scratch / "warm-a")
+    run_piorch(lab, one, scratch / "warm-b", scratch)
+    for mode, path in others.items():
+        run_piorch(lab, one, scratch / f"warm-{mode}", scratch, piorch=path)
+    samples: list[Sample] = []
+    for index in range(args.rounds):
+        for mode in modes:
+            folder = scratch / f"r{index}-{mode}"
+            marks: dict[str, tuple[float, float]] = {}
+            if mode in ("A", "A8"):
+                seen = run_by_hand(lab, one if mode == "A" else many, folder)
+            else:
+                seen, marks = run_piorch(lab, many if mode == "B8" else one, folder, scratch,
+                                         traced=mode == "T", piorch=others.get(mode))
+            samples.append(Sample(mode, index, max(seen.values()), seen,
+                                  {name: wall for name, (wall, _) in marks.items()},
+                                  {name: cpu for name, (_, cpu) in marks.items()}))
+            if not args.json:
+                print(f"round {index + 1} {mode:<3} {max(seen.values()) * 1000:7.1f} ms", file=sys.stderr)
+    return lab.where, samples, refs, imports
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

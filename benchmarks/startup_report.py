@@ -1,0 +1,153 @@
+"""The tables of benchmarks/startup.py: first-byte medians and ratios, --help, references, the breakdown."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TARGET_RATIO, TARGET_HELP_MS, TARGET_FLEET = 1.3, 150.0, 1.2
+
+
+@dataclass
+class Sample:
+    mode: str
+    round: int
+    first_byte_s: float  # to the last Pi's first byte
+    per_pi_s: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)  # T: startup_trace.py's marks, from the start
+    cpu_marks: dict[str, float] = field(default_factory=dict)  # T: piorch's CPU time at each mark
+
+
+# --- the breakdown ----------------------------------------------------------------------------------------
+PHASES = [
+    ("Python start (interpreter, site, venv .pth files)", "", "interpreter_ready"),
+    ("import orchestrator.cli (typer, pydantic, rich, commands)", "cli_import_begin", "cli_import_end"),
+    ("import orchestrator.pi.ssh + .recording (earlier than piorch does)", "late_imports_begin", "late_imports_end"),
+    ("typer builds the app and parses the command line", "late_imports_end", "settings_begin"),
+    ("settings: flags, config file, environment", "settings_begin", "settings_end"),
+    ("record(): checks, display", "settings_end", "paramiko_import_begin"),
+    ("import paramiko (cryptography, invoke, nacl, bcrypt)", "paramiko_import_begin", "paramiko_import_end"),
+    ("ssh_config lookup (resolve_target)", "resolve_target_begin", "resolve_target_end"),
+    ("known_hosts load, TCP connect", "open_client_begin", "ssh_kex_begin"),
+    ("SSH banner + key exchange (paramiko start_client)", "ssh_kex_begin", "ssh_kex_end"),
+    ("host key check", "ssh_kex_end", "ssh_auth_begin"),
+    ("authentication (key file load, publickey)", "ssh_auth_begin", "ssh_auth_end"),
+    ("connected -> probe sent", "ssh_auth_end", "probe_begin"),
+    ("probe round trip (probe_pi)", "probe_begin", "probe_end"),
+    ("out dir, leftovers, session files, make_receiver", "probe_end", "receiver_start_begin"),
+    ("receiver bind + accept thread (receiver.start)", "receiver_start_begin", "receiver_start_end"),
+    ("-> pipeline sent", "receiver_start_end", "remote_start2_begin"),
+    ("pipeline start: open channel + exec (SshHost.start)", "remote_start2_begin", "remote_start2_end"),
+    ("pgid line back (remote shell, setsid, sh)", "remote_start2_end", "read_pgid_end"),
+    ("camera process start -> first byte on the laptop", "read_pgid_end", "first_byte"),
+]
+
+
+def phase_table(samples: list[Sample]) -> list[tuple[str, float | None, float | None]]:
+    """(phase, median wall ms, median CPU ms of piorch's process); None where a mark is missing."""
+    rows: list[tuple[str, float | None, float | None]] = []
+    for label, begin, end in PHASES:
+        spans, cpus = [], []
+        for sample in samples:
+            marks = {**sample.marks, "": 0.0, "first_byte": sample.first_byte_s}
+            if begin in marks and end in marks:
+                spans.append(marks[end] - marks[begin])
+            cpu = {**sample.cpu_marks, "": 0.0}
+            if begin in cpu and end in cpu:
+                cpus.append(cpu[end] - cpu[begin])
+        rows.append((label, statistics.median(spans) * 1000 if spans else None,
+                     statistics.median(cpus) * 1000 if cpus else None))
+    return rows
+
+
+# --- report -----------------------------------------------------------------------------------------------
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:7.0f} ms  [{min(values) * 1000:.0f}-{max(values) * 1000:.0f}]"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(where: str, samples: list[Sample], helps: dict[str, list[float]], refs: dict[str, list[float]],
+           imports: dict[str, float], pis: int, others: list[str]) -> tuple[list[str], dict[str, object]]:
+    """The tables as lines, and the same figures as one JSON-ready summary."""
+    out: list[str] = []
+    by_mode: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_mode.setdefault(sample.mode, []).append(sample)
+    first = {mode: [s.first_byte_s for s in group] for mode, group in by_mode.items()}
+    out.append(f"fake Pis: OpenSSH sshd + camera simulator; {where}")
+    rounds = len({sample.round for sample in samples})
+    out.append(f"rounds: {rounds}, modes interleaved; medians [min-max]; at the end: {load_text()}")
+    labels = {"A": "A  by hand: nc -l + ssh 'raspivid | nc -N'", "B": "B  piorch record",
+              **{f"C{n}": f"C{n} piorch record by {path}" for n, path in enumerate(others, 1)},
+              "T": "T  piorch record, traced (breakdown)", "A8": f"A{pis} by hand, {pis} Pis (last first byte)",
+              "B8": f"B{pis} piorch record, {pis} Pis (last first byte)"}
+    out.append("\ntime to first byte" if first else "")
+    for mode, label in labels.items():
+        if mode in first:
+            out.append(f"  {label:<52} {ms(first[mode])}")
+    summary: dict[str, object] = {"where": where, "first_byte_ms": {m: statistics.median(v) * 1000
+                                                                    for m, v in first.items()}}
+
+    def ratio(top: str, bottom: str) -> tuple[float, float] | None:
+        if top not in first or bottom not in first:
+            return None
+        rounds = {s.round: s.first_byte_s for s in by_mode[bottom]}
+        per_round = [s.first_byte_s / rounds[s.round] for s in by_mode[top] if s.round in rounds]
+        return statistics.median(first[top]) / statistics.median(first[bottom]), statistics.median(per_round)
+
+    out.append("")
+    pairs: list[tuple[str, str, str, float | None]] = [("B/A", "B", "A", TARGET_RATIO)]
+    for n in range(1, len(others) + 1):
+        pairs += [(f"C{n}/A", f"C{n}", "A", TARGET_RATIO), (f"C{n}/B", f"C{n}", "B", None)]
+    pairs += [(f"C{n}/C1", f"C{n}", "C1", None) for n in range(2, len(others) + 1)]
+    for name, top, bottom, target in (*pairs, (f"B{pis}/B", "B8", "B", TARGET_FLEET),
+                                      (f"A{pis}/A (this machine's own share)", "A8", "A", None)):
+        pair = ratio(top, bottom)
+        if pair is None:
+            continue
+        goal = f"   target <= {target:.2f}x  {verdict(pair[0] <= target)}" if target else ""
+        out.append(f"  {name:<36} {pair[0]:5.2f}x  (median of per-round ratios {pair[1]:.2f}x){goal}")
+        summary[name] = pair[0]
+    if helps:
+        out.append("\n--help (wall time of the whole process; over the same venv's python -c pass)")
+        for name, values in helps.items():
+            prefix = name[: name.index("python")] if name.endswith("python -c pass") else name[: name.index("piorch")]
+            over = (statistics.median(values) - statistics.median(helps[f"{prefix}python -c pass"])) * 1000
+            goal = f"  +{over:4.0f} ms  target <= +{TARGET_HELP_MS:.0f}  {verdict(over <= TARGET_HELP_MS)}" \
+                if not name.endswith("python -c pass") else ""
+            out.append(f"  {name:<52} {ms(values)}{goal}")
+        summary["help_ms"] = {name: statistics.median(v) * 1000 for name, v in helps.items()}
+    if refs:
+        out.append("\nreferences (whole process unless said, interleaved)")
+        for name, values in refs.items():
+            out.append(f"  {name:<52} {ms(values)}")
+        summary["references_ms"] = {name: statistics.median(v) * 1000 for name, v in refs.items()}
+    if "T" in by_mode:
+        out.append("\nwhere the time of `piorch record` goes (T runs; medians; CPU: piorch's own process, all threads)")
+        out.append(f"  {'step':<66} {'wall ms':>7} {'CPU ms':>7}")
+        rows = phase_table(by_mode["T"])
+        for label, wall, cpu in rows:
+            out.append(f"  {label:<66} {cell(wall)} {cell(cpu)}")
+        known = sum(wall for _, wall, _ in rows if wall is not None)
+        t_ms = statistics.median(first["T"]) * 1000
+        out.append(f"  {'sum of the rows (medians do not add up exactly)':<66} {known:7.1f}   (T: {t_ms:.1f})")
+        summary["breakdown_ms"] = {label: {"wall": wall, "cpu": cpu} for label, wall, cpu in rows}
+    if imports:
+        out.append("\nimports over 5 ms (-X importtime, cumulative, medians; nested ones are inside their parents)")
+        for name, value in sorted(imports.items(), key=lambda item: -item[1]):
+            if value >= 5:
+                out.append(f"  {name:<66} {value:6.1f}")
+        summary["imports_ms"] = imports
+    return out, summary
+
+
+def cell(value: float | None) -> str:
+    return f"{'-':>7}" if value is None else f"{value:7.1f}"
+
+
+def load_text() -> str:
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -1,0 +1,122 @@
+"""Where the Pi is: `[user@]host[:port]` or an alias, with the OpenSSH client config (~/.ssh/config) applied.
+
+paramiko never reads ~/.ssh/config by itself, so HostName, User, Port, IdentityFile, IdentitiesOnly,
+UserKnownHostsFile, ProxyJump and ProxyCommand are looked up here (paramiko.SSHConfig; `Include` is not
+supported by it). paramiko is imported here, the first thing a connection needs (see `load_paramiko`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from orchestrator.errors import ConnectError
+
+# The only OpenSSH config lines paramiko needs `invoke` for (`Match exec`); an `Include`d file might hold one.
+_NEEDS_INVOKE = re.compile(r"^\s*(?:match\b.*\bexec\b|include\b)", re.IGNORECASE | re.MULTILINE)
+
+
+def load_paramiko(ssh_config: Path | None) -> ModuleType:
+    """paramiko, imported without `invoke` when the OpenSSH config cannot need it.
+
+    paramiko.config imports invoke at import time (60-140 ms of piorch's start) only to run `Match exec`
+    lines. When the config has none, invoke's import is made to fail fast for paramiko's own import (paramiko
+    then keeps None, as when invoke is not installed); a later `import invoke` elsewhere works as usual.
+    """
+    if "paramiko" not in sys.modules and "invoke" not in sys.modules and not _may_need_invoke(ssh_config):
+        sys.modules["invoke"] = None  # type: ignore[assignment]
+        try:
+            import paramiko
+        finally:
+            if "invoke" in sys.modules and sys.modules["invoke"] is None:
+                del sys.modules["invoke"]
+    import paramiko
+
+    return paramiko
+
+
+def _may_need_invoke(ssh_config: Path | None) -> bool:
+    if ssh_config is None:
+        return False
+    try:
+        text = ssh_config.expanduser().read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False  # no file: no Match exec
+    return _NEEDS_INVOKE.search(text) is not None
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to connect, after ~/.ssh/config was applied."""
+
+    alias: str
+    hostname: str
+    port: int = 22
+    user: str | None = None
+    identity_files: tuple[Path, ...] = ()
+    identities_only: bool = False
+    # Empty means OpenSSH's default, expanded when used (not at import: HOME may change, e.g. under sudo).
+    known_hosts: tuple[Path, ...] = ()
+    # The hops as written (`a,b`), or None; the config's `ProxyJump none` is None too.
+    proxy_jump: str | None = None
+    proxy_command: str | None = None
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How OpenSSH names this host in known_hosts: bare for port 22, `[host]:port` otherwise."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def display(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.hostname}{'' if self.port == 22 else f':{self.port}'}"
+
+    @property
+    def jump_hops(self) -> tuple[str, ...]:
+        """The ProxyJump hosts in the order they are passed through."""
+        return tuple(hop.strip() for hop in (self.proxy_jump or "").split(",") if hop.strip())
+
+
+_TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")
+
+
+def parse_target(text: str) -> tuple[str | None, str, int | None]:
+    """`[user@]host[:port]` -> (user, host, port); IPv6 goes in brackets."""
+    match = _TARGET.match(text)
+    if not match:
+        raise ConnectError(f"cannot read the Pi address {text!r}", "write it as [user@]host[:port]")
+    host = match.group("host").strip("[]")
+    port = int(match.group("port")) if match.group("port") else None
+    return match.group("user"), host, port
+
+
+def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
+    """Apply the OpenSSH client config (when it exists) to a `[user@]host[:port]` or alias."""
+    user, host, port = parse_target(text)
+    looked: dict[str, Any] = {}
+    paramiko = load_paramiko(ssh_config)
+    if ssh_config is not None and ssh_config.expanduser().is_file():
+        try:
+            config = paramiko.SSHConfig.from_path(str(ssh_config.expanduser()))
+            looked = dict(config.lookup(host))
+        except Exception as exc:  # paramiko raises several unrelated types for a bad file
+            raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
+                               "fix that file or point ssh_config elsewhere") from None
+    known = tuple(Path(p).expanduser() for p in str(looked.get("userknownhostsfile", "")).split() if p)
+    identities = tuple(Path(p).expanduser() for p in looked.get("identityfile", []))
+    jump = looked.get("proxyjump")
+    return SshTarget(
+        alias=text,
+        hostname=str(looked.get("hostname", host)),
+        port=port or int(looked.get("port", 22)),
+        user=user or looked.get("user"),
+        identity_files=identities,
+        identities_only=str(looked.get("identitiesonly", "no")).lower() == "yes",
+        known_hosts=known or (Path("~/.ssh/known_hosts").expanduser(),),
+        # paramiko turns `ProxyCommand none` into None itself, but leaves `ProxyJump none` as the word.
+        proxy_jump=None if jump is None or str(jump).lower() == "none" else str(jump),
+        proxy_command=looked.get("proxycommand"),
+    )

@@ -1,0 +1,280 @@
+"""Reaching the Pi over SSH, through the real CLI against real sshds on loopback: Ctrl+C while connecting or
+probing, jump hosts (one, two, a loop, a broken one), ProxyCommand, and every failure as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConnectError
+from orchestrator.pi.ssh import SshHost
+from orchestrator.settings import SshSettings
+from tests.e2e_helpers import FakePi, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.sshd_server import SshServer
+
+pytestmark = pytest.mark.e2e
+
+# Far longer than any test waits: a test that passes cannot have been saved by the connect timeout.
+PATIENT = "60"
+# Generous: a stopped piorch exits in well under a second; the point is that it does not wait for a timeout.
+EXIT_WITHIN_S = 5.0
+
+
+@pytest.fixture
+def fake_pi(tmp_path: Path) -> Iterator[FakePi]:
+    from tests.conftest import _require_sshd
+
+    _require_sshd()
+    pi = start_fake_pi(tmp_path)
+    try:
+        yield pi
+    finally:
+        pi.server.stop()
+
+
+@pytest.fixture
+def jumps() -> Iterator[list[SshServer]]:
+    """Two jump hosts, `jump1` and `jump2` (jump1 refuses to forward when a test restarts it so)."""
+    from tests.conftest import _require_sshd
+
+    _require_sshd()
+    servers = [SshServer(alias="jump1"), SshServer(alias="jump2")]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def chain_config(tmp_path: Path, servers: list[SshServer], extra: dict[str, str], name: str = "ssh_config") -> Path:
+    """One ssh_config and one known_hosts for several servers; `extra`: alias -> one more line for its Host."""
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(server.info.known_hosts.read_text() for server in servers))
+    blocks = []
+    for server in servers:
+        info = server.info
+        block = info.ssh_config.read_text().replace(str(info.known_hosts), str(known))
+        if info.alias in extra:
+            block = block.replace(f"Host {info.alias}\n", f"Host {info.alias}\n    {extra[info.alias]}\n")
+        blocks.append(block)
+    path = tmp_path / name
+    path.write_text("".join(blocks))
+    return path
+
+
+def env_for(tmp_path: Path, ssh_config: Path, connect_timeout: str = PATIENT) -> dict[str, str]:
+    env = piorch_env(tmp_path, ssh_config)
+    env["PIORCH_CONNECT_TIMEOUT"] = connect_timeout
+    return env
+
+
+def record_args(tmp_path: Path, pi: str, *more: str) -> list[str]:
+    # Through a jump host the laptop's end of the link is not visible: the address is given.
+    return ["record", "--pi", pi, "--seconds", "1", "--out", str(tmp_path / "recv"), "--port", "0",
+            "--laptop-ip", "127.0.0.1", "--container", "h264", *more]
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    return lines[0]
+
+
+def signal_and_wait(process: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str]:
+    process.send_signal(sig)
+    try:
+        _, stderr = process.communicate(timeout=EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"piorch did not exit within {EXIT_WITHIN_S} s of {sig.name}")
+    return process.returncode, stderr
+
+
+def ssh_connections_to(port: int) -> int:
+    """This process's established TCP connections to a loopback port."""
+    import psutil  # type: ignore[import-untyped]
+
+    return sum(1 for conn in psutil.Process().net_connections("tcp")
+               if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED)
+
+
+# -- Ctrl+C ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_pi_never_answers_exits_130_at_once(tmp_path: Path, sig: signal.Signals) -> None:
+    # A "Pi" that accepts TCP and never sends the SSH greeting: the kernel completes the handshake for the
+    # listen backlog, and the test accepts to know that piorch is waiting for the greeting.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        silent.settimeout(30)
+        port = silent.getsockname()[1]
+        env = env_for(tmp_path, tmp_path / "no_ssh_config")
+        process = subprocess.Popen(piorch_argv(*record_args(tmp_path, f"127.0.0.1:{port}")), env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        connection, _ = silent.accept()
+        with connection:
+            code, stderr = signal_and_wait(process, sig)
+    assert code == 130
+    assert one_line(stderr) == (f"piorch: interrupted while connecting to the Pi at 127.0.0.1:{port}: "
+                                "nothing was started on the Pi")
+    assert not (tmp_path / "recv").exists()
+
+
+def test_a_stop_while_a_fleet_connects_exits_130_at_once(tmp_path: Path) -> None:
+    with socket.socket() as first, socket.socket() as second:
+        for silent in (first, second):
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(1)
+            silent.settimeout(30)
+        targets = [f"127.0.0.1:{silent.getsockname()[1]}" for silent in (first, second)]
+        env = env_for(tmp_path, tmp_path / "no_ssh_config")
+        args = ["record", "--pi", targets[0], "--pi", targets[1], "--seconds", "1", "--out", str(tmp_path / "recv")]
+        process = subprocess.Popen(piorch_argv(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        accepted = [first.accept()[0], second.accept()[0]]
+        code, stderr = signal_and_wait(process, signal.SIGINT)
+        for connection in accepted:
+            connection.close()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "piorch: error" not in stderr
+    for target in targets:
+        assert f"[{target}] interrupted: interrupted while connecting to the Pi at {target}" in stderr
+
+
+def test_a_stop_while_probing_exits_130_with_nothing_started(tmp_path: Path, fake_pi: FakePi) -> None:
+    # The probe asks `nc -h`; this nc answers only after a minute, so piorch is caught probing.
+    started = fake_pi.info.home / "nc-asked"
+    slow_nc = fake_pi.info.bin_dir / "nc"
+    slow_nc.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    slow_nc.chmod(0o755)
+    env = env_for(tmp_path, fake_pi.info.ssh_config)
+    process = subprocess.Popen(piorch_argv(*record_args(tmp_path, fake_pi.info.alias)), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "piorch never probed the Pi"
+        time.sleep(0.05)
+    code, stderr = signal_and_wait(process, signal.SIGINT)
+    assert code == 130
+    # The plain log said where it stood ("probing the Pi"); the end is one line, and no traceback.
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("piorch:")] == \
+        [f"piorch: interrupted while waiting for {fake_pi.info.alias}: nothing was started on the Pi"]
+    assert fake_pi.runs() == [] and not fake_pi.cameras_running() and fake_pi.camera_free()
+
+
+# -- one line for every failure -------------------------------------------------------------------------------
+
+def test_a_pi_that_never_greets_is_one_line_exit_3(tmp_path: Path) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        result = run_piorch(env_for(tmp_path, tmp_path / "no_ssh_config", connect_timeout="1"),
+                            *record_args(tmp_path, f"127.0.0.1:{port}"))
+    assert result.returncode == 3
+    # paramiko's own "Exception (client): Error reading SSH protocol banner" and its traceback stay unsaid.
+    assert one_line(result.stderr) == (f"piorch: error: cannot reach the Pi at 127.0.0.1:{port} (no SSH greeting "
+                                       "within 1 s): check the cable and address; `piorch setup-link --check` "
+                                       "tests the link")
+
+
+def test_two_jump_hosts_are_passed_in_order(tmp_path: Path, fake_pi: FakePi, jumps: list[SshServer]) -> None:
+    config = chain_config(tmp_path, [*jumps, fake_pi.server], {"testpi": "ProxyJump jump1,jump2"})
+    result = run_piorch(env_for(tmp_path, config), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 0, result.stderr
+    (run,) = fake_pi.runs()
+    (video,) = (tmp_path / "recv").glob("*.h264")
+    assert video.stat().st_size == run["bytes"] > 0
+    for jump in jumps:
+        assert "Accepted publickey" in jump.log_path.read_text()
+
+    # The second hop is reached through the first: when jump1 may not forward, jump2 is never reached.
+    logins_on_jump2 = jumps[1].log_path.read_text().count("Accepted publickey")
+    with SshServer(alias="jump1", sshd_options={"AllowTcpForwarding": "no"}) as refusing:
+        config = chain_config(tmp_path, [refusing, jumps[1], fake_pi.server], {"testpi": "ProxyJump jump1,jump2"})
+        result = run_piorch(env_for(tmp_path, config), *record_args(tmp_path, "testpi"))
+        assert result.returncode == 3
+        assert one_line(result.stderr).startswith(
+            f"piorch: error: the jump host jump1 at {refusing.info.user}@127.0.0.1:{refusing.info.port} cannot "
+            "connect on to the jump host jump2 at ")
+        assert "AllowTcpForwarding" in result.stderr
+    assert jumps[1].log_path.read_text().count("Accepted publickey") == logins_on_jump2
+    assert len(fake_pi.runs()) == 1
+
+
+@pytest.mark.parametrize(("down", "said"), [
+    (0, "piorch: error: cannot reach the jump host jump1 at {user}@127.0.0.1:{port1} (Connection refused): "),
+    (1, "piorch: error: the jump host jump1 at {user}@127.0.0.1:{port1} cannot connect on to the jump host jump2 "
+        "at {user}@127.0.0.1:{port2} (Connect failed): "),
+])
+def test_a_jump_host_that_is_down_is_one_line_exit_3(tmp_path: Path, fake_pi: FakePi, jumps: list[SshServer],
+                                                      down: int, said: str) -> None:
+    config = chain_config(tmp_path, [*jumps, fake_pi.server], {"testpi": "ProxyJump jump1,jump2"})
+    user, port1, port2 = jumps[0].info.user, jumps[0].info.port, jumps[1].info.port
+    jumps[down].kill()
+    result = run_piorch(env_for(tmp_path, config), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 3
+    assert one_line(result.stderr).startswith(said.format(user=user, port1=port1, port2=port2))
+    assert fake_pi.runs() == []
+
+
+def test_a_proxyjump_loop_is_refused_clearly(tmp_path: Path, fake_pi: FakePi, jumps: list[SshServer]) -> None:
+    # `jump1` jumps through itself: OpenSSH would recurse until it gives up.
+    config = chain_config(tmp_path, [jumps[0], fake_pi.server], {"testpi": "ProxyJump jump1",
+                                                                  "jump1": "ProxyJump jump1"})
+    result = run_piorch(env_for(tmp_path, config), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 3
+    assert one_line(result.stderr).startswith("piorch: error: more than 8 jump hosts on the way to jump1: ")
+    assert "Accepted publickey" not in jumps[0].log_path.read_text()
+
+
+def test_proxycommand_works_and_its_failure_is_told_in_its_words(tmp_path: Path, fake_pi: FakePi,
+                                                                 jumps: list[SshServer]) -> None:
+    # The usual ProxyCommand: OpenSSH's own client opens the stream through a jump host.
+    config = chain_config(tmp_path, [jumps[0], fake_pi.server], {})
+    proxied = chain_config(tmp_path, [jumps[0], fake_pi.server],
+                           {"testpi": f"ProxyCommand ssh -F {config} -W %h:%p jump1"}, name="proxied_config")
+    result = run_piorch(env_for(tmp_path, proxied), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 0, result.stderr
+    assert len(fake_pi.runs()) == 1
+
+    broken = chain_config(tmp_path, [fake_pi.server], {"testpi": "ProxyCommand sh -c 'echo no route to the pi >&2; "
+                                                                  "exit 7'"})
+    result = run_piorch(env_for(tmp_path, broken), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 3
+    assert one_line(result.stderr).startswith(
+        f"piorch: error: cannot reach the Pi at {fake_pi.info.user}@127.0.0.1:{fake_pi.info.port}: its ProxyCommand "
+        "ended (exit status 7: no route to the pi): check ProxyCommand")
+
+
+def test_jump_connections_are_closed_after_a_failure_and_with_the_host(tmp_path: Path, fake_pi: FakePi,
+                                                                       jumps: list[SshServer]) -> None:
+    jump_port = jumps[0].info.port
+    config = chain_config(tmp_path, [jumps[0], fake_pi.server], {"testpi": "ProxyJump jump1"})
+    settings = SshSettings(target="testpi", ssh_config=config, connect_timeout=float(PATIENT))
+    host = SshHost.connect(settings)
+    try:
+        assert host.run("echo through", timeout=20).stdout == "through"
+        assert ssh_connections_to(jump_port) == 1
+    finally:
+        host.close()
+    assert ssh_connections_to(jump_port) == 0
+
+    fake_pi.server.kill()  # the Pi is gone; the jump host answers
+    with pytest.raises(ConnectError, match="cannot connect on to the Pi at"):
+        SshHost.connect(settings)
+    assert ssh_connections_to(jump_port) == 0
