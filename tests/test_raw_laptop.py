@@ -130,7 +130,7 @@ def test_finish_raw_video_adds_the_twin_and_the_layout(tmp_path: Path) -> None:
     done = FileFinished(raw, manifest, layout.frame_bytes * 3 + 5, "x", FileStatus.INTERRUPTED, 1.0)
     finish_raw_video([done], layout, True, events.append)
     data = json.loads(manifest.read_text())
-    assert data["frames"] == 3 and data["file"] == "id.yuv"
+    assert data["frames"] == 3 and data["file"] == "id.yuv" and data["container"] == "yuv"
     assert data["raw"] == {**layout.describe(), "frames": 3, "trailing_bytes": 5, "y4m": "id.y4m"}
     assert (tmp_path / "id.y4m").stat().st_size == len(build_y4m_header(layout)) + 3 * (6 + layout.frame_bytes)
     assert events == []

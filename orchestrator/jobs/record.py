@@ -280,10 +280,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                 break  # never `-t 0` for a bounded recording: to the camera that means "for ever"
             run_camera = replace(camera, duration_ms=0 if limit_s is None else round(limit_s * 1000))
             camera_argv = build_camera_argv(run_camera, tool, plan.options)
-            on_event(StateChanged(State.STARTING, f"{tool.value} on {recorder.host.name}"))
+            on_event(StateChanged(State.STARTING, f"{camera_argv[0]} on {recorder.host.name}"))
             if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
                 recorder.gaps[-1]["end_utc"] = utc_now()
-            on_event(StateChanged(State.RECORDING, f"{tool.value} -> {laptop_ip}:{receiver.port}"))
+            on_event(StateChanged(State.RECORDING, f"{camera_argv[0]} -> {laptop_ip}:{receiver.port}"))
             attempt = recorder.run_attempt(build_pipeline_script(camera_argv, nc_argv), clock, receiver, limit_s)
             if attempt.ended is Ending.DONE and not busy_retried and camera_busy(attempt.pipeline, tool):
                 busy_retried = True

@@ -171,8 +171,9 @@ def finish_raw_video(files: Sequence[FileFinished], layout: RawLayout, y4m: bool
                 on_event(Notice("error", f"could not write {target.name} ({exc.strerror or exc}); "
                                          f"{finished.path.name} is kept"))
         try:
-            amend_manifest(finished.manifest, {"raw": {**layout.describe(), "frames": frames,
-                                                       "trailing_bytes": trailing, "y4m": twin}})
+            # `container`: the file is raw I420 (the session names every unremuxed file h264).
+            amend_manifest(finished.manifest, {"container": "yuv", "raw": {
+                **layout.describe(), "frames": frames, "trailing_bytes": trailing, "y4m": twin}})
         except (OSError, ValueError) as exc:
             on_event(Notice("error", f"could not add the raw layout to {finished.manifest.name} ({exc})"))
 
