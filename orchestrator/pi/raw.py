@@ -285,6 +285,7 @@ def judge_link(layout: RawLayout, link: LinkReport) -> LinkVerdict:
 
 def read_link(host: Host, laptop_ip: str, stop: threading.Event | None = None) -> LinkReport:
     """The Pi's interface towards the laptop and its speed (one small command, before the camera starts)."""
+    # A route lookup and a dozen small file reads: a Pi that takes 10 s over them is not answering.
     result = host.run(build_link_script(laptop_ip), timeout=10, stop=stop)
     return parse_link_report(result.stdout, laptop_ip)
 
