@@ -162,7 +162,8 @@ def fake_pi(tmp_path: Path) -> Iterator[FakePi]:
 
 def _config(tmp_path: Path, pi: FakePi) -> Path:
     config = tmp_path / "piorch.toml"
-    config.write_text(f'ssh_config = "{pi.info.ssh_config}"\nlaptop_ip = "127.0.0.1"\n')
+    # port 0: any free port, so a parallel run holding 10401 cannot make this fail.
+    config.write_text(f'ssh_config = "{pi.info.ssh_config}"\nlaptop_ip = "127.0.0.1"\nport = 0\n')
     return config
 
 

@@ -31,14 +31,9 @@ def sha256(path: Path) -> str:
 
 
 def decoded_codec(path: Path) -> tuple[str, int, int]:
-    """Decode the picture for real (PyAV, else ffprobe): its codec and size."""
-    try:
-        import av
-    except ImportError:
-        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height",
-                              "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=30, check=True)
-        codec, width, height = out.stdout.strip().split(",")
-        return codec, int(width), int(height)
+    """Decode the picture for real with PyAV (a runtime dependency): its codec and size."""
+    import av
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frame = next(container.decode(stream))
