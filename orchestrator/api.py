@@ -202,11 +202,12 @@ def _ignore(event: object) -> None:
 def _simulated_pi(scratch: Path, config: Config) -> Host:
     from orchestrator.pi.host import LocalHost
     from orchestrator.settings import CameraTool
-    from orchestrator.sim.stand_in import SIM_STILL_TOOLS, install_stand_ins
+    from orchestrator.sim.stand_in import SIM_RAW_TOOLS, SIM_STILL_TOOLS, install_stand_ins
 
     bin_dir = scratch / "bin"
     tool = CameraTool(config["camera_tool"])
-    tools = [CameraTool.RASPIVID.value if tool is CameraTool.AUTO else tool.value, *SIM_STILL_TOOLS]
+    # raspividyuv and raspiyuv too: the legacy stack's raw video and stills.
+    tools = [CameraTool.RASPIVID.value if tool is CameraTool.AUTO else tool.value, *SIM_STILL_TOOLS, *SIM_RAW_TOOLS]
     # The lock file stands for the camera: a second user while a stream runs finds it busy, as on a Pi.
     install_stand_ins(bin_dir, tools, extra_env={"PIORCH_SIM_LOCK": str(scratch / "camera.lock")})
     if shutil.which("nc") is None:

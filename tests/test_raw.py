@@ -368,3 +368,32 @@ def test_record_raw_options_refused(choices: RecordChoices, words: str) -> None:
     with pytest.raises(UsageError) as caught:
         build_record_settings(_config(), choices)
     assert words in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------ the tools' own parsers
+
+
+@pytest.mark.parametrize("tool", [StillTool.RASPISTILL, StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL])
+@pytest.mark.parametrize("fmt", list(RawFormat))
+def test_raw_still_argv_is_accepted_by_the_tools_own_option_language(tool: StillTool, fmt: RawFormat) -> None:
+    from orchestrator.sim import still_options
+
+    still = StillSettings(fmt, 800, 600, vflip=True, hflip=True, settle_ms=1500)
+    argv = build_still_argv(still, tool)
+    parsed = still_options.parse_still_args(argv[0], argv[1:])
+    tool_format = plan_raw_still(fmt, still, tool).tool_format
+    encoding = ({"yuv": "i420", "rgb": "rgb24", "bgr": "bgr24"} if tool.is_legacy else
+                {"yuv": "yuv420", "rgb": "rgb24"})[tool_format.value]
+    assert (parsed.encoding, parsed.output, parsed.timeout_ms) == (encoding, "-", 1500)
+    assert (parsed.width, parsed.height, parsed.vflip, parsed.hflip, parsed.nopreview) == (800, 600, True, True, True)
+
+
+@pytest.mark.parametrize("tool", [CameraTool.RASPIVID, CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID])
+def test_raw_video_argv_is_accepted_by_the_tools_own_option_language(tool: CameraTool) -> None:
+    from orchestrator.sim.options import parse_args
+
+    camera = CameraSettings(width=800, height=600, fps=20, duration_ms=1500, codec="yuv420", vflip=True)
+    argv = build_camera_argv(camera, tool)
+    parsed = parse_args(argv[0], argv[1:])
+    assert (parsed.codec, parsed.output, parsed.timeout_ms) == ("i420" if tool.is_legacy else "yuv420", "-", 1500)
+    assert (parsed.width, parsed.height, parsed.framerate, parsed.vflip) == (800, 600, 20, True)

@@ -77,7 +77,7 @@ def test_every_format_yields_a_file_of_that_format(
         (picture,) = out.glob(f"*.{fmt}")
         assert not list(out.glob("*.tmp")) and len(list(out.iterdir())) == 2  # the picture and its manifest
         assert picture.read_bytes().startswith(MAGIC[fmt])
-        assert decoded_codec(picture) == (CODEC[fmt], 96, 72)  # the simulator's sample size
+        assert decoded_codec(picture) == (CODEC[fmt], 1280, 960)  # the size asked for
         assert sha256(picture) == run["sha256"] and picture.stat().st_size == run["bytes"]
         (manifest,) = manifests(out)
         assert manifest["status"] == "complete" and manifest["file"] == picture.name
