@@ -8,6 +8,9 @@ import json
 import os
 import shlex
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from orchestrator.events import RawLayout
 from orchestrator.stream.raw import unpad
-from tests.e2e_helpers import FakePi, manifests, piorch_env, run_piorch, start_fake_pi
+from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
 from tests.sshd_server import SshServerInfo
 
 pytestmark = pytest.mark.e2e
@@ -151,6 +154,21 @@ def test_resize_scales_the_cameras_picture_with_swscale(tmp_path: Path, pi_facto
     assert manifest["raw"]["camera"]["sha256"] == pi.runs()[0]["sha256"]
 
 
+def test_a_raw_timelapse_through_the_laptops_nc(tmp_path: Path, pi_factory: list[FakePi]) -> None:
+    from tests.test_snap_e2e import _free_port
+
+    pi = _fake_pi(tmp_path, ("raspistill", "raspiyuv"))
+    pi_factory.append(pi)
+    out = tmp_path / "recv"
+    result = run_piorch(piorch_env(tmp_path, pi.info.ssh_config), "snap", "--pi", pi.info.alias, "--out", str(out),
+                        "--format", "yuv", "--width", "320", "--height", "240", "--count", "3", "--interval", "0",
+                        "--name", "f{counter:02d}", "--backend", "nc", "--port", str(_free_port()))
+    assert result.returncode == 0, result.stderr
+    runs = pi.runs()
+    assert [sha256((out / f"f{i:02d}.yuv").read_bytes()) for i in (1, 2, 3)] == [run["sha256"] for run in runs]
+    assert all(m["raw"]["frame_bytes"] == 320 * 240 * 3 // 2 for m in manifests(out))
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--format", "rgb"], "--format rgb needs --width and --height"),
     (["--format", "jpg", "--resize", "10x10"], "--resize scales raw pictures, not jpg"),
@@ -184,6 +202,7 @@ def _check_raw_recording(out: Path, run: dict[str, object], layout: RawLayout, y
     (manifest,) = manifests(out)
     frames = len(data) // layout.frame_bytes
     assert manifest["status"] == "complete" and manifest["file"] == raw.name and manifest["frames"] == frames
+    assert manifest["container"] == "yuv" and manifest["tool"] == run["argv"][0]
     assert manifest["raw"]["stride"] == layout.stride and manifest["raw"]["rows"] == layout.rows
     assert manifest["raw"]["trailing_bytes"] == 0 and manifest["raw"]["fps"] == layout.fps
     session = json.loads(_only(out, "session-*.json").read_text())
@@ -228,6 +247,39 @@ def test_a_width_whose_stride_piorch_cannot_know_is_refused(tmp_path: Path, pi_f
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("piorch:")]  # after the probe's line
     assert error == result.stderr.strip().splitlines()[-1]
     assert pi.runs() == [] and not list(out.glob("*.yuv"))
+
+
+def test_ctrl_c_keeps_every_raw_byte_and_a_y4m_of_the_whole_frames(tmp_path: Path,
+                                                                    pi_factory: list[FakePi]) -> None:
+    pi = _fake_pi(tmp_path, ("raspivid", "raspividyuv"))
+    pi_factory.append(pi)
+    out = tmp_path / "recv"
+    proc = subprocess.Popen(piorch_argv("record", "--pi", pi.info.alias, "--out", str(out), "--codec", "yuv420",
+                                        "--port", "0", "--width", "640", "--height", "480", "--fps", "15"),
+                            env=piorch_env(tmp_path, pi.info.ssh_config), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while sum(p.stat().st_size for p in out.glob("*.yuv.tmp")) < 3 * 460_800 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    raw = _only(out, "*.yuv")
+    data = raw.read_bytes()
+    (manifest,) = manifests(out)
+    assert manifest["status"] == "interrupted" and manifest["sha256"] == sha256(data)
+    frames, trailing = divmod(len(data), 460_800)
+    assert frames >= 3 and manifest["raw"]["frames"] == manifest["frames"] == frames
+    assert manifest["raw"]["trailing_bytes"] == trailing
+    (run,) = pi.runs()
+    assert int(run["bytes"]) >= len(data)  # what arrived is a prefix of what the camera wrote
+    with av.open(str(raw.with_suffix(".y4m"))) as container:
+        assert sum(1 for _ in container.decode(video=0)) == frames
+    assert pi.camera_free() and not pi.cameras_running()
 
 
 # ------------------------------------------------------------------------------------------ the link
