@@ -20,6 +20,8 @@ Environment (all optional; the shared ones are described in runtime.py and profi
   PIORCH_SIM_LOG=DIR             append one JSON line per run to DIR/runs.jsonl; DIR/running-<pid> exists
                                  while the process runs
   PIORCH_SIM_LOCK=PATH           the camera lock file (default /tmp/piorch-sim-camera-<uid>.lock)
+  PIORCH_SIM_CACHE=DIR           where encoded H.264 loops are kept between runs (synth.py; default
+                                 /tmp/piorch-sim-cache-<uid>, used only if private to this user)
   PIORCH_SIM_FAULT=no-camera     fail like a Pi without a camera
   PIORCH_SIM_FAULT=crash-after=N write exactly N bytes, then fail with exit code 1
   PIORCH_SIM_FAULT=ignore-term   ignore SIGTERM, as a wedged camera process does: only SIGKILL ends it
