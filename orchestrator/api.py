@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import Config, load_config
 from orchestrator.errors import PiorchError, UsageError
-from orchestrator.events import State
+from orchestrator.events import RawLayout, State
 from orchestrator.resolve import RecordChoices, SnapChoices, build_record_settings, build_snap_settings
 from orchestrator.settings import Backend
 from orchestrator.stream.frames import ENCODED_FORMATS, PIXEL_FORMATS, Frame, make_decoder
@@ -129,12 +129,17 @@ class Camera:
             raise UsageError(f"unknown format {format!r}",
                              f"use one of {', '.join([*PIXEL_FORMATS, *ENCODED_FORMATS])}")
         host = self._require_host()
-        # The camera's own encoding when it is what was asked for; PNG (lossless) for everything else.
+        # The camera's own encoding when it is what was asked for; raw pixels when the size is known (the
+        # camera's I420 or RGB, converted on the laptop only where its tool cannot write the order); PNG
+        # (lossless) for everything else.
         native = {"jpeg": "jpg", "png": "png", "bmp": "bmp"}
-        wanted = native.get(format, "png")
+        raw = format in PIXEL_FORMATS and width is not None and height is not None
+        wanted = format if raw else native.get(format, "png")
+        scaled = f"{resize[0]}x{resize[1]}" if raw and resize is not None else None
         with tempfile.TemporaryDirectory(prefix="piorch-capture-") as out:
             values = self._values(Path(out), vflip=vflip, hflip=hflip)
-            settings, _ = build_snap_settings(values, SnapChoices(image_format=wanted, width=width, height=height))
+            settings, _ = build_snap_settings(values, SnapChoices(image_format=wanted, width=width, height=height,
+                                                                  resize=scaled))
             from orchestrator.jobs.snap import run_snap
 
             result = run_snap(settings, host, _ignore, threading.Event())
@@ -143,6 +148,10 @@ class Camera:
             if result.state is not State.DONE or not result.files:
                 raise PiorchError("the picture did not arrive", "try again; `piorch doctor` checks the Pi")
             picture = result.files[0].path.read_bytes()
+            manifest = result.files[0].manifest
+            layout = _raw_layout(manifest.read_text() if raw and manifest is not None else None)
+        if layout is not None:
+            return _raw_array(picture, layout)
         if format in native and resize is None:
             return picture
         return _convert_still(picture, format, resize)
@@ -161,6 +170,9 @@ class Camera:
         pixel_format = PIXEL_FORMATS.get(format)
         if pixel_format is None:
             raise UsageError(f"unknown format {format!r}", f"use one of {', '.join(PIXEL_FORMATS)}")
+        if codec == "yuv420" and (width % 2 or height % 2):
+            raise UsageError(f"raw I420 video needs an even width and height, not {width}x{height}",
+                             "give an even width and height")
         if self._running is not None:
             raise UsageError("frames() is already running on this camera", "finish the first loop, then start another")
         host = self._require_host()
@@ -171,8 +183,10 @@ class Camera:
         from orchestrator.resolve import duration_ms
 
         settings, _ = build_record_settings(values, RecordChoices(duration_ms=duration_ms(None, seconds), codec=codec))
-        decoder = make_decoder(codec, pixel_format, settings.camera.width, settings.camera.height)
-        stream = _FrameStream(self, host, settings, decoder, scratch if keep is None else None)
+        # Raw frames: the decoder is made when record reports how they lie (the Pi's stride), before the first byte.
+        decoder = None if codec == "yuv420" else \
+            make_decoder(codec, pixel_format, settings.camera.width, settings.camera.height)
+        stream = _FrameStream(self, host, settings, decoder, scratch if keep is None else None, pixel_format)
         self._running = stream
         try:
             yield from stream.run()
@@ -188,16 +202,39 @@ def _ignore(event: object) -> None:
 def _simulated_pi(scratch: Path, config: Config) -> Host:
     from orchestrator.pi.host import LocalHost
     from orchestrator.settings import CameraTool
-    from orchestrator.sim.stand_in import SIM_STILL_TOOLS, install_stand_ins
+    from orchestrator.sim.stand_in import SIM_RAW_TOOLS, SIM_STILL_TOOLS, install_stand_ins
 
     bin_dir = scratch / "bin"
     tool = CameraTool(config["camera_tool"])
-    tools = [CameraTool.RASPIVID.value if tool is CameraTool.AUTO else tool.value, *SIM_STILL_TOOLS]
+    # raspividyuv and raspiyuv too: the legacy stack's raw video and stills.
+    tools = [CameraTool.RASPIVID.value if tool is CameraTool.AUTO else tool.value, *SIM_STILL_TOOLS, *SIM_RAW_TOOLS]
     # The lock file stands for the camera: a second user while a stream runs finds it busy, as on a Pi.
     install_stand_ins(bin_dir, tools, extra_env={"PIORCH_SIM_LOCK": str(scratch / "camera.lock")})
     if shutil.which("nc") is None:
         install_stand_ins(bin_dir, ("nc",))
     return LocalHost(DEMO, path_prepend=bin_dir)
+
+
+def _raw_layout(manifest_text: str | None) -> RawLayout | None:
+    """The layout the snap job wrote into the picture's manifest (`raw`), or None for an encoded picture."""
+    import json
+
+    info = json.loads(manifest_text).get("raw") if manifest_text else None
+    if not isinstance(info, dict):
+        return None
+    return RawLayout(info["pixel_format"], info["width"], info["height"], info["stride"], info["rows"])
+
+
+def _raw_array(picture: bytes, layout: RawLayout) -> np.ndarray[Any, Any]:
+    """picamera's shapes: (h * 3 // 2, w) for I420, (h, w, 3 or 4) for the others; padding dropped."""
+    import numpy
+
+    from orchestrator.stream.raw import unpad
+
+    array = numpy.frombuffer(unpad(picture, layout), numpy.uint8)
+    if layout.pixel_format == "yuv420p":
+        return array.reshape(layout.height * 3 // 2, layout.width)
+    return array.reshape(layout.height, layout.width, layout.bytes_per_pixel)
 
 
 def _convert_still(picture: bytes, format: str, resize: tuple[int, int] | None) -> np.ndarray[Any, Any] | bytes:
@@ -230,9 +267,11 @@ def _convert_still(picture: bytes, format: str, resize: tuple[int, int] | None) 
 class _FrameStream:
     """One `frames()` loop: the record job on its own thread, a decoder thread, a bounded frame queue."""
 
-    def __init__(self, camera: Camera, host: Host, settings: Any, decoder: Any, scratch: Path | None) -> None:
+    def __init__(self, camera: Camera, host: Host, settings: Any, decoder: Any, scratch: Path | None,
+                 pixel_format: str) -> None:
         self._camera, self._host, self._settings, self._decoder = camera, host, settings, decoder
         self._scratch = scratch
+        self._pixel_format = pixel_format
         self._stop = threading.Event()
         self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._pending = 0
@@ -259,13 +298,19 @@ class _FrameStream:
         from orchestrator.jobs.record import run_recording
 
         try:
-            result = run_recording(self._settings, self._host, _ignore, self._stop, tap=self._tap)
+            result = run_recording(self._settings, self._host, self._on_event, self._stop, tap=self._tap)
             if result.problem is not None and not self._stop.is_set():
                 self._error = PiorchError(result.problem.message, result.problem.fix)
         except BaseException as exc:  # handed to the caller's loop, which raises it there
             self._error = exc
         finally:
             self._chunks.put(None)
+
+    def _on_event(self, event: object) -> None:
+        """Raw video: how its frames lie on this Pi (stride, rows), reported before the camera starts."""
+        if isinstance(event, RawLayout):
+            self._decoder = make_decoder("yuv420", self._pixel_format, event.width, event.height, event.stride,
+                                         event.rows)
 
     def _decode(self) -> None:
         try:

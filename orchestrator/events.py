@@ -108,13 +108,70 @@ class SnapProgress:
     next_in_s: float = 0.0
 
 
+# Bytes per pixel of the first plane, by FFmpeg's pixel format name (I420: the luma plane).
+_BYTES_PER_PIXEL = {"yuv420p": 1, "rgb24": 3, "bgr24": 3, "rgba": 4, "bgra": 4}
+
+
+@dataclass(frozen=True)
+class RawLayout:
+    """How raw pixels lie in a file or a stream, frame after frame. `record` reports it before a raw video
+    starts (the Python API's decoder needs the frame size before the first byte); manifests carry it as `raw`.
+
+    I420 (`yuv420p`) is a luma plane of `rows` rows of `stride` bytes, then U and V of half of both. A tool
+    that writes its camera buffers whole pads each row to the buffer's stride and the picture to `rows`.
+    """
+
+    pixel_format: str  # FFmpeg's name: yuv420p (I420), rgb24, bgr24, rgba, bgra
+    width: int
+    height: int
+    stride: int  # bytes from the start of one row of the first plane to the next
+    rows: int  # rows of the first plane: the height, or more where the buffer is padded
+    fps: float | None = None  # video only
+    # The camera's YUV is full range (JPEG, sYCC) for the libcamera tools; None: not known (legacy).
+    full_range: bool | None = None
+
+    @classmethod
+    def packed(cls, pixel_format: str, width: int, height: int, fps: float | None = None,
+               full_range: bool | None = None) -> RawLayout:
+        """Rows of exactly the picture's width, no padding."""
+        return cls(pixel_format, width, height, width * _BYTES_PER_PIXEL[pixel_format], height, fps, full_range)
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return _BYTES_PER_PIXEL[self.pixel_format]
+
+    @property
+    def frame_bytes(self) -> int:
+        if self.pixel_format == "yuv420p":
+            return self.stride * self.rows + 2 * (self.stride // 2) * (self.rows // 2)
+        return self.stride * self.rows
+
+    @property
+    def padded(self) -> bool:
+        return self.stride != self.width * self.bytes_per_pixel or self.rows != self.height
+
+    @property
+    def bits_per_second(self) -> int:
+        return round(self.frame_bytes * 8 * (self.fps or 0))
+
+    def describe(self) -> dict[str, object]:
+        """The manifest's `raw` object."""
+        info: dict[str, object] = {"pixel_format": self.pixel_format, "width": self.width, "height": self.height,
+                                   "stride": self.stride, "rows": self.rows, "frame_bytes": self.frame_bytes}
+        if self.fps is not None:
+            info["fps"] = self.fps
+        if self.full_range is not None:
+            info["color_range"] = "full" if self.full_range else "limited"
+        return info
+
+
 @dataclass(frozen=True)
 class Notice:
     level: str  # "info", "warning" or "error"
     message: str
 
 
-Event = StateChanged | Progress | FileStarted | FileFinished | Notice | PiHealthReport
+Event = StateChanged | Progress | FileStarted | FileFinished | Notice | PiHealthReport | RawLayout
 EventSink = Callable[[Event], None]
 
 

@@ -18,18 +18,20 @@ from orchestrator.settings import (
     Backend,
     CameraSettings,
     CameraTool,
-    ImageFormat,
+    PictureFormat,
+    RawFormat,
     ReceiveSettings,
     RecordSettings,
     SnapSettings,
     SshSettings,
     StillSettings,
     StillTool,
+    parse_picture_format,
 )
 
 # The longest a single run may be asked to record: a week, as the camera tools' -t can say.
 MAX_DURATION_S = 7 * 24 * 3600
-CODECS = ("h264", "mjpeg")
+CODECS = ("h264", "mjpeg", "yuv420")
 MAX_SNAP_COUNT = 100_000
 MAX_INTERVAL_S = 7 * 24 * 3600
 _DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
@@ -128,13 +130,17 @@ def build_record_settings(config: Config, choices: RecordChoices) -> tuple[Recor
     """Every record option checked together; the frozen settings of the run and how to reach the Pi."""
     codec = choices.codec
     if codec not in CODECS:
-        raise UsageError(f"unknown --codec {codec!r}", "use h264 or mjpeg")
+        raise UsageError(f"unknown --codec {codec!r}", "use h264, mjpeg or yuv420")
     if choices.frames and codec != "mjpeg":
         raise UsageError("--frames splits MJPEG only", "add --codec mjpeg")
     if choices.segment_s and codec != "h264":
         raise UsageError("--segment cuts H.264 at I-frames", "drop --segment, or record with --codec h264")
     if not 1 <= choices.stall_timeout_s <= 3600:
         raise UsageError(f"--stall-timeout {choices.stall_timeout_s:g} is out of range", "give 1 to 3600 seconds")
+    if choices.keep_raw and codec == "yuv420":
+        raise UsageError("--keep-raw with --codec yuv420", "the raw .yuv is always kept: drop --keep-raw")
+    if choices.view and codec == "yuv420":
+        raise UsageError("--view plays H.264 or MJPEG, not raw frames", "drop --view, or record with --codec h264")
     if choices.keep_raw and (config["container"] == "h264" or codec == "mjpeg"):
         raise UsageError("--keep-raw with --container h264", "the raw stream is the file already: drop --keep-raw")
     require_pi(config, choices.targets_given)
@@ -167,15 +173,28 @@ class SnapChoices:
     # None: the still sibling of the config's camera_tool.
     camera_tool: str | None = None
     accept_new_host_key: bool = False
+    # Raw formats: "WxH", scaled on the laptop.
+    resize: str | None = None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`640x480` -> (640, 480); ValueError saying what is wrong."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: write it as WIDTHxHEIGHT, e.g. 640x480")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (2 <= width <= 16384 and 2 <= height <= 16384):
+        raise ValueError(f"{text!r}: width and height must be 2 to 16384 pixels")
+    return width, height
 
 
 def build_snap_settings(config: Config, choices: SnapChoices) -> tuple[SnapSettings, SshSettings]:
     """Every snap option checked together (the name template is checked by the snap job's own rules)."""
     try:
-        fmt = ImageFormat(choices.image_format.lower())
+        fmt = parse_picture_format(choices.image_format)
     except ValueError:
         raise UsageError(f"--format {choices.image_format!r} is not an image format piorch takes",
-                         "use jpg, png, bmp or gif") from None
+                         "use jpg, png, bmp or gif, or raw yuv, rgb, bgr, rgba or bgra") from None
     count, interval, width, height = choices.count, choices.interval_s, choices.width, choices.height
     if not 1 <= count <= MAX_SNAP_COUNT:
         raise UsageError(f"--count {count} is out of range", f"give 1 up to {MAX_SNAP_COUNT}")
@@ -188,6 +207,7 @@ def build_snap_settings(config: Config, choices: SnapChoices) -> tuple[SnapSetti
     for option, value in (("--width", width), ("--height", height)):
         if value is not None and not 16 <= value <= 16384:
             raise UsageError(f"{option} {value} is out of range", "give 16 up to 16384 pixels")
+    resize = check_raw_choices(fmt, width, height, choices.resize)
     if choices.camera_tool is None:
         tool = STILL_SIBLING[CameraTool(config["camera_tool"])]
     else:
@@ -197,8 +217,34 @@ def build_snap_settings(config: Config, choices: SnapChoices) -> tuple[SnapSetti
             raise UsageError(f"--camera-tool {choices.camera_tool!r} is not a still tool",
                              "use auto, raspistill, libcamera-still or rpicam-still") from None
     require_pi(config)
-    still = StillSettings(image_format=fmt, width=width, height=height, vflip=config["vflip"], hflip=config["hflip"])
+    still = StillSettings(image_format=fmt, width=width, height=height, vflip=config["vflip"], hflip=config["hflip"],
+                          resize=resize)
     settings = SnapSettings(still=still, receive=build_receive_settings(config, False), still_tool=tool,
                             laptop_ip=config["laptop_ip"] or None, count=count, interval_s=interval or 0.0,
                             name_template=choices.name)
     return settings, build_ssh_settings(config, choices.accept_new_host_key)
+
+
+def check_raw_choices(fmt: PictureFormat, width: int | None, height: int | None,
+                      resize_text: str | None) -> tuple[int, int] | None:
+    """A raw picture carries no size, so it is asked for; I420 halves both sides, so they are even."""
+    if not isinstance(fmt, RawFormat):
+        if resize_text is not None:
+            raise UsageError(f"--resize scales raw pictures, not {fmt.value}",
+                             "use --width/--height to have the camera take it at that size, or a raw --format")
+        return None
+    if width is None or height is None:
+        raise UsageError(f"--format {fmt.value} needs --width and --height (a raw picture carries no size)",
+                         f"for example --format {fmt.value} --width 640 --height 480")
+    resize = None
+    if resize_text is not None:
+        try:
+            resize = parse_size(resize_text)
+        except ValueError as exc:
+            raise UsageError(f"--resize {exc}", "for example --resize 320x240") from None
+    if fmt is RawFormat.YUV:
+        for option, (w, h) in (("--width/--height", (width, height)), ("--resize", resize or (2, 2))):
+            if w % 2 or h % 2:
+                raise UsageError(f"an I420 picture needs an even width and height ({option} {w}x{h})",
+                                 f"give an even {option}")
+    return resize

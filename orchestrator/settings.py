@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 
 class CameraTool(str, enum.Enum):
@@ -38,7 +39,7 @@ class CameraSettings:
     duration_ms: int = 0
     # Frames between I-frames; 0 leaves the tool's default (about 60 for raspivid).
     intra_period: int = 0
-    # "h264" or "mjpeg" (JPEG images back to back).
+    # "h264", "mjpeg" (JPEG images back to back) or "yuv420" (raw I420 frames back to back).
     codec: str = "h264"
 
 
@@ -61,6 +62,8 @@ class ReceiveSettings:
     split_jpeg: bool = False
     # Builtin backend only: accept connections from this address alone (the Pi); None accepts any.
     allowed_peer: str | None = None
+    # Raw video: bytes of one frame, so frames are counted (dashboard, manifests); 0 = not raw.
+    raw_frame_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class StillTool(str, enum.Enum):
         return self is StillTool.RASPISTILL
 
 
+# The legacy stack's raw tools (userland RaspiVidYUV.c, RaspiStillYUV.c): raspivid's and raspistill's language
+# without the encoder, writing the camera's buffers whole. Same package (libraspberrypi-bin), own binaries.
+RAW_SIBLING: Mapping[str, str] = {"raspivid": "raspividyuv", "raspistill": "raspiyuv"}
+
 # The config's `camera_tool` names a video tool; its still sibling lives on the same camera stack.
 STILL_SIBLING: Mapping[CameraTool, StillTool] = {
     CameraTool.AUTO: StillTool.AUTO,
@@ -131,11 +138,42 @@ class ImageFormat(str, enum.Enum):
         return f".{self.value}"
 
 
+class RawFormat(str, enum.Enum):
+    """Uncompressed pictures, picamera's names: the camera's own bytes where its tool writes that order
+    (yuv = I420, rgb; bgr from raspiyuv), else converted on the laptop from the tool's rgb."""
+
+    YUV = "yuv"
+    RGB = "rgb"
+    BGR = "bgr"
+    RGBA = "rgba"
+    BGRA = "bgra"
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.value}"
+
+    @property
+    def pixel_format(self) -> str:
+        """FFmpeg's name for it (`ffmpeg -f rawvideo -pix_fmt ...`)."""
+        return {"yuv": "yuv420p", "rgb": "rgb24", "bgr": "bgr24", "rgba": "rgba", "bgra": "bgra"}[self.value]
+
+
+PictureFormat: TypeAlias = ImageFormat | RawFormat
+
+
+def parse_picture_format(text: str) -> PictureFormat:
+    """`jpg`, `png`, ... or `yuv`, `rgb`, ...; ValueError for anything else."""
+    name = text.lower()
+    if name in {fmt.value for fmt in RawFormat}:
+        return RawFormat(name)
+    return ImageFormat(name)
+
+
 @dataclass(frozen=True)
 class StillSettings:
     """One picture, spoken in each still tool's option language."""
 
-    image_format: ImageFormat = ImageFormat.JPG
+    image_format: PictureFormat = ImageFormat.JPG
     # None: the tool's own default, the sensor's full resolution.
     width: int | None = None
     height: int | None = None
@@ -144,6 +182,8 @@ class StillSettings:
     # How long the camera runs before it takes the picture (the tools' -t), so exposure and white balance
     # settle; both tools default to 5 s, which would make a timelapse needlessly slow.
     settle_ms: int = 1000
+    # Raw formats only: scale to (width, height) on the laptop.
+    resize: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ the bytes the camera sent (kept with `out=`); the camera must be free whenever t
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,23 @@ def test_an_unreachable_pi_is_the_clis_error(tmp_path: Path, fake_pi: FakePi) ->
     with pytest.raises(PiorchError) as caught, Camera(fake_pi.info.alias, config=_config(tmp_path, fake_pi)):
         pass
     assert caught.value.fix  # the message comes with its fix, as on the command line
+
+
+def test_raw_frames_from_the_demo_are_the_cameras_bytes(tmp_path: Path) -> None:
+    from orchestrator.events import RawLayout
+    from orchestrator.stream.raw import unpad
+
+    kept = tmp_path / "kept"
+    with Camera("demo") as cam:  # raspividyuv: rows padded to 32 pixels, pictures to 16 rows
+        frames = list(cam.frames(format="yuv", codec="yuv420", width=328, height=250, fps=10, seconds=1, out=kept))
+    (raw,) = kept.glob("*.yuv")
+    (manifest,) = [p for p in kept.glob("*.json") if not p.name.startswith("session-")]
+    info = json.loads(manifest.read_text())["raw"]
+    layout = RawLayout("yuv420p", 328, 250, info["stride"], info["rows"])
+    assert (layout.stride, layout.rows) == (352, 256)
+    data = raw.read_bytes()
+    assert len(frames) == len(data) // layout.frame_bytes == info["frames"] > 5
+    for frame in frames:
+        assert frame.array.shape == (375, 328)
+        start = frame.index * layout.frame_bytes
+        assert frame.array.tobytes() == unpad(data[start:start + layout.frame_bytes], layout)

@@ -57,11 +57,14 @@ def record(
         "--segment", help="Cut into gapless files of this length (5s, 90s, 10m, 1h), at I-frames.")] = None,
     container: Annotated[str | None, typer.Option(
         "--container", help="mp4 or mkv (remuxed with the true frame rate, no re-encoding) or h264 "
-                            "(the raw stream) [mp4].")] = None,
+                            "(the raw stream) [mp4]. With --codec yuv420: a .y4m beside the .yuv, unless "
+                            "h264.")] = None,
     keep_raw: Annotated[bool, typer.Option("--keep-raw", help="Keep the raw .h264 beside the mp4/mkv.")] = False,
     view: Annotated[bool, typer.Option(
         "--view", help="Show the live picture in mpv (else ffplay), fed from the received stream.")] = False,
-    codec: Annotated[str, typer.Option("--codec", help="h264, or mjpeg (JPEG images back to back).")] = "h264",
+    codec: Annotated[str, typer.Option(
+        "--codec", help="h264, mjpeg (JPEG images back to back) or yuv420 (raw I420 frames, byte for byte: "
+                        "OUT/<uuid>.yuv, and a .y4m that players open).")] = "h264",
     frames: Annotated[bool, typer.Option(
         "--frames", help="With --codec mjpeg: one file a frame, OUT/<uuid>/frame_000001.jpg, ...")] = False,
     stall_timeout: Annotated[float, typer.Option(

@@ -25,7 +25,9 @@ from orchestrator.resolve import SnapChoices, build_snap_settings
 def snap(
     pi: PiOption = None,
     image_format: Annotated[str, typer.Option(
-        "--format", help="jpg, png, bmp or gif (gif: raspistill only).")] = "jpg",
+        "--format", help="jpg, png, bmp or gif (gif: raspistill only); or raw pixels (with --width/--height): "
+                         "yuv (I420), rgb, bgr, rgba or bgra, the camera's own bytes where its tool writes that "
+                         "order, else converted here.")] = "jpg",
     count: Annotated[int, typer.Option("--count", help="How many pictures; more than 1 is a timelapse.")] = 1,
     interval: Annotated[float | None, typer.Option(
         "--interval", help="Seconds from the start of one picture to the start of the next [0].")] = None,
@@ -35,6 +37,8 @@ def snap(
     width: Annotated[int | None, typer.Option(
         "--width", help="Width in pixels [the sensor's full resolution].")] = None,
     height: Annotated[int | None, typer.Option("--height", help="Height in pixels (with --width).")] = None,
+    resize: Annotated[str | None, typer.Option(
+        "--resize", help="Raw formats: scale to WIDTHxHEIGHT on the laptop (swscale, bilinear), e.g. 320x240.")] = None,
     vflip: VflipOption = None,
     hflip: HflipOption = None,
     camera_tool: Annotated[str | None, typer.Option(
@@ -62,7 +66,7 @@ def snap(
                   config)
     settings, ssh = build_snap_settings(resolve_port(values, port == "auto"), SnapChoices(
         image_format=image_format, count=count, interval_s=interval, name=name, width=width, height=height,
-        camera_tool=camera_tool, accept_new_host_key=accept_new_host_key))
+        camera_tool=camera_tool, accept_new_host_key=accept_new_host_key, resize=resize))
     # A hostile or ambiguous --name, or one that would overwrite a picture, is refused here.
     refuse_existing(settings.receive.out_dir,
                     build_image_names(settings.name_template, settings.count, settings.still.image_format) or ())

@@ -35,12 +35,14 @@ from orchestrator.pi.capture import (
 from orchestrator.pi.health import health_warnings, read_health
 from orchestrator.pi.holders import describe, find_holders
 from orchestrator.pi.host import Host
+from orchestrator.pi.raw import check_link, require_raw_video_tool
 from orchestrator.pi.scripts import build_pipeline_script
 from orchestrator.pi.stack import CameraStack
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
 from orchestrator.stream.h264 import frames_for, intra_period_for
 from orchestrator.stream.manifest import utc_at, utc_now
 from orchestrator.stream.progress import ProgressClock
+from orchestrator.stream.raw import finish_raw_video
 from orchestrator.stream.receiver import Receiver, check_out_dir, make_receiver
 from orchestrator.stream.recovery import recover_leftovers
 from orchestrator.stream.session import SessionFiles
@@ -213,6 +215,8 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     on_event(StateChanged(State.PROBING, host.name))
     probe = probe_pi(host, describe_tools(settings.camera_tool), stop)
     tool = choose_tool(probe, settings.camera_tool)
+    if settings.camera.codec == "yuv420":
+        require_raw_video_tool(tool, probe.raw_tools)
     flavour = check_pi_netcat(probe)
     stack = camera_stack(probe, tool)
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
@@ -227,20 +231,27 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         camera = replace(camera, intra_period=intra_period_for(settings.segment_s, camera.fps))
     # The tool's limits and what this Pi's build can record, refused here: nothing has started on the Pi.
     plan = plan_camera(camera, tool, stack, settings.bitrate_given)
+    # Raw video: written twice when a .y4m goes beside the .yuv; refused when the Pi's link cannot carry it.
+    y4m = plan.raw is not None and settings.container != "h264"
     check_out_dir(receive.out_dir)
     if not settings.force:
-        check_disk_space(receive.out_dir, camera, plan.expected_bps)
+        check_disk_space(receive.out_dir, camera, plan.expected_bps * (2 if y4m else 1))
+    if plan.raw is not None:
+        check_link(host, laptop_ip, plan.raw, settings.force, on_event, stop)
+        on_event(plan.raw)  # how the frames lie, before the first byte (the Python API's decoder needs it)
     for warning in plan.warnings:
         on_event(Notice("warning", warning))
     recover_leftovers(receive.out_dir, on_event)
     fps = settings.camera.fps
     h264 = settings.camera.codec == "h264"
     receive = replace(receive, parse_h264=h264, split_jpeg=not h264 and settings.frames,
-                      segment_frames=frames_for(settings.segment_s, fps) if settings.segment_s and h264 else 0)
+                      segment_frames=frames_for(settings.segment_s, fps) if settings.segment_s and h264 else 0,
+                      raw_frame_bytes=plan.raw.frame_bytes if plan.raw else 0)
     # Containers hold H.264 here; an MJPEG stream stays as it came (or as its frames).
     container = settings.container if h264 else "h264"
     session = SessionFiles(receive.out_dir, container, fps, settings.keep_raw, receive.discard_partial, on_event)
-    receiver = make_receiver(receive, session.on_file, on_event, suffix=".h264" if h264 else ".mjpeg")
+    suffix = {"h264": ".h264", "mjpeg": ".mjpeg", "yuv420": ".yuv"}[settings.camera.codec]
+    receiver = make_receiver(receive, session.on_file, on_event, suffix=suffix)
     viewer = None
     if settings.view:
         viewer = ViewFeeder(require_player(settings.camera.codec), on_event)
@@ -255,7 +266,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect)
     end_at = None if duration_s is None else time.monotonic() + duration_s
     camera_argv = build_camera_argv(camera, tool, plan.options)
-    base_context = {"pi": host.name, "tool": tool.value, "settings": _settings_dict(settings, stack)}
+    base_context = {"pi": host.name, "tool": camera_argv[0], "settings": _settings_dict(settings, stack)}
     attempt: _Attempt | None = None
     problem: CameraProblem | None = None
     busy_retried = False
@@ -269,10 +280,10 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                 break  # never `-t 0` for a bounded recording: to the camera that means "for ever"
             run_camera = replace(camera, duration_ms=0 if limit_s is None else round(limit_s * 1000))
             camera_argv = build_camera_argv(run_camera, tool, plan.options)
-            on_event(StateChanged(State.STARTING, f"{tool.value} on {recorder.host.name}"))
+            on_event(StateChanged(State.STARTING, f"{camera_argv[0]} on {recorder.host.name}"))
             if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
                 recorder.gaps[-1]["end_utc"] = utc_now()
-            on_event(StateChanged(State.RECORDING, f"{tool.value} -> {laptop_ip}:{receiver.port}"))
+            on_event(StateChanged(State.RECORDING, f"{camera_argv[0]} -> {laptop_ip}:{receiver.port}"))
             attempt = recorder.run_attempt(build_pipeline_script(camera_argv, nc_argv), clock, receiver, limit_s)
             if attempt.ended is Ending.DONE and not busy_retried and camera_busy(attempt.pipeline, tool):
                 busy_retried = True
@@ -321,10 +332,12 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         recorder.gaps[-1]["end_utc"] = utc_now()
     if problem is None and not interrupted and attempt is not None:
         problem = explain_failure(attempt, tool, laptop_ip, receiver, bool(session.pending))
-    session.context.update({"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
+    session.context.update({"pi": host.name, "tool": camera_argv[0], "remote_argv": list(camera_argv),
                             "settings": _settings_dict(settings, stack), "remote_exit": dict(remote_exit),
                             "health_warnings": list(recorder.health_seen), "gaps": list(recorder.gaps)})
     files = session.finish(interrupted, problem.message if problem else None)
+    if plan.raw is not None:
+        finish_raw_video(files, plan.raw, y4m, on_event)
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
     on_event(StateChanged(state, problem.message if problem else ""))
     freed = attempt is None or attempt.pipeline.freed

@@ -21,7 +21,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import UsageError
-from orchestrator.events import Ending, Event, FileFinished, FileStatus, Notice, SnapProgress, State, StateChanged
+from orchestrator.events import (
+    Ending,
+    Event,
+    FileFinished,
+    FileStatus,
+    Notice,
+    RawLayout,
+    SnapProgress,
+    State,
+    StateChanged,
+)
 from orchestrator.netcat import build_nc_send_argv
 from orchestrator.pi.camera import CameraProblem
 from orchestrator.pi.capture import (
@@ -35,11 +45,13 @@ from orchestrator.pi.capture import (
     resolve_laptop_ip,
 )
 from orchestrator.pi.host import Host
+from orchestrator.pi.raw import RawStillPlan, check_raw_still_tool, plan_raw_still
 from orchestrator.pi.scripts import build_pipeline_script
 from orchestrator.pi.stack import CameraStack
 from orchestrator.pi.still import build_still_argv, check_still_to_stdout, choose_still_tool, explain_still_failure
-from orchestrator.settings import Backend, ImageFormat, SnapSettings, StillTool
+from orchestrator.settings import Backend, ImageFormat, PictureFormat, RawFormat, SnapSettings, StillTool
 from orchestrator.stream.finishing import finish_received_file
+from orchestrator.stream.raw import amend_manifest, convert_received, require_scaler
 from orchestrator.stream.receiver import Receiver, make_receiver, wait_until_listening
 from orchestrator.stream.recovery import recover_leftovers
 from orchestrator.stream.writer import ReceivedFile
@@ -57,10 +69,10 @@ TICK_S = 0.5
 # A format spec for an integer: [[fill]align][sign][#][0][width][grouping][type]; width at most 3 digits,
 # so a spec cannot ask for a gigabyte of padding.
 _INT_SPEC = re.compile(r"(?:[^{}]?[<>=^])?[-+ ]?#?0?(?:\d{1,3})?[,_]?[bdoxX]?")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", *(fmt.suffix for fmt in RawFormat))
 
 
-def check_name_template(template: str, image_format: ImageFormat) -> str:
+def check_name_template(template: str, image_format: PictureFormat) -> str:
     """The template without the format's extension, or a UsageError saying what is wrong with it.
 
     Only `{counter}` fields with an integer format spec (`{counter:03d}`); `{{` and `}}` are literal braces.
@@ -99,12 +111,12 @@ def check_image_name(name: str) -> str | None:
     return None
 
 
-def render_image_name(stem: str, counter: int, image_format: ImageFormat) -> str:
+def render_image_name(stem: str, counter: int, image_format: PictureFormat) -> str:
     """One file name from a checked template: `img{counter:03d}` and 7 -> `img007.jpg`."""
     return stem.format(counter=counter) + image_format.suffix
 
 
-def build_image_names(template: str | None, count: int, image_format: ImageFormat) -> tuple[str, ...] | None:
+def build_image_names(template: str | None, count: int, image_format: PictureFormat) -> tuple[str, ...] | None:
     """The `count` file names of a timelapse, checked; None when images are named by their UUID."""
     if template is None:
         return None
@@ -181,6 +193,16 @@ def check_image_bytes(image_format: ImageFormat, head: bytes, tail: bytes, size:
     else:
         whole = len(head) >= 6 and head.startswith(b"BM") and int.from_bytes(head[2:6], "little") <= size
     return None if whole else f"the {size} bytes that arrived are not a whole {label} image"
+
+
+def check_raw_bytes(layout: RawLayout, size: int) -> str | None:
+    """Why `size` bytes are not one whole raw picture of `layout` (the tool writes exactly one), else None."""
+    if size == layout.frame_bytes:
+        return None
+    what = f"{layout.width}x{layout.height} {layout.pixel_format} picture"
+    if size == 0:
+        return f"no {what} arrived (0 bytes)"
+    return f"{size} bytes arrived, but one {what} from this tool is {layout.frame_bytes} bytes"
 
 
 def read_image_ends(path: Path, length: int = 64) -> tuple[bytes, bytes, int]:
@@ -273,11 +295,17 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     still = settings.still
     image_format = still.image_format
     names = build_image_names(settings.name_template, settings.count, image_format)
+    if still.resize is not None:
+        require_scaler()
     on_event(StateChanged(State.PROBING, host.name))
     probe = probe_pi(host, describe_tools(settings.still_tool), stop)
     tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
     stack = camera_stack(probe, tool)
     check_still_to_stdout(tool, stack.facts)
+    raw_plan: RawStillPlan | None = None
+    if isinstance(image_format, RawFormat):
+        raw_plan = plan_raw_still(image_format, still, tool)
+        check_raw_still_tool(tool, probe.raw_tools, stack.facts)
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive if settings.receive.bind else replace(settings.receive, bind=laptop_ip)
     camera_argv = build_still_argv(still, tool)
@@ -299,7 +327,7 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
         nonlocal finished, images
         remote_exit = {"camera": None, "nc": None, "pipeline": None} if capture is None else \
             capture.pipeline.exits.as_dict()
-        context = {"pi": host.name, "tool": tool.value, "remote_argv": list(camera_argv),
+        context = {"pi": host.name, "tool": camera_argv[0], "remote_argv": list(camera_argv),
                    "settings": _settings_dict(settings, index, stack), "remote_exit": remote_exit}
         for position, item in enumerate(received[finished:]):
             if item.ended_by is Ending.FAILED and failure is None:
@@ -307,8 +335,12 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
                                         "check the disk of the --out folder")
             reason = failure.message if failure else None
             stopped = capture is None or capture.interrupted or item.ended_by is Ending.STOPPED
+            raw: dict[str, object] | None = None
             if reason is None and not stopped:
-                reason = check_image_bytes(image_format, *read_image_ends(item.path))
+                if raw_plan is not None:
+                    item, raw, reason = _finish_raw_picture(item, raw_plan)
+                elif isinstance(image_format, ImageFormat):
+                    reason = check_image_bytes(image_format, *read_image_ends(item.path))
                 if reason is not None:
                     failure = CameraProblem(reason, f"look at {item.path.name}; run `piorch doctor` to check the Pi")
             if reason is None and not stopped and names is not None and rename and position == 0:
@@ -319,6 +351,9 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
                                                f"as {item.path.name}"))
             done = finish_received_file(item, interrupted=stopped, failure=reason, discard_partial=False,
                                         context=context, on_event=on_event)
+            if raw_plan is not None and done.manifest is not None:
+                # What the file holds: the converted picture, or (also when cut short) the camera's own bytes.
+                amend_manifest(done.manifest, {"raw": raw or raw_plan.camera.describe()})
             files.append(done)
             images += 1 if done.status is FileStatus.COMPLETE else 0
         finished = len(received)
@@ -376,6 +411,21 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     state = State.INTERRUPTED if interrupted else State.FAILED if problem else State.DONE
     on_event(StateChanged(state, problem.message if problem else f"{images} image(s)"))
     return SnapResult(state, tuple(files), tool, tuple(camera_argv), images, problem, freed)
+
+
+def _finish_raw_picture(item: ReceivedFile, plan: RawStillPlan) -> tuple[ReceivedFile, dict[str, object], str | None]:
+    """Check a received raw picture's size and convert it where the tool could not write what was asked
+    (the file keeps its name): the file, its manifest's `raw` object, and why it is not a picture, if so."""
+    reason = check_raw_bytes(plan.camera, item.bytes)
+    if reason is not None or not plan.converts:
+        return item, plan.camera.describe(), reason
+    try:
+        size, digest, received = convert_received(item.path, plan.camera, plan.output, item.path)
+    except (OSError, ValueError) as exc:
+        return item, plan.camera.describe(), f"converting {item.path.name} to {plan.output.pixel_format} failed ({exc})"
+    # The manifest's bytes and sha256 are the file's; what the camera sent is kept beside, under `camera`.
+    camera = {**plan.camera.describe(), "bytes": item.bytes, "sha256": received}
+    return replace(item, bytes=size, sha256=digest), {**plan.output.describe(), "camera": camera}, None
 
 
 def _wait_for_turn(due: float, stop: threading.Event, tick: Callable[[float], None]) -> bool:

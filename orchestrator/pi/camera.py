@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from orchestrator.errors import RemoteError, UsageError
+from orchestrator.events import RawLayout
+from orchestrator.pi.raw import build_raw_video_argv, raw_video_layout
 from orchestrator.pi.stack import CameraStack, H264Encoder
 from orchestrator.settings import CameraSettings, CameraTool
 
@@ -61,6 +63,8 @@ def build_camera_argv(camera: CameraSettings, tool: CameraTool, options: Encoder
     """
     if tool is CameraTool.AUTO:
         raise ValueError("resolve the camera tool before building its command line")
+    if camera.codec == "yuv420":
+        return build_raw_video_argv(camera, tool)  # pi/raw.py: raspividyuv, or rpicam-vid --codec yuv420
     h264 = camera.codec == "h264"
     if tool.is_legacy:
         argv = [
@@ -129,7 +133,7 @@ def check_camera_limits(camera: CameraSettings, tool: CameraTool) -> None:
                 f"{camera.width}x{camera.height} at {camera.fps} fps is {rate:,} macroblocks/s, and raspivid refuses "
                 f"more than {RASPIVID_MAX_MACROBLOCKS_S:,} (H.264 level 4.2)",
                 f"give --fps {most} or less at this size, or a smaller --width/--height")
-    elif camera.bitrate > RASPIVID_MJPEG_MAX_BPS:
+    elif camera.codec == "mjpeg" and camera.bitrate > RASPIVID_MJPEG_MAX_BPS:
         raise UsageError(
             f"bitrate {camera.bitrate} is over raspivid's MJPEG ceiling of 25 Mbit/s (it would silently lower it)",
             f"give --bitrate {RASPIVID_MJPEG_MAX_BPS} or less")
@@ -148,6 +152,8 @@ class CameraPlan:
     # ignores it (rpicam-vid's MJPEG). For the disk check and the dashboard.
     expected_bps: int
     warnings: tuple[str, ...] = ()
+    # Raw video: how its frames lie in the stream (pi/raw.py).
+    raw: RawLayout | None = None
 
 
 def plan_camera(camera: CameraSettings, tool: CameraTool, stack: CameraStack, bitrate_given: bool = False
@@ -159,6 +165,11 @@ def plan_camera(camera: CameraSettings, tool: CameraTool, stack: CameraStack, bi
     """
     check_camera_limits(camera, tool)
     warnings: list[str] = []
+    if camera.codec == "yuv420":
+        raw = raw_video_layout(camera, tool, stack.board)
+        if bitrate_given:
+            warnings.append("the bitrate does not apply to raw video (--codec yuv420): nothing is encoded")
+        return CameraPlan(EncoderOptions(), raw.bits_per_second, tuple(warnings), raw)
     if camera.codec != "h264":
         if tool.is_legacy:
             return CameraPlan(EncoderOptions(), camera.bitrate)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
 from orchestrator.pi.stack import ToolFacts, clean_board, parse_tool_facts
-from orchestrator.settings import CameraTool, StillTool
+from orchestrator.settings import RAW_SIBLING, CameraTool, StillTool
 
 PGID_MARK = "piorch-pgid"
 CAMERA_EXIT_MARK = "piorch-camera-exit"
@@ -43,6 +43,7 @@ def build_probe_script(describe: Sequence[str] = ()) -> str:
     """
     tools = " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID,
                                              StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL))
+    tools += " " + " ".join(RAW_SIBLING.values())
     known = _VIDEO_TOOLS | _STILL_TOOLS
     asked = [name for name in describe if name in known and name not in _LEGACY_TOOLS]
     about = ""
@@ -85,6 +86,8 @@ class PiProbe:
     board: str | None = None
     # What the described libcamera tool said about itself; None when none was described or found.
     tool_facts: ToolFacts | None = None
+    # The legacy raw tools found (raspividyuv, raspiyuv): name -> path.
+    raw_tools: dict[str, str] = field(default_factory=dict)
 
 
 _VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}
@@ -95,6 +98,7 @@ _LEGACY_TOOLS = {CameraTool.RASPIVID.value, StillTool.RASPISTILL.value}
 def parse_probe_output(text: str) -> PiProbe:
     tools: dict[CameraTool, str] = {}
     still_tools: dict[StillTool, str] = {}
+    raw_tools: dict[str, str] = {}
     nc_lines: list[str] = []
     blocks: dict[str, list[str]] = {VERSION_BEGIN: [], HELP_BEGIN: []}
     ends = {VERSION_BEGIN: VERSION_END, HELP_BEGIN: HELP_END}
@@ -121,6 +125,8 @@ def parse_probe_output(text: str) -> PiProbe:
                 tools[CameraTool(parts[1])] = parts[2].strip()
             elif parts[1] in _STILL_TOOLS:
                 still_tools[StillTool(parts[1])] = parts[2].strip()
+            elif parts[1] in RAW_SIBLING.values():
+                raw_tools[parts[1]] = parts[2].strip()
         elif parts[0] == ABOUT_MARK and len(parts) == 2 and parts[1].strip() in _VIDEO_TOOLS | _STILL_TOOLS:
             about = parts[1].strip()
         elif line.strip() in blocks:
@@ -137,7 +143,7 @@ def parse_probe_output(text: str) -> PiProbe:
     facts = None if about is None else parse_tool_facts(about, "\n".join(blocks[VERSION_BEGIN]),
                                                         "\n".join(blocks[HELP_BEGIN]))
     return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools,
-                   board=board, tool_facts=facts)
+                   board=board, tool_facts=facts, raw_tools=raw_tools)
 
 
 def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) -> str:

@@ -9,9 +9,10 @@ from typing import cast
 
 from orchestrator.errors import RemoteError, UsageError
 from orchestrator.pi.camera import CameraProblem, parse_camera_failure
+from orchestrator.pi.raw import build_raw_still_argv, plan_raw_still
 from orchestrator.pi.scripts import PiProbe
 from orchestrator.pi.stack import ToolFacts
-from orchestrator.settings import CameraTool, ImageFormat, StillSettings, StillTool
+from orchestrator.settings import CameraTool, ImageFormat, PictureFormat, RawFormat, StillSettings, StillTool
 
 # The maintained stack first; raspistill only works on a legacy (MMAL) system, where the others are absent.
 STILL_TOOL_PREFERENCE = (StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL)
@@ -19,7 +20,8 @@ STILL_TOOL_PACKAGE: Mapping[StillTool, str] = {StillTool.RPICAM_STILL: "rpicam-a
                                                StillTool.LIBCAMERA_STILL: "libcamera-apps",
                                                StillTool.RASPISTILL: "libraspberrypi-bin"}
 # What each tool's encoding option accepts (of the formats piorch offers): raspistill's encoding_xref has
-# jpg, bmp, gif, png; rpicam-still's has jpg, png, bmp (and raw rgb/yuv420), no gif.
+# jpg, bmp, gif, png; rpicam-still's has jpg, png, bmp, no gif. Raw formats: every tool (pi/raw.py), raspistill
+# through its sibling raspiyuv.
 TOOL_FORMATS: Mapping[StillTool, frozenset[ImageFormat]] = {
     StillTool.RASPISTILL: frozenset(ImageFormat),
     StillTool.LIBCAMERA_STILL: frozenset({ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP}),
@@ -42,6 +44,8 @@ def build_still_argv(still: StillSettings, tool: StillTool) -> list[str]:
     """
     if tool is StillTool.AUTO:
         raise ValueError("resolve the still tool before building its command line")
+    if isinstance(still.image_format, RawFormat):
+        return build_raw_still_argv(still, tool, plan_raw_still(still.image_format, still, tool))
     if still.image_format not in TOOL_FORMATS[tool]:
         raise ValueError(f"{tool.value} cannot write {still.image_format.value}")
     encoding, width, height, vflip, hflip = _SPELLING[tool.is_legacy]
@@ -51,7 +55,7 @@ def build_still_argv(still: StillSettings, tool: StillTool) -> list[str]:
     return argv + [vflip] * still.vflip + [hflip] * still.hflip
 
 
-def choose_still_tool(probe: PiProbe, wanted: StillTool, image_format: ImageFormat) -> StillTool:
+def choose_still_tool(probe: PiProbe, wanted: StillTool, image_format: PictureFormat) -> StillTool:
     tool: StillTool
     if wanted is not StillTool.AUTO:
         if wanted not in probe.still_tools:
@@ -64,7 +68,7 @@ def choose_still_tool(probe: PiProbe, wanted: StillTool, image_format: ImageForm
             raise RemoteError("no still camera tool (rpicam-still, libcamera-still, raspistill) on the Pi",
                               "install rpicam-apps there (sudo apt install rpicam-apps)")
         tool = found[0]
-    if image_format not in TOOL_FORMATS[tool]:
+    if isinstance(image_format, ImageFormat) and image_format not in TOOL_FORMATS[tool]:
         can = ", ".join(sorted(fmt.value for fmt in TOOL_FORMATS[tool]))
         raise UsageError(f"{tool.value} on the Pi cannot write {image_format.value} (it writes {can})",
                          "use --format png for a lossless picture")

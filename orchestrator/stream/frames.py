@@ -35,10 +35,11 @@ def check_pixel_format(name: str) -> str:
         raise ValueError(f"unknown format {name!r}: use one of {', '.join(PIXEL_FORMATS)}") from None
 
 
-def i420_frame_bytes(width: int, height: int, stride: int | None = None) -> int:
-    """Bytes of one I420 frame: a luma plane of `stride` x height and two chroma planes of half that."""
-    row = stride or width
-    return row * height + 2 * ((row // 2) * (height // 2))
+def i420_frame_bytes(width: int, height: int, stride: int | None = None, rows: int | None = None) -> int:
+    """Bytes of one I420 frame: a luma plane of `stride` x `rows` (the height, or more where the camera's
+    buffer is padded: raspividyuv pads to 16 rows) and two chroma planes of half that."""
+    row, lines = stride or width, rows or height
+    return row * lines + 2 * ((row // 2) * (lines // 2))
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,18 @@ class CodecDecoder:
 class RawI420Decoder:
     """Raw I420 frames back to back -> one array a frame, converted to the pixel format asked for."""
 
-    def __init__(self, width: int, height: int, pixel_format: str = "bgr24", stride: int | None = None) -> None:
+    def __init__(self, width: int, height: int, pixel_format: str = "bgr24", stride: int | None = None,
+                 rows: int | None = None) -> None:
         import numpy
 
         if width % 2 or height % 2:
             raise ValueError("I420 needs an even width and height")
         self.width, self.height, self.pixel_format = width, height, pixel_format
         self.stride = stride or width
-        self.frame_bytes = i420_frame_bytes(width, height, self.stride)
+        self.rows = rows or height
+        if self.stride < width or self.rows < height:
+            raise ValueError(f"a stride of {self.stride} and {self.rows} rows cannot hold {width}x{height}")
+        self.frame_bytes = i420_frame_bytes(width, height, self.stride, self.rows)
         self._numpy = numpy
         self._buffer = numpy.empty(self.frame_bytes, numpy.uint8)
         self._filled = 0
@@ -167,22 +172,23 @@ class RawI420Decoder:
 
     def _unpad(self, buffer: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """picamera's I420 layout, (h * 3 // 2, w): a view when rows are unpadded, else a cropped copy."""
-        width, height, stride = self.width, self.height, self.stride
-        if stride == width:
+        width, height, stride, rows = self.width, self.height, self.stride, self.rows
+        if stride == width and rows == height:
             return buffer.reshape(height * 3 // 2, width)
-        luma = buffer[:stride * height].reshape(height, stride)[:, :width]
-        half = (stride // 2) * (height // 2)
-        chroma = [buffer[stride * height + i * half:stride * height + (i + 1) * half]
-                  .reshape(height // 2, stride // 2)[:, :width // 2] for i in range(2)]
+        luma = buffer[:stride * rows].reshape(rows, stride)[:height, :width]
+        half = (stride // 2) * (rows // 2)
+        chroma = [buffer[stride * rows + i * half:stride * rows + (i + 1) * half]
+                  .reshape(rows // 2, stride // 2)[:height // 2, :width // 2] for i in range(2)]
         flat = self._numpy.concatenate([plane.reshape(-1) for plane in (luma, *chroma)])
         return flat.reshape(height * 3 // 2, width)
 
 
 def make_decoder(codec: str, pixel_format: str, width: int, height: int,
-                 stride: int | None = None) -> FrameDecoder:
-    """The decoder for a stream of `codec` (h264, mjpeg, yuv420) into `pixel_format` arrays."""
+                 stride: int | None = None, rows: int | None = None) -> FrameDecoder:
+    """The decoder for a stream of `codec` (h264, mjpeg, yuv420) into `pixel_format` arrays; for yuv420
+    the camera's row stride and buffer rows (record reports them: `events.RawLayout`)."""
     if codec == "yuv420":
-        return RawI420Decoder(width, height, pixel_format, stride)
+        return RawI420Decoder(width, height, pixel_format, stride, rows)
     if codec in ("h264", "mjpeg"):
         return CodecDecoder(codec, pixel_format)
     raise ValueError(f"unknown codec {codec!r}: use h264, mjpeg or yuv420")

@@ -71,11 +71,15 @@ class StreamSink:
         self._writer: FileWriter | None = None
         self._segment = 0
         self._tap = tap
+        # Raw video: every frame has this many bytes, so counting frames is a division.
+        self._raw_frame_bytes = settings.raw_frame_bytes
         self.bytes_received = 0
 
     @property
     def frames(self) -> int:
         """Frames seen so far on this connection (0 when the stream is not parsed)."""
+        if self._raw_frame_bytes:
+            return self.bytes_received // self._raw_frame_bytes
         return self._cutter.parser.frames if self._cutter is not None else 0
 
     def _current(self) -> FileWriter:
@@ -90,7 +94,9 @@ class StreamSink:
         if writer is None:
             return
         frames = iframes = None
-        if self._cutter is not None and len(self._cutter.closed) >= self._segment:
+        if self._raw_frame_bytes:
+            frames = writer.bytes_written // self._raw_frame_bytes  # whole frames; raw video is never cut
+        elif self._cutter is not None and len(self._cutter.closed) >= self._segment:
             stats = self._cutter.closed[self._segment - 1]
             frames, iframes = stats.frames, stats.iframes
         writer.end(ended_by, frames, iframes, self._segment, error)
