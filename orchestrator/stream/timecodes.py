@@ -3,8 +3,9 @@
 the recording's integrity: frames, dropped frames, the longest gap, the measured rate.
 
 Pure: lines in, numbers out. A gap larger than 1.5 frame intervals means the camera dropped frames there:
-round(gap / interval) - 1 of them. The interval is the one asked for (`fps`); without it, the median of the
-gaps seen so far.
+round(gap / interval) - 1 of them. The interval is the one asked for (`fps`); without it, or when the camera
+plainly runs slower than asked (the typical gap is itself over 1.5 asked intervals: a sensor mode that cannot
+reach the rate), the median of the recent gaps.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 HEADER = "# timecode format v2"
 # A gap counts as dropped frames when it is longer than this many frame intervals.
 DROP_FACTOR = 1.5
+# Gaps seen before the typical one may overrule the asked rate (a camera slower than asked).
+MIN_TYPICAL_GAPS = 8
 
 
 def parse_timecode_line(line: str) -> float | None:
@@ -65,17 +68,21 @@ class IntegrityCounter:
             return 0
         gap = time_ms - previous
         self.longest_gap_ms = max(self.longest_gap_ms, gap)
-        interval = self._interval or self._median_gap(gap)
-        dropped = round(gap / interval) - 1 if interval > 0 and gap > DROP_FACTOR * interval else 0
-        self.frames_dropped += dropped
-        return dropped
-
-    def _median_gap(self, gap: float) -> float:
-        # Without the asked rate: the typical gap so far (a few dropped frames do not move a median).
+        interval = self._interval
+        if interval is None:
+            # The typical gap so far, this one included (a few dropped frames do not move a median).
+            interval = statistics.median([*self._gaps, gap])
+        elif gap > DROP_FACTOR * interval and len(self._gaps) >= MIN_TYPICAL_GAPS:
+            # Looked at only when it could change the answer, and from the gaps before this one.
+            typical = statistics.median(self._gaps)
+            if typical > DROP_FACTOR * interval:
+                interval = typical
         self._gaps.append(gap)
         if len(self._gaps) > 256:
             del self._gaps[:128]
-        return statistics.median(self._gaps)
+        dropped = round(gap / interval) - 1 if interval > 0 and gap > DROP_FACTOR * interval else 0
+        self.frames_dropped += dropped
+        return dropped
 
     def result(self) -> Integrity:
         span = (self._last or 0.0) - (self._first or 0.0)
