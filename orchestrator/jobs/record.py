@@ -264,7 +264,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         camera = replace(camera, intra_period=intra_period_for(settings.segment_s, camera.fps))
     # The tool's limits and what this Pi's build can record, refused here: nothing has started on the Pi.
     plan = plan_camera(camera, tool, stack, settings.bitrate_given)
-    stamps = plan_timestamps(camera, tool, stack)
+    stamps = plan_timestamps(camera, tool, stack, probe.has_pipes)
     check_out_dir(receive.out_dir)
     if not settings.force:
         check_disk_space(receive.out_dir, camera, plan.expected_bps)

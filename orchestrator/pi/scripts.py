@@ -34,6 +34,8 @@ ABOUT_MARK = "piorch-about"
 VERSION_BEGIN, VERSION_END = "piorch-version-begin", "piorch-version-end"
 HELP_BEGIN, HELP_END = "piorch-help-begin", "piorch-help-end"
 BOARD_MARK = "piorch-board"
+# The Pi has mkfifo and mktemp (coreutils; busybox has both too).
+PIPES_MARK = "piorch-pipes"
 # A boost --help listing of rpicam-vid is about 200 lines; more than this is not a camera tool's help.
 HELP_MAX_LINES = 400
 
@@ -71,6 +73,8 @@ def build_probe_script(describe: Sequence[str] = ()) -> str:
         "if command -v nc >/dev/null 2>&1; then echo piorch-nc-begin; nc -h 2>&1 | head -n 3; "
         "echo piorch-nc-end; fi; "
         "command -v setsid >/dev/null 2>&1 && echo piorch-setsid; "
+        # The named pipes the camera's timestamps travel through (build_pipeline_script).
+        f"command -v mkfifo >/dev/null 2>&1 && command -v mktemp >/dev/null 2>&1 && echo {PIPES_MARK}; "
         + about
         # The model ends in a NUL byte; newlines are dropped too, so the name stays on its mark's line.
         # printf, not echo: dash's echo would expand backslashes in it.
@@ -92,6 +96,8 @@ class PiProbe:
     board: str | None = None
     # What the described libcamera tool said about itself; None when none was described or found.
     tool_facts: ToolFacts | None = None
+    # mkfifo and mktemp are there: the camera's timestamps can be asked for.
+    has_pipes: bool = False
 
 
 _VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}
@@ -108,7 +114,7 @@ def parse_probe_output(text: str) -> PiProbe:
     about: str | None = None
     board: str | None = None
     block: str | None = None
-    in_nc = seen_nc = has_setsid = complete = False
+    in_nc = seen_nc = has_setsid = has_pipes = complete = False
     for line in text.splitlines():
         if block is not None:
             if line.strip() == ends[block]:
@@ -138,13 +144,15 @@ def parse_probe_output(text: str) -> PiProbe:
             in_nc = seen_nc = True
         elif line.strip() == "piorch-setsid":
             has_setsid = True
+        elif line.strip() == PIPES_MARK:
+            has_pipes = True
         elif line.strip() == "piorch-probe-done":
             complete = True
     flavour = parse_nc_flavour("\n".join(nc_lines)) if seen_nc else None
     facts = None if about is None else parse_tool_facts(about, "\n".join(blocks[VERSION_BEGIN]),
                                                         "\n".join(blocks[HELP_BEGIN]))
     return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools,
-                   board=board, tool_facts=facts)
+                   board=board, tool_facts=facts, has_pipes=has_pipes)
 
 
 def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], timestamps: bool = False,

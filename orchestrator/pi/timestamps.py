@@ -54,10 +54,15 @@ class TimestampPlan:
         return self.clock is FrameClock.CAMERA
 
 
-def plan_timestamps(camera: CameraSettings, tool: CameraTool, stack: CameraStack) -> TimestampPlan:
-    """Whether this tool build on this Pi can send its frame timestamps, and how."""
+def plan_timestamps(camera: CameraSettings, tool: CameraTool, stack: CameraStack, has_pipes: bool = True
+                    ) -> TimestampPlan:
+    """Whether this tool build on this Pi can send its frame timestamps, and how. `has_pipes`: the Pi has
+    mkfifo and mktemp (the probe's word)."""
     if tool is CameraTool.AUTO:
         raise ValueError("resolve the camera tool before planning its timestamps")
+    if not has_pipes:
+        return TimestampPlan(FrameClock.FRAME_RATE, reason="the Pi has no mkfifo or mktemp (coreutils) for the "
+                                                           "named pipe they travel through")
     if tool.is_legacy:
         return TimestampPlan(FrameClock.CAMERA)
     facts = stack.facts

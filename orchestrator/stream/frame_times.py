@@ -76,9 +76,11 @@ class CameraRun:
             return len(self._times)
 
     def integrity(self) -> Integrity:
-        """The live readout: frames, dropped frames and the longest gap so far, over the whole run."""
+        """The live readout over the whole run: frames (every timestamp come), dropped frames and the longest
+        gap (up to the last REORDER_FRAMES, until the run is closed)."""
         with self._changed:
-            return self._counter.result()
+            counted = self._counter.result()
+            return Integrity(len(self._times), counted.frames_dropped, counted.longest_gap_ms, counted.fps_measured)
 
     def wait_for(self, frames: int | None, timeout: float) -> bool:
         """Wait until `frames` timestamps have come (None: until the run is closed) or the run is closed;

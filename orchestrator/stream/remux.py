@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class DisplayClock:
         ordered = sorted(times_ms)
         # Milliseconds to 90 kHz ticks, counted from the first frame.
         self._shown = [round((time - ordered[0]) * 90) for time in ordered] if ordered else []
-        gaps = sorted(b - a for a, b in zip(self._shown, self._shown[1:], strict=False))
+        gaps = sorted(b - a for a, b in pairwise(self._shown))
         self._step = gaps[len(gaps) // 2] if gaps else round(self._tick)
 
     def at(self, position: int) -> int:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 HEADER = "# timecode format v2"
 # A gap counts as dropped frames when it is longer than this many frame intervals.
 DROP_FACTOR = 1.5
-# Gaps seen before the typical one may overrule the asked rate (a camera slower than asked).
-MIN_TYPICAL_GAPS = 8
 
 
 def parse_timecode_line(line: str) -> float | None:
@@ -72,9 +71,10 @@ class IntegrityCounter:
         if interval is None:
             # The typical gap so far, this one included (a few dropped frames do not move a median).
             interval = statistics.median([*self._gaps, gap])
-        elif gap > DROP_FACTOR * interval and len(self._gaps) >= MIN_TYPICAL_GAPS:
-            # Looked at only when it could change the answer, and from the gaps before this one.
-            typical = statistics.median(self._gaps)
+        elif gap > DROP_FACTOR * interval and self._gaps:
+            # Looked at only when it could change the answer, from the gaps before this one (the first gap
+            # is judged by the asked rate alone).
+            typical = statistics.median_low(self._gaps)
             if typical > DROP_FACTOR * interval:
                 interval = typical
         self._gaps.append(gap)
@@ -92,6 +92,11 @@ class IntegrityCounter:
 
 
 def measure(times_ms: Sequence[float], fps: float | None = None) -> Integrity:
+    """A whole file's times at once: when its typical gap shows a camera slower than asked, that gap is the
+    interval from the first frame on (the live counter can only learn it as it goes)."""
+    gaps = [b - a for a, b in pairwise(times_ms)]
+    if fps and gaps and statistics.median_low(gaps) > DROP_FACTOR * 1000.0 / fps:
+        fps = None
     counter = IntegrityCounter(fps)
     for time in times_ms:
         counter.add(time)
