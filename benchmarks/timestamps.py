@@ -124,7 +124,7 @@ def receive_main(mode: str, source: str, frames: int) -> int:
         pipeline = None
         started = time.process_time()
         if run is not None:
-            pipeline = Pipeline(LocalHost("bench"), timestamps_script(frames), on_timestamp=run.add_line)
+            pipeline = Pipeline(LocalHost("bench"), timestamps_script(frames), on_timestamps=run.add_lines)
             if not pipeline.start():
                 raise MeasurementFailed(f"the timestamps pipeline did not start: {pipeline.last_words()}")
         print(receiver.port, flush=True)

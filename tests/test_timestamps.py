@@ -232,8 +232,8 @@ def test_the_kill_script_removes_the_pipes_folder_of_its_group_only(tmp_path: Pa
 
 def test_a_run_hands_each_file_its_frames_times_by_frame_order() -> None:
     run = CameraRun(25)
-    for line in [HEADER, "0.000", "40.000", "", "garbage", "120.000", "160.000", "200.000"]:
-        run.add_line(line)
+    run.add_lines([HEADER, "0.000", "40.000", "", "garbage", "120.000"])
+    run.add_lines(["160.000", "200.000"])
     run.close()
     first = run.take(0, 2, timeout=0)
     second = run.take(2, 3, timeout=0)

@@ -136,7 +136,7 @@ class _Recorder:
             return attempt
         # Before the camera starts: its connection (opened after) takes this run's timestamps.
         run = self.frame_times.begin_run() if self.frame_times is not None else None
-        pipeline.on_timestamp = run.add_line if run is not None else None
+        pipeline.on_timestamps = run.add_lines if run is not None else None
         try:
             if not pipeline.start():
                 problem = pipeline.start_problem()

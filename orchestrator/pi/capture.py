@@ -140,9 +140,9 @@ class Pipeline:
     exits: RemoteExit = field(default_factory=RemoteExit)
     stderr: str = ""
     freed: bool = True
-    # Each line of the camera's timestamps as it comes (`piorch-pts LINE`), on the caller's thread; None
-    # when the pipeline was not asked for timestamps.
-    on_timestamp: Callable[[str], None] | None = None
+    # The lines of the camera's timestamps (`piorch-pts LINE`) each poll read, in order, on the caller's
+    # thread; None when the pipeline was not asked for timestamps.
+    on_timestamps: Callable[[list[str]], None] | None = None
     _process: Process | None = None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> bool:
@@ -174,21 +174,23 @@ class Pipeline:
         closed."""
         assert self._process is not None, "start() first"
         line = self._process.next_line(wait)
+        stamps: list[str] = []
         taken = 0
         while line:
-            self._read(line)
+            stamp = parse_pts_line(line)
+            if stamp is None:
+                self._read(line)
+            else:
+                stamps.append(stamp)
             taken += 1
             if taken == POLL_LINES:
-                return True
+                break
             line = self._process.next_line(0.0)
+        if stamps and self.on_timestamps is not None:
+            self.on_timestamps(stamps)
         return line is not None
 
     def _read(self, line: str) -> None:
-        stamp = parse_pts_line(line)
-        if stamp is not None:
-            if self.on_timestamp is not None:
-                self.on_timestamp(stamp)
-            return
         status = parse_status_line(line)
         if status and status[0] == CAMERA_EXIT_MARK:
             self.exits.camera = status[1]

@@ -1,9 +1,9 @@
 """The camera's frame timestamps as they arrive over SSH, handed to the files that hold those frames.
 
 One `CameraRun` a start of the camera: its clock starts at 0 with its first frame (a camera started again
-after a lost link starts a new run). Timestamps come in on the thread that follows the pipeline (`add_line`,
-one line of the camera's timecode file each); a file claims its frames' times by frame order when it is
-finished (`take(first_frame, count)`), on the receiver's closer thread or the job's; the progress clock
+after a lost link starts a new run). Timestamps come in on the thread that follows the pipeline (`add_lines`:
+the lines of the camera's timecode file, as each poll read them); a file claims its frames' times by frame
+order when it is finished (`take(first_frame, count)`), on the receiver's closer thread or the job's; the progress clock
 reads the live counters. Frame n of a connection is the camera's n-th timestamp: the sinks count frames in
 the order the camera wrote them, which is the order it wrote its timestamps.
 
@@ -38,23 +38,38 @@ class CameraRun:
         # Lines that were neither a frame time nor the header (a garbled line is counted, never fatal).
         self.bad_lines = 0
 
-    def add_line(self, text: str) -> None:
-        try:
-            value = parse_timecode_line(text)
-        except ValueError:
-            self.bad_lines += 1
-            return
-        if value is not None:
-            self.add(value)
+    def add_lines(self, lines: list[str]) -> None:
+        """Lines of the camera's timecode file, in order (its header and blank lines are skipped)."""
+        values: list[float] = []
+        for text in lines:
+            try:
+                # The common line, a time, at the cost of one float(); anything else is looked at closely.
+                quick = float(text)
+                if quick >= 0:  # False for NaN too
+                    values.append(quick)
+                    continue
+            except ValueError:
+                pass
+            try:
+                value = parse_timecode_line(text)
+            except ValueError:
+                self.bad_lines += 1
+                continue
+            if value is not None:
+                values.append(value)
+        if values:
+            self.add(*values)
 
-    def add(self, time_ms: float) -> None:
+    def add(self, *times_ms: float) -> None:
         with self._changed:
             if self._closed:
                 return
-            self._times.append(time_ms)
-            heapq.heappush(self._window, time_ms)
-            if len(self._window) > REORDER_FRAMES:
-                self._counter.add(heapq.heappop(self._window))
+            self._times.extend(times_ms)
+            window = self._window
+            for time_ms in times_ms:
+                heapq.heappush(window, time_ms)
+                if len(window) > REORDER_FRAMES:
+                    self._counter.add(heapq.heappop(window))
             self._changed.notify_all()
 
     def close(self) -> None:
@@ -131,8 +146,9 @@ class FileTimes:
         """Frames, dropped frames (the gap into the file's first frame included), longest gap, measured fps."""
         ordered = sorted(self.times)
         whole = measure(([self.before] if self.before is not None else []) + ordered, self.fps)
-        alone = measure(ordered, self.fps)
-        return Integrity(len(ordered), whole.frames_dropped, whole.longest_gap_ms, alone.fps_measured)
+        span = ordered[-1] - ordered[0] if ordered else 0.0
+        fps = round((len(ordered) - 1) * 1000.0 / span, 3) if span > 0 else None
+        return Integrity(len(ordered), whole.frames_dropped, whole.longest_gap_ms, fps)
 
 
 class FrameTimes:

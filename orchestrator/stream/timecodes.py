@@ -92,12 +92,22 @@ class IntegrityCounter:
 
 
 def measure(times_ms: Sequence[float], fps: float | None = None) -> Integrity:
-    """A whole file's times at once: when its typical gap shows a camera slower than asked, that gap is the
-    interval from the first frame on (the live counter can only learn it as it goes)."""
+    """A whole file's times at once (in order). Its typical gap (the lower median) is the interval when no
+    rate was asked, or when it shows a camera slower than asked; else the asked rate's interval, from the
+    first frame on (the live counter can only learn the typical gap as it goes)."""
+    frames = len(times_ms)
     gaps = [b - a for a, b in pairwise(times_ms)]
-    if fps and gaps and statistics.median_low(gaps) > DROP_FACTOR * 1000.0 / fps:
-        fps = None
-    counter = IntegrityCounter(fps)
-    for time in times_ms:
-        counter.add(time)
-    return counter.result()
+    if not gaps:
+        return Integrity(frames, 0, 0.0, None)
+    longest = max(gaps)
+    interval = 1000.0 / fps if fps else None
+    # The median is needed only where it could change the answer: some gap is long for the asked rate.
+    if interval is None or longest > DROP_FACTOR * interval:
+        typical = statistics.median_low(gaps)
+        if interval is None or typical > DROP_FACTOR * interval:
+            interval = typical
+    limit = DROP_FACTOR * interval
+    dropped = sum(round(gap / interval) - 1 for gap in gaps if gap > limit) if interval > 0 else 0
+    span = times_ms[-1] - times_ms[0]
+    measured = (frames - 1) * 1000.0 / span if span > 0 else None
+    return Integrity(frames, dropped, round(longest, 3), round(measured, 3) if measured else None)
