@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/view.py
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/timestamps.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
