@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -339,3 +340,88 @@ def test_sigterm_still_flushes_what_the_simulator_held(tmp_path: Path) -> None:
             proc.kill()
     lines = (tmp_path / "t.txt").read_text().splitlines()
     assert lines[0] == HEADER and len(lines) > 1
+
+
+# ------------------------------------------------------------------------------------------- the remux
+
+@pytest.mark.parametrize("clip", ["clip.h264", "clip_bframes.h264"])
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_remux_puts_the_cameras_times_in_the_container(tmp_path: Path, clip: str, container: str) -> None:
+    av = pytest.importorskip("av")
+    from orchestrator.stream.remux import remux_h264
+
+    raw = tmp_path / "in.h264"
+    raw.write_bytes((Path(__file__).parents[1] / "orchestrator" / "sim" / clip).read_bytes())
+    with av.open(str(raw), format="h264") as source:
+        count = sum(1 for packet in source.demux(video=0) if packet.size)
+    # Two frames dropped after the 10th, one after the 30th, starting at 5000 ms (a later segment's times).
+    slots = [i + (2 if i >= 10 else 0) + (1 if i >= 30 else 0) for i in range(count)]
+    times = [5000 + slot * 40.0 for slot in slots]
+    result = remux_h264(raw, tmp_path / f"out.{container}", 25, times_ms=times)
+    assert result.frames == count
+    with av.open(str(result.path)) as out:
+        stream = out.streams.video[0]
+        packets = [packet for packet in out.demux(stream) if packet.size]
+        base = float(stream.time_base)
+        shown = sorted(float(packet.pts * stream.time_base) for packet in packets)
+        # Matroska keeps presentation times only: its demuxer gives no decode time to reordered frames.
+        decode = [packet.dts for packet in packets if packet.dts is not None]
+        assert decode == sorted(decode) and len(set(decode)) == len(decode)  # strictly increasing
+        assert all(packet.dts <= packet.pts for packet in packets if packet.dts is not None)
+        assert container == "mkv" or len(decode) == count
+        expected = [(t - 5000) / 1000 for t in times]
+        assert max(abs(a - b) for a, b in zip(shown, expected, strict=True)) <= base
+    with av.open(str(result.path)) as out:
+        # Every frame decodes, in display order, at the camera's time.
+        pictures = [float(frame.pts * frame.time_base) for frame in out.decode(video=0)]
+        assert len(pictures) == count
+        assert max(abs(a - b) for a, b in zip(pictures, expected, strict=True)) <= base
+
+
+# --------------------------------------------------------------------------------------------- the displays
+
+def progress(dropped: int | None, frames: int = 100, gap: float | None = 120.0) -> Any:
+    from orchestrator.events import Progress
+
+    return Progress(elapsed_s=4.0, duration_s=10.0, bytes_total=1000, rate_bps=8e6, average_bps=8e6,
+                    target_bps=None, active_connections=1, free_bytes=None, camera_frames=frames,
+                    frames_dropped=dropped, longest_gap_ms=gap if dropped else 40.0)
+
+
+def test_the_plain_log_says_each_new_drop_at_once() -> None:
+    import io
+
+    from orchestrator.ui.log import PlainLog
+
+    stream = io.StringIO()
+    log = PlainLog(stream, every_s=3600)
+    for event in (progress(0), progress(0), progress(2), progress(2), progress(3)):
+        log(event)
+    lines = stream.getvalue().splitlines()
+    drops = [line for line in lines if "the camera dropped" in line]
+    assert len(drops) == 2 and "dropped 2 frame(s)" in drops[0] and "dropped 1 frame(s)" in drops[1]
+    assert "longest gap 120 ms" in drops[1] and "camera: 100 frames, none dropped" in lines[0]
+
+
+def test_the_dashboard_and_the_summary_show_drops_in_the_warning_colour(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from orchestrator.events import FileFinished, FileStatus
+    from orchestrator.ui.dashboard import Dashboard
+    from orchestrator.ui.format import WARNING_STYLE, integrity_text
+    from orchestrator.ui.summary import render_summary
+
+    assert integrity_text(progress(None)) is None
+    quiet, loud = integrity_text(progress(0)), integrity_text(progress(3))
+    assert quiet is not None and loud is not None and quiet.style == "" and loud.style == WARNING_STYLE
+    console = Console(record=True, width=120, force_terminal=True)
+    board = Dashboard("cam", console)
+    board(progress(3))
+    console.print(board._render())
+    assert "100 frames, 3 dropped (longest gap 120 ms)" in console.export_text()
+    console = Console(record=True, width=140)
+    files = [FileFinished(tmp_path / "a.mp4", None, 10, "x", FileStatus.COMPLETE, 1.0, frames_dropped=3),
+             FileFinished(tmp_path / "b.mp4", None, 10, "x", FileStatus.COMPLETE, 1.0)]
+    render_summary(files, console)
+    text = console.export_text()
+    assert "dropped" in text.splitlines()[2] and " 3 " in next(line for line in text.splitlines() if "a.mp4" in line)
