@@ -163,9 +163,11 @@ def measure(mode: str, source: Path, frames: int, expected_sha: str) -> dict[str
                                 stdout=subprocess.PIPE, text=True, env=env)
     sender = None
     try:
-        assert receiver.stdout is not None
+        stdout = receiver.stdout
+        assert stdout is not None
         port_line: list[str] = []
-        reader = threading.Thread(target=lambda: port_line.append(receiver.stdout.readline()), daemon=True)
+        # A thread, so that the wait for the port has a deadline.
+        reader = threading.Thread(target=lambda: port_line.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(START_DEADLINE_S)
         if not port_line or not port_line[0].strip().isdigit():
@@ -213,10 +215,10 @@ def main(argv: list[str]) -> int:
         except MeasurementFailed as exc:
             print(f"measurement failed: {exc}", file=sys.stderr)
             return 1
-    size_gb = source_gb = args.size_mb * MIB / 1e9
+    size_gb = args.size_mb * MIB / 1e9
     medians = {mode: statistics.median(r["cpu_s_per_gb"] for r in runs[mode]) for mode in MODES}
     ratio = medians["timestamps"] / medians["plain"]
-    summary = {"size_gb": round(size_gb, 3), "frames": frames, "frames_per_gb": round(frames / source_gb),
+    summary = {"size_gb": round(size_gb, 3), "frames": frames, "frames_per_gb": round(frames / size_gb),
                "frame_bytes": args.frame_bytes, "repeat": args.repeat,
                "cpu_s_per_gb": {mode: [round(r["cpu_s_per_gb"], 3) for r in runs[mode]] for mode in MODES},
                "median_cpu_s_per_gb": {mode: round(value, 3) for mode, value in medians.items()},
