@@ -160,12 +160,13 @@ class _Recorder:
         """The Pi's clock offset, once a recording; a Pi whose `date` cannot say sub-seconds has none."""
         self.clock_measured = True
         try:
-            self.clock_offset = measure_clock_offset(self.host)
+            # Stop-aware: Ctrl+C while it samples is not kept waiting.
+            self.clock_offset = measure_clock_offset(self.host, stop=self.stop)
         except PiorchError as exc:
             self.on_event(Notice("warning", f"could not measure the Pi's clock offset ({exc.message})"))
-        if self.clock_offset is None:
-            self.on_event(Notice("info", "the Pi's clock offset could not be measured: its `date` prints no "
-                                         "sub-seconds; the session manifest has no clock_offset_s"))
+        if self.clock_offset is None and not self.stop.is_set():
+            self.on_event(Notice("info", "the Pi's clock offset could not be measured (its `date` prints no "
+                                         "sub-seconds, or the link failed); the session manifest has none"))
 
     def _follow(self, attempt: _Attempt, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> Ending:
         """Watch the running pipeline until something ends it; say what did."""

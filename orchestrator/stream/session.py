@@ -38,7 +38,8 @@ CLOCK_KEYS = ("timestamps", "pts_file", "first_pts_ms", "frames_dropped", "longe
 # Context that only the session manifest carries.
 SESSION_ONLY = ("gaps", "clock_offset_s", "clock_uncertainty_s")
 # Context the session manifest carries.
-SESSION_KEYS = ("pi", "tool", "settings", "health_warnings", "gaps", "timestamps", *SESSION_ONLY[1:])
+SESSION_KEYS = ("pi", "tool", "settings", "health_warnings", "gaps", "timestamps", "clock_offset_s",
+                "clock_uncertainty_s")
 
 
 @dataclass
