@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check check-installed bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python venv missing: sudo apt install python3-venv"; exit 1; }
@@ -19,9 +19,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# lint-imports checks the layer contract in .importlinter, once the project has one.
 check: $(STAMP)
-	$(BIN)/ruff check orchestrator tests benchmarks
+	$(BIN)/ruff check orchestrator tests benchmarks examples
 	$(BIN)/mypy
+	[ ! -f .importlinter ] || $(BIN)/lint-imports
+
+# The package as a user installs it: wheel, fresh venv with no extras, `piorch demo` outside the source tree.
+check-installed:
+	$(PYTHON) .ci/check_installed.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/receiver.py
@@ -30,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/view.py
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/import_cost.py
+	$(BIN)/python benchmarks/frames.py
 	$(BIN)/python benchmarks/timestamps.py
 
 clean:

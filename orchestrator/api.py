@@ -225,7 +225,9 @@ def _convert_still(picture: bytes, format: str, resize: tuple[int, int] | None) 
 
     codec.time_base = Fraction(1, 1)
     packets = [*codec.encode(frame.reformat(format=codec.pix_fmt)), *codec.encode(None)]
-    return b"".join(bytes(packet) for packet in packets)
+    data = b"".join(bytes(packet) for packet in packets)
+    # FFmpeg's GIF encoder leaves the file's trailer (0x3B) to its muxer: without it the file is not whole.
+    return data + b";" if format == "gif" and not data.endswith(b";") else data
 
 
 class _FrameStream:

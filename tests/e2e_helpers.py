@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.sim.camera import camera_is_free
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.sshd_server import SshServer, SshServerInfo
+from tests.system_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ class FakePi:
         return camera_is_free(self.lock)
 
     def use_traditional_nc(self) -> None:
-        (self.info.bin_dir / "nc").symlink_to("/bin/nc.traditional")
+        (self.info.bin_dir / "nc").symlink_to(require_tool("nc.traditional"))
 
 
 def is_question(run: dict[str, object]) -> bool:
@@ -56,6 +57,8 @@ def is_question(run: dict[str, object]) -> bool:
 
 def start_fake_pi(tmp_path: Path, tools: tuple[str, ...] = ("raspivid",),
                   extra_env: dict[str, str] | None = None) -> FakePi:
+    # The fake Pi streams through the machine's own netcat (its PATH ends in /usr/bin), as a real Pi does.
+    require_tool("nc")
     log_dir = tmp_path / "pi-log"
     log_dir.mkdir()
     lock = tmp_path / "camera.lock"

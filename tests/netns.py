@@ -54,6 +54,7 @@ from tests.sshd_server import (
     find_sftp_server,
     sshd_path,
 )
+from tests.system_tools import PACKAGES, find_tool
 
 LAPTOP_IP = "10.203.0.1"
 PI_IP = "10.203.0.2"
@@ -90,10 +91,10 @@ def netns_unavailable() -> str | None:
     """Why these tests cannot run here (a reason to skip), or None."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (`ip`)"
-    if sshd_path() is None:
-        return "needs sshd: install openssh-server"
+    # ip for the namespaces, sshd and its keys for the Pi, nc for its stream.
+    for tool in ("ip", "sshd", "ssh-keygen", "nc"):
+        if find_tool(tool) is None:
+            return f"{tool} not found: install {PACKAGES[tool]}"
     return None
 
 

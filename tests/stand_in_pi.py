@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tests.sshd_server import SshServerInfo, build_session_env, build_session_wrapper
+from tests.system_tools import find_tool
 
 NETCAT_NAMES = ("nc", "netcat", "nc.openbsd", "nc.traditional", "ncat")
 ALWAYS_HIDDEN = ("sudo", "apt-get", "apt", "vcgencmd", "rpicam-hello", "libcamera-hello", "rpicam-vid",
@@ -75,6 +76,8 @@ def install_package_stand_ins(bin_dir: Path, log_dir: Path, install_into: Path) 
     apt_log = shlex.quote(str(log_dir / "apt-get.log"))
     updated = shlex.quote(str(log_dir / "apt-lists-fetched"))
     target = shlex.quote(str(install_into / "nc"))
+    # A test that lets apt-get "install" netcat calls require_tool("nc.openbsd") first.
+    openbsd = shlex.quote(find_tool("nc.openbsd") or "/usr/bin/nc.openbsd")
     write_tool(bin_dir, "sudo", f"""printf '%s\\n' "$*" >> {sudo_log}
 while [ $# -gt 0 ]; do
     case "$1" in --) shift; break ;; -*) shift ;; *) break ;; esac
@@ -91,7 +94,7 @@ case " $* " in
     *" update "*) : > {updated}; echo "Reading package lists... Done" ;;
     *" install "*netcat-openbsd*)
         if [ ! -e {updated} ]; then echo "E: Unable to locate package netcat-openbsd" >&2; exit 100; fi
-        ln -sf /usr/bin/nc.openbsd {target}
+        ln -sf {openbsd} {target}
         echo "Setting up netcat-openbsd (1.219-1) ..." ;;
     *) echo "E: unexpected call" >&2; exit 100 ;;
 esac

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import random
-import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
 from functools import cache
@@ -31,6 +30,7 @@ from orchestrator.stream.h264 import (
     frames_for,
     intra_period_for,
 )
+from tests.system_tools import require_tool
 
 CLIP = CLIP_PATH.read_bytes()
 CLIP_GOP = 25  # make_clip.sh: keyint=25, SPS+PPS before every IDR
@@ -135,10 +135,8 @@ def with_start_codes(data: bytes, size: int) -> bytes:
 @cache
 def x264_stream(params: str, frames: int = 60, keep_sei: bool = False) -> bytes:
     """A small raw H.264 stream from ffmpeg/libx264, one slice per frame unless `params` says otherwise."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed: install ffmpeg (with libx264) for the generated-stream tests")
     argv = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+        require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
         "-i", f"testsrc2=size=64x64:rate=25,trim=end_frame={frames}",  # small: ~12 kB for 60 frames
         "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "35",
         "-threads", "1",

@@ -114,7 +114,7 @@ def test_yuv_frames_have_picameras_i420_shape() -> None:
     with Camera("demo") as cam:
         frame = next(iter(cam.frames(format="yuv", seconds=1)))
     height, width = frame.array.shape
-    assert height % 3 == 0 and (height * 2 // 3, width) == (360, 640)
+    assert height % 3 == 0 and (height * 2 // 3, width) == (480, 640)  # frames() asks 640x480 by default
 
 
 def test_capture_arrays_and_encoded_files() -> None:
@@ -129,6 +129,7 @@ def test_capture_arrays_and_encoded_files() -> None:
     magic = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG", "bmp": b"BM", "gif": b"GIF8"}
     for name, data in encoded.items():
         assert isinstance(data, bytes) and data.startswith(magic[name])
+        assert name != "gif" or data.endswith(b";")  # a whole GIF ends with its trailer
         with av.open(io.BytesIO(data)) as container:  # each one a picture a decoder opens
             assert next(container.decode(video=0)).width > 0
 
@@ -162,7 +163,8 @@ def fake_pi(tmp_path: Path) -> Iterator[FakePi]:
 
 def _config(tmp_path: Path, pi: FakePi) -> Path:
     config = tmp_path / "piorch.toml"
-    config.write_text(f'ssh_config = "{pi.info.ssh_config}"\nlaptop_ip = "127.0.0.1"\n')
+    # port 0: any free port, so a parallel run holding 10401 cannot make this fail.
+    config.write_text(f'ssh_config = "{pi.info.ssh_config}"\nlaptop_ip = "127.0.0.1"\nport = 0\n')
     return config
 
 

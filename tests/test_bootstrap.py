@@ -29,6 +29,7 @@ from tests.stand_in_pi import (
     restrict_remote_path,
     write_tool,
 )
+from tests.system_tools import require_tool
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0cRu7bmdkDCZkvnV0UYzGz6ZVn7fHbF6RK6rKzGAA me@laptop"
 
@@ -142,6 +143,7 @@ def pi_path(tmp_path: Path, hidden: tuple[str, ...] = NETCAT_NAMES) -> tuple[Pat
 
 
 def test_install_netcat_as_a_user_with_sudo_fetches_the_lists_once(tmp_path: Path) -> None:
+    require_tool("nc.openbsd")  # what the apt-get stand-in "installs"
     bin_dir, env = pi_path(tmp_path)
     logs = tmp_path / "logs"
     install_package_stand_ins(bin_dir, logs, bin_dir)
@@ -188,7 +190,7 @@ def test_install_netcat_says_why_it_cannot(tmp_path: Path, sudo: str | None, apt
 
 def test_install_netcat_accepts_traditional_netcat(tmp_path: Path) -> None:
     bin_dir, env = pi_path(tmp_path)
-    (bin_dir / "nc").symlink_to("/usr/bin/nc.traditional")
+    (bin_dir / "nc").symlink_to(require_tool("nc.traditional"))
     result = run_script("install-netcat.sh", [], env)
     assert result.stdout == f"piorch-step netcat already traditional netcat at {bin_dir}/nc\n"
 
@@ -228,6 +230,8 @@ def test_check_camera(tmp_path: Path, tools: tuple[str, ...], cameras: tuple[str
 
 def prepare_pi(info: SshServerInfo, *, nc: bool) -> Path:
     """Camera stand-ins; sudo and apt-get stand-ins logging into bin_dir/../pkg-log; nc hidden if asked."""
+    # With nc the Pi has this machine's; without, apt-get "installs" this machine's nc.openbsd.
+    require_tool("nc" if nc else "nc.openbsd")
     install_stand_ins(info.bin_dir, ("rpicam-vid",))
     install_rpicam_hello(info.bin_dir, ["imx219"])
     logs = info.bin_dir.parent / "pkg-log"

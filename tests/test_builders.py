@@ -29,6 +29,7 @@ from orchestrator.pi.scripts import (
     parse_status_line,
 )
 from orchestrator.settings import CameraSettings, CameraTool
+from tests.system_tools import require_tool
 
 DATA = Path(__file__).parent / "data"
 BASE = CameraSettings(bitrate=16_000_000, width=1280, height=720, fps=25, duration_ms=600_000)
@@ -181,6 +182,7 @@ def test_probe_output_parsed() -> None:
 
 
 def test_probe_script_runs_in_sh() -> None:
+    require_tool("nc")  # the probe reports this machine's netcat flavour
     result = subprocess.run(["sh", "-c", build_probe_script()], capture_output=True, text=True, timeout=10)
     probe = parse_probe_output(result.stdout)
     assert probe.complete and probe.has_setsid

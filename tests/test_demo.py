@@ -10,16 +10,19 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import run_piorch
+from tests.system_tools import require_tool
 
 
 def decoded_frames(path: Path, form: str | None = "h264") -> int:
-    av = pytest.importorskip("av")
+    import av  # a runtime dependency: missing means a broken install
     with av.open(str(path), format=form) as container:
         return sum(1 for _ in container.decode(video=0))
 
 
 @pytest.mark.parametrize("backend", ["builtin", "nc"])
 def test_demo_records_a_playable_file(tmp_path: Path, backend: str) -> None:
+    if backend == "nc":
+        require_tool("nc")  # the laptop's own netcat receives
     env = dict(os.environ, PIORCH_CONFIG=str(tmp_path / "none.toml"))
     out = tmp_path / "recv"
     result = run_piorch(env, "demo", "--seconds", "2", "--out", str(out), "--bitrate", "4000000",

@@ -43,6 +43,7 @@ from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import piorch_env, run_piorch
 from tests.sshd_server import SshServerFactory, SshServerInfo
 from tests.stand_in_pi import NETCAT_NAMES, install_rpicam_hello, install_vcgencmd, restrict_remote_path
+from tests.system_tools import require_tool
 
 ALL_CHECKS = ("laptop-nc", "receiver-port", "output-folder", "link-address", "ssh-reachable", "host-key",
               "ssh-login", *PI_CHECKS)
@@ -251,6 +252,8 @@ def free_port() -> int:
 
 def stand_in_pi(factory: SshServerFactory, *, cameras: tuple[str, ...] = ("imx219",),
                 throttled: str = "throttled=0x0", nc: bool = True) -> SshServerInfo:
+    if nc:
+        require_tool("nc")  # the Pi's nc is this machine's
     info = factory().info
     install_stand_ins(info.bin_dir, ("rpicam-vid",))
     install_rpicam_hello(info.bin_dir, cameras)

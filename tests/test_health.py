@@ -147,7 +147,8 @@ def test_read_health_on_a_real_shell_with_stand_in_vcgencmd(tmp_path: Path) -> N
     assert health.cores is not None and health.cores >= 1
     assert health.clock_skew_s is not None and abs(health.clock_skew_s) < 2
     assert health.pipeline_alive is None
-    assert health_warnings(health)[-1] == "the Pi had under-voltage, throttled since boot"
+    # In, not last: a loaded test machine adds its own "busy" warning after it.
+    assert "the Pi had under-voltage, throttled since boot" in health_warnings(health)
 
 
 def test_read_health_follows_a_real_process_group() -> None:

@@ -42,6 +42,7 @@ from orchestrator.pi.timestamps import FrameClock, TimestampPlan, add_timestamp_
 from orchestrator.settings import CameraSettings, CameraTool, SshSettings, StillSettings, StillTool
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, start_fake_pi
 from tests.sshd_server import SshServer, SshServerInfo
+from tests.system_tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +155,7 @@ import json, os, sys
 if sys.argv[1:] != ["-h"]:
     with open({log!r}, "a", encoding="utf-8") as log:
         log.write(json.dumps(sys.argv[1:]) + "\\n")
-os.execv("/bin/nc.openbsd", ["nc", *sys.argv[1:]])
+os.execv({nc_openbsd!r}, ["nc", *sys.argv[1:]])
 """
 
 
@@ -184,7 +185,8 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Laptop]:
     try:
         nc_log = tmp / "nc-argv.jsonl"
         nc = pi.info.bin_dir / "nc"
-        nc.write_text(NC_LOGGER.format(python=sys.executable, log=str(nc_log)))
+        nc.write_text(NC_LOGGER.format(python=sys.executable, log=str(nc_log),
+                                       nc_openbsd=require_tool("nc.openbsd")))
         nc.chmod(0o755)
         (pi.info.home / "canary").write_text(CANARY_TEXT)
         cwd = tmp / "cwd"

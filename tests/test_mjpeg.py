@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import io
 import random
-import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
 from functools import cache
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.stream.mjpeg import JpegSplitter, Piece
+from tests.system_tools import require_tool
 
 READ_SIZES = range(1, 65)
 FRAMES = 10
@@ -61,10 +60,8 @@ def decodes_alone(jpeg: bytes) -> bool:
 @cache
 def ffmpeg_mjpeg() -> bytes:
     """10 JPEGs, 160x120; 4 slices make ffmpeg write DRI and restart markers (FF D0-D7) in the image data."""
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed: install ffmpeg for the MJPEG stream tests")
     argv = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+        require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
         "-i", f"testsrc2=size=160x120:rate=25,trim=end_frame={FRAMES}",
         "-c:v", "mjpeg", "-q:v", "5", "-threads", "4", "-slices", "4", "-f", "mjpeg", "-",
     ]  # fmt: skip

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize("tool", ["raspivid", "rpicam-vid"])
 def test_frames_are_split_on_the_laptop(tmp_path: Path, tool: str) -> None:
-    from tests.conftest import _require_sshd
+    import av  # a runtime dependency: missing means a broken install
 
-    av = pytest.importorskip("av")
+    from tests.conftest import _require_sshd
     _require_sshd()
     pi = start_fake_pi(tmp_path, (tool,))
     try:

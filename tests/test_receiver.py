@@ -20,6 +20,7 @@ from orchestrator.jobs.listen import ListenResult, run_listen
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.stream.receiver import bind_listener
 from tests.e2e_helpers import piorch_argv
+from tests.system_tools import require_tool
 
 BACKENDS = [Backend.BUILTIN, Backend.NC]
 
@@ -82,6 +83,8 @@ class Listening:
 @pytest.fixture
 def listening(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Listening, ReceiveSettings]]:
     backend = request.param
+    if backend is Backend.NC:
+        require_tool("nc")  # the nc backend runs the laptop's own netcat
     settings = ReceiveSettings(port=free_port(), out_dir=tmp_path / "recv", backend=backend, bind="127.0.0.1")
     run = Listening(settings)
     run.thread.start()
@@ -158,11 +161,11 @@ def test_empty_connection_leaves_no_file(listening: tuple[Listening, ReceiveSett
     assert len(list(settings.out_dir.iterdir())) == 2  # one data file and its manifest
 
 
-@pytest.mark.parametrize("flavour", ["/bin/nc.openbsd", "/bin/nc.traditional"])
+@pytest.mark.parametrize("flavour", ["nc.openbsd", "nc.traditional"])
 def test_nc_backend_with_each_local_flavour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "nc").symlink_to(flavour)
+    (bin_dir / "nc").symlink_to(require_tool(flavour))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     settings = ReceiveSettings(port=free_port(), out_dir=tmp_path / "recv", backend=Backend.NC,
                                bind="127.0.0.1", once=True)
@@ -225,6 +228,8 @@ def test_disk_full_keeps_what_was_written_and_fails_the_file(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("backend", ["builtin", "nc"])
 def test_listen_cli_once(tmp_path: Path, backend: str) -> None:
+    if backend == "nc":
+        require_tool("nc")
     port = free_port()
     out = tmp_path / "recv"
     env = dict(os.environ, PIORCH_CONFIG=str(tmp_path / "none.toml"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.system_tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def test_record_delivers_exactly_what_the_camera_wrote(
         laptop_bin.mkdir()
         if flavour == "traditional":
             pi.use_traditional_nc()
-            (laptop_bin / "nc").symlink_to("/bin/nc.traditional")
+            (laptop_bin / "nc").symlink_to(require_tool("nc.traditional"))
         out = tmp_path / "recv"
         env = piorch_env(tmp_path, pi.info.ssh_config, laptop_bin)
         result = run_piorch(env, "record", "--pi", pi.info.alias, "--seconds", "2", "--out", str(out),

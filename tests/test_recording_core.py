@@ -10,9 +10,11 @@ from orchestrator.jobs.record import run_recording
 from orchestrator.pi.host import LocalHost
 from orchestrator.settings import CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 from orchestrator.sim.stand_in import install_stand_ins
+from tests.system_tools import require_tool
 
 
 def simulated_pi(tmp_path: Path) -> LocalHost:
+    require_tool("nc")  # the simulated Pi streams through this machine's netcat, as a Pi does
     bin_dir = tmp_path / "bin"
     install_stand_ins(bin_dir, ("rpicam-vid",), extra_env={"PIORCH_SIM_LOCK": str(tmp_path / "lock")})
     return LocalHost("simulated-pi", path_prepend=bin_dir)

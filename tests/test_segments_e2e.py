@@ -6,13 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import av
 import pytest
 
 from tests.e2e_helpers import piorch_env, run_piorch, start_fake_pi
 
 pytestmark = pytest.mark.e2e
-
-av = pytest.importorskip("av")
 
 
 def session(out: Path) -> dict[str, object]:

@@ -25,6 +25,7 @@ import pytest
 from orchestrator.link.laptop import apply_laptop_plan, gather_routes
 from orchestrator.link.plan import Iface, IfaceKind, build_iproute2_setup, build_iproute2_undo
 from tests.e2e_helpers import piorch_argv, piorch_env
+from tests.system_tools import cannot_run, require_tool
 
 IFACE = "pl0"
 # The banner server stops by itself after this long, should the test's own cleanup never run.
@@ -74,15 +75,16 @@ class Namespaces:
 
 @pytest.fixture
 def netns() -> Iterator[Namespaces]:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create network namespaces")
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    require_tool("ip")
     tag = uuid.uuid4().hex[:8]
     spaces = Namespaces(f"piorch-{tag}-laptop", f"piorch-{tag}-pi")
     host_before = host_addresses()
     try:
         ip("netns", "add", spaces.laptop)
     except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot create a network namespace here ({exc.stderr.strip()})")
+        cannot_run(f"cannot create a network namespace here ({exc.stderr.strip()})")
     try:
         ip("netns", "add", spaces.pi)
         # Created inside the laptop namespace, the peer moved straight into the Pi's: no name ever exists

@@ -80,7 +80,7 @@ def _split_jpegs(data: bytes, cut_short: int = 0) -> list[bytes]:
 
 
 def _decode_jpeg(image: bytes) -> tuple[int, int]:
-    av = pytest.importorskip("av")
+    import av  # a runtime dependency: missing means a broken install
     with av.open(io.BytesIO(image), format="mjpeg") as container:
         (frame,) = list(container.decode(video=0))
         return frame.width, frame.height
@@ -158,8 +158,8 @@ def test_stand_in_script_quotes_everything(tmp_path: Path) -> None:
 
 def test_importing_the_simulator_stays_light() -> None:
     code = (
-        "import sys, orchestrator.sim.camera, orchestrator.sim.stand_in\n"
-        "print(sorted({'av', 'rich', 'typer', 'paramiko'} & set(sys.modules)))"
+        "import sys, orchestrator.sim.camera, orchestrator.sim.still, orchestrator.sim.stand_in\n"
+        "print(sorted({'av', 'numpy', 'rich', 'typer', 'paramiko'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PROCESS_DEADLINE_S)
     assert result.stdout.strip() == "[]", result.stderr
@@ -240,7 +240,7 @@ def _nal_types(data: bytes) -> list[int]:
 
 
 def _decoded_frames(data: bytes) -> int:
-    av = pytest.importorskip("av")
+    import av  # a runtime dependency: missing means a broken install
     with av.open(io.BytesIO(data), format="h264") as container:
         return sum(1 for _ in container.decode(video=0))
 
@@ -273,9 +273,12 @@ def test_stream_is_paced_padded_and_decodable(sim: Sim, tool: str, args: list[st
 @pytest.mark.parametrize(
     ("tool", "args", "fps"),
     [
-        # -b is asked for and not met: JPEG cannot be padded, so the images go out at their own size.
-        ("raspivid", ["-cd", "MJPEG", "-t", "1000", "-fps", "25", "-b", "4000000", "-n", "-o", "-"], 25),
-        ("rpicam-vid", ["--codec", "MJPEG", "-t", "1s", "--framerate", "30", "-n", "-o", "-"], 30),
+        # -b is asked for and not met: JPEG cannot be padded, so the images go out at their own size. At the
+        # shipped images' size (640x360, no --quality) the simulator sends those (test_sim_sizes.py: others).
+        ("raspivid", ["-cd", "MJPEG", "-t", "1000", "-fps", "25", "-b", "4000000", "-w", "640", "-h", "360", "-n",
+                      "-o", "-"], 25),
+        ("rpicam-vid", ["--codec", "MJPEG", "-t", "1s", "--framerate", "30", "--width", "640", "--height", "360",
+                        "-n", "-o", "-"], 30),
     ],
 )
 def test_mjpeg_stream_is_paced_jpegs(sim: Sim, tool: str, args: list[str], fps: int) -> None:
@@ -302,7 +305,7 @@ def test_mjpeg_stream_is_paced_jpegs(sim: Sim, tool: str, args: list[str], fps: 
 def test_mjpeg_sigterm_logs_exactly_what_was_written(
     sim: Sim, reap: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes]]
 ) -> None:
-    process = reap(sim.start("raspivid", "-cd", "MJPEG", "-t", "0", "-fps", "50", "-o", "-"))
+    process = reap(sim.start("raspivid", "-cd", "MJPEG", "-t", "0", "-fps", "50", "-w", "640", "-h", "360", "-o", "-"))
     assert process.stdout is not None
     received = process.stdout.read(2)
     assert received == b"\xff\xd8"  # streaming, so it holds the camera
@@ -326,7 +329,8 @@ def test_mjpeg_sigterm_logs_exactly_what_was_written(
 def test_without_inline_headers_only_the_start_has_sps(sim: Sim, tmp_path: Path) -> None:
     target = tmp_path / "out.h264"
     # --frames overrides the timeout: 60 frames, although 60 ms would end the run after 18
-    result = sim.run("rpicam-vid", "--frames", "60", "--framerate", "300", "-t", "60ms", "-o", str(target))
+    result = sim.run("rpicam-vid", "--frames", "60", "--framerate", "300", "--intra", "25", "-t", "60ms",
+                     "-o", str(target))
     assert result.returncode == 0, result.stderr
     data = target.read_bytes()
     types = _nal_types(data)
@@ -438,9 +442,9 @@ def test_ignore_hup_pipe_mode_keeps_the_camera_busy(
     ("tool", "args", "code", "stream", "text"),
     [
         ("raspivid", ["-cd", "mjpeg", "-o", "-"], 64, "stderr", b"Invalid command line option (mjpeg)\n"),
-        # yuv420 is simulated now (see test_sim_pi.py), except where the real rows would carry stride padding
-        ("rpicam-vid", ["--codec", "yuv420", "--width", "100", "-o", "-"], 1, "stderr",
-         b"simulator: yuv420 output not supported"),
+        # yuv420 is simulated with each Pi's row padding (test_sim_sizes.py), but not at odd sizes
+        ("rpicam-vid", ["--codec", "yuv420", "--width", "101", "-o", "-"], 1, "stderr",
+         b"simulator: yuv420 at 101x480 is not simulated"),
         ("raspivid", ["-bitrate", "8000000"], 64, "stderr", b"Invalid command line option (-bitrate)\n"),
         ("rpicam-vid", ["--foo"], 255, "stderr", b"ERROR: *** unrecognised option '--foo' ***\n"),
         ("raspivid", [], 64, "stdout", b"usage: raspivid [options]"),

@@ -1,11 +1,9 @@
 """The camera simulator's option languages (pure tables): raspivid's RaspiCLI and rpicam-vid's boost, each
-checked against the tools' complete option tables in /work/shared/reference/options/ and against the exact
+checked against the tools' complete option tables in shared/reference/options/ and against the exact
 messages the real tools print.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -19,9 +17,7 @@ from orchestrator.sim.options import (
     parse_legacy_args,
     parse_rpicam_args,
 )
-
-REFERENCE = Path("/work/shared/reference/options")
-
+from tests.system_tools import require_reference
 
 # ------------------------------------------------------------------------------------- legacy option table
 
@@ -107,9 +103,7 @@ def test_legacy_bitrate_is_capped_like_the_firmware() -> None:
 
 
 def _reference_rows(name: str) -> list[list[str]]:
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
+    path = require_reference(name)
     return [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.sshd_server import SshServer, SshServerFactory, SshServerInfo, build_session_env
+from tests.system_tools import require_tool
 
 # One ssh round trip on loopback takes ~0.3 s; 20 s only trips on a hung connection.
 SSH_TIMEOUT_S = 20.0
@@ -17,7 +18,7 @@ SSH_TIMEOUT_S = 20.0
 
 def run_ssh(info: SshServerInfo, command: str, *options: str) -> subprocess.CompletedProcess[str]:
     # BatchMode is in the generated config too; repeating it here keeps a broken config from prompting.
-    argv = ["ssh", "-F", str(info.ssh_config), "-o", "BatchMode=yes", *options, info.alias, command]
+    argv = [require_tool("ssh"), "-F", str(info.ssh_config), "-o", "BatchMode=yes", *options, info.alias, command]
     return subprocess.run(argv, capture_output=True, text=True, timeout=SSH_TIMEOUT_S, check=False)
 
 
@@ -127,7 +128,7 @@ def test_unknown_host_key_is_refused(sshd: SshServerInfo, tmp_path: Path) -> Non
 @pytest.mark.e2e
 def test_known_hosts_matches_reported_fingerprint(sshd: SshServerInfo) -> None:
     result = subprocess.run(
-        ["ssh-keygen", "-l", "-f", str(sshd.known_hosts)],
+        [require_tool("ssh-keygen"), "-l", "-f", str(sshd.known_hosts)],
         capture_output=True,
         text=True,
         timeout=SSH_TIMEOUT_S,
@@ -143,7 +144,7 @@ def test_kill_then_restart_keeps_port_and_host_key(sshd_server: SshServer) -> No
     # A long remote command: kill() must take it down with the "Pi", like a power cut.
     marker = ("sleep", "31.7")
     client = subprocess.Popen(
-        ["ssh", "-F", str(info.ssh_config), info.alias, " ".join(marker)],
+        [require_tool("ssh"), "-F", str(info.ssh_config), info.alias, " ".join(marker)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -176,7 +177,7 @@ def test_stop_removes_everything(sshd_factory: SshServerFactory) -> None:
     info = server.info
     marker = ("sleep", "32.9")
     client = subprocess.Popen(
-        ["ssh", "-F", str(info.ssh_config), info.alias, " ".join(marker)],
+        [require_tool("ssh"), "-F", str(info.ssh_config), info.alias, " ".join(marker)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

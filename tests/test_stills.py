@@ -44,10 +44,10 @@ from orchestrator.sim import still as sim_still
 from orchestrator.sim import still_options
 from orchestrator.sim.options import SimUsageError
 from orchestrator.sim.stand_in import SIM_STILL_TOOLS, install_stand_ins
+from tests.system_tools import require_reference, require_tool
 
 JPG, PNG, BMP, GIF = ImageFormat.JPG, ImageFormat.PNG, ImageFormat.BMP, ImageFormat.GIF
 SAMPLES = Path(sim_still.__file__).with_name("stills")
-REFERENCE = Path("/work/shared/reference/options")
 DEADLINE_S = 20
 
 
@@ -228,7 +228,7 @@ def test_whole_images_pass_and_cut_ones_fail(tmp_path: Path, fmt: ImageFormat) -
 
 @pytest.mark.parametrize("fmt", list(ImageFormat))
 def test_marked_samples_decode_and_differ(tmp_path: Path, fmt: ImageFormat) -> None:
-    av = pytest.importorskip("av")
+    import av  # a runtime dependency: missing means a broken install
     sample = (SAMPLES / f"sample.{fmt.value}").read_bytes()
     assert len(sample) < 32_000
     first = sim_still.build_marked_image(fmt.value, sample, b"piorch run 1" * 40)  # several GIF sub-blocks
@@ -246,9 +246,7 @@ def test_marked_samples_decode_and_differ(tmp_path: Path, fmt: ImageFormat) -> N
 
 
 def _reference_rows(name: str) -> list[list[str]]:
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
+    path = require_reference(name)
     return [line.split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")]
 
 
@@ -366,6 +364,7 @@ def _settings(tmp_path: Path, **changes: object) -> SnapSettings:
 
 
 def _local_pi(tmp_path: Path, tools: tuple[str, ...] = ("libcamera-still",)) -> LocalHost:
+    require_tool("nc")  # the simulated Pi streams through this machine's netcat, as a Pi does
     bin_dir = tmp_path / "pi-bin"
     install_stand_ins(bin_dir, tools, extra_env={"PIORCH_SIM_LOCK": str(tmp_path / "lock"),
                                                  "PIORCH_SIM_LOG": str(tmp_path / "log")})
@@ -384,11 +383,9 @@ def test_core_timelapse_events_and_files(tmp_path: Path) -> None:
 
 
 def test_core_nc_backend_between_captures(tmp_path: Path) -> None:
-    import shutil
     import socket
 
-    if shutil.which("nc") is None:
-        pytest.skip("no nc on this machine")
+    require_tool("nc")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -411,6 +408,7 @@ def test_core_camera_failure_stops_the_timelapse(tmp_path: Path) -> None:
 
 
 def test_core_cut_picture_fails_with_the_reason(tmp_path: Path) -> None:
+    require_tool("nc")  # the simulated Pi streams through this machine's netcat
     bin_dir = tmp_path / "pi-bin"
     install_stand_ins(bin_dir, ("rpicam-still",), extra_env={"PIORCH_SIM_LOCK": str(tmp_path / "lock"),
                                                              "PIORCH_SIM_FAULT": "crash-after=300"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -68,13 +69,24 @@ def subscribers(*sinks: EventSink) -> EventSink:
 
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
-    """Ctrl+C and SIGTERM set an event the core watches, so stopping runs the normal, orderly path."""
+    """Ctrl+C and SIGTERM set an event the core watches, so stopping runs the normal, orderly path.
+
+    The handler only writes a byte to a pipe: it runs on the main thread between two bytecodes, which may be
+    holding a lock that Event.set() or Thread.start() would take (inside stop.wait(), or while starting a
+    fleet's threads), and a write to a pipe takes none. A watcher thread, started here, sets the event.
+    """
     stop = threading.Event()
+    wake_read, wake_write = os.pipe()
+
+    def watch() -> None:
+        while os.read(wake_read, 1) == b"s":
+            stop.set()
+
+    watcher = threading.Thread(target=watch, name="piorch-signals", daemon=True)
+    watcher.start()
 
     def handler(signum: int, frame: Any) -> None:
-        # Not stop.set() here: the handler runs on the main thread, which may be inside stop.wait() holding
-        # the event's own lock; a thread of its own sets it without that deadlock.
-        threading.Thread(target=stop.set, name="piorch-signal", daemon=True).start()
+        os.write(wake_write, b"s")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -82,6 +94,10 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        os.write(wake_write, b"q")  # any other byte ends the watcher
+        watcher.join(1.0)
+        os.close(wake_read)
+        os.close(wake_write)
 
 
 class Outcome(Protocol):

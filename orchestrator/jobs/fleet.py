@@ -19,6 +19,8 @@ from orchestrator.settings import RecordSettings
 from orchestrator.stream.manifest import utc_now, write_json_atomically
 
 # Each Pi's recording joins within its own deadlines; this only bounds a thread stuck beyond them.
+# How often the main thread wakes while it waits (to run a pending signal handler).
+WAKE_S = 0.2
 JOIN_S = 60.0
 
 
@@ -128,8 +130,12 @@ def run_fleet(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(JOIN_S if stop.is_set() else None)
-        # Joined without a deadline while recording: each run has its own; after Ctrl+C they are bounded.
+        # Short joins, never one without a deadline: a signal the kernel hands to another thread reaches the
+        # main thread's handler only when it wakes, and Ctrl+C must set `stop` at once. While recording each
+        # run has its own deadline; after Ctrl+C each thread gets JOIN_S more.
+        while thread.is_alive() and not stop.is_set():
+            thread.join(WAKE_S)
+        thread.join(JOIN_S)
     result = FleetResult(session, tuple(outcomes.get(target, PiOutcome(target, settings.receive.out_dir, None,
                                                                       "did not finish in time"))
                                         for target, settings in plan))

@@ -1,22 +1,27 @@
-"""A camera simulator that behaves like raspivid / rpicam-vid / libcamera-vid on a laptop.
+"""A camera simulator that behaves like raspivid / raspividyuv / rpicam-vid / libcamera-vid on a laptop.
 
 Run as `python -m orchestrator.sim.camera TOOL ARGS...` (or through a stand-in shim from stand_in.py). It
 plays the Pi the environment describes (profile.py: board, rpicam-apps build and release), speaks that
 tool's option language (options.py), holds "the camera" (an flock) while it runs, sets up the encoder that
 Pi would (encoders.py) or fails as it would, and writes a real stream on a monotonic-clock schedule, one
-frame per frame interval at the requested frame rate:
-- H.264: a shipped clip looped forever, padded with filler NAL units up to the requested bitrate. The
-  hardware encoder's (clip.h264, no B-frames) on a Pi 0-4 and for a Pi 5 with --low-latency; libx264's with
-  B-frames (clip_bframes.h264) on a Pi 5 without it. Without inline headers the hardware encoder's SPS/PPS
-  repeats are stripped after the first frame, as on a real Pi (libx264 always repeats them).
-- MJPEG: the shipped JPEG images (mjpeg_clip.py) looped, never padded (JPEG has no filler units).
-- YUV420 (rpicam): raw I420 frames of the requested size (frames.py).
+frame per frame interval at the requested frame rate, pictures of the requested size (video_plan.py):
+- H.264: a loop of the scene (scene.py) encoded once with libx264 at the asked size, rate and GOP, sent
+  again and again, padded with filler NAL units up to the requested bitrate: the hardware encoder's stand-in
+  (no B-frames) on a Pi 0-4; a Pi 5's libx264 settings, B-frames unless --low-latency. At the shipped
+  clips' own 640x360, 25 fps: those clips (clip.h264, clip_bframes.h264). Without inline headers the
+  hardware encoder's SPS/PPS repeats are stripped after the first frame, as on a real Pi (libx264 always
+  repeats them).
+- MJPEG: JPEGs of the scene at the asked size and --quality (the shipped images at 640x360), never padded.
+- Raw: rpicam-vid --codec yuv420 writes I420 with rows padded to the Pi's ISP stride; raspividyuv the MMAL
+  port's padded buffers, I420, RGB24 (-rgb) or Y only (-y) (raw.py).
 
 Environment (all optional; the shared ones are described in runtime.py and profile.py):
   PIORCH_SIM_BOARD / PIORCH_SIM_BUILD / PIORCH_SIM_VERSION   the Pi played (profile.py)
   PIORCH_SIM_LOG=DIR             append one JSON line per run to DIR/runs.jsonl; DIR/running-<pid> exists
                                  while the process runs
   PIORCH_SIM_LOCK=PATH           the camera lock file (default /tmp/piorch-sim-camera-<uid>.lock)
+  PIORCH_SIM_CACHE=DIR           where encoded H.264 loops are kept between runs (synth.py; default
+                                 /tmp/piorch-sim-cache-<uid>, used only if private to this user)
   PIORCH_SIM_FAULT=no-camera     fail like a Pi without a camera
   PIORCH_SIM_FAULT=crash-after=N write exactly N bytes, then fail with exit code 1
   PIORCH_SIM_FAULT=ignore-term   ignore SIGTERM, as a wedged camera process does: only SIGKILL ends it
@@ -36,17 +41,22 @@ import sys
 import time
 from collections.abc import Sequence
 
-from orchestrator.sim.encoders import Encoder, Encoding, Refusal, choose_raspivid_encoding, choose_rpicam_encoding
-from orchestrator.sim.frames import Frames, I420Pattern
+from orchestrator.sim.encoders import (
+    Encoding,
+    Refusal,
+    choose_raspivid_encoding,
+    choose_raspividyuv_encoding,
+    choose_rpicam_encoding,
+)
+from orchestrator.sim.frames import Frames
 from orchestrator.sim.frames import build_mjpeg_plan as build_mjpeg_plan
-from orchestrator.sim.h264 import BFRAMES_CLIP_PATH, build_filler_nal, filler_size
 from orchestrator.sim.h264 import CLIP_PATH as CLIP_PATH
 from orchestrator.sim.h264 import FILLER_MIN_SIZE as FILLER_MIN_SIZE
+from orchestrator.sim.h264 import build_filler_nal, filler_size
 from orchestrator.sim.h264 import build_frame_plan as build_frame_plan
 from orchestrator.sim.h264 import nal_type as nal_type
 from orchestrator.sim.h264 import split_access_units as split_access_units
 from orchestrator.sim.h264 import split_nal_units as split_nal_units
-from orchestrator.sim.mjpeg_clip import MJPEG_CLIP_PATH
 from orchestrator.sim.options import (
     Dialect,
     SimOptions,
@@ -85,6 +95,8 @@ from orchestrator.sim.runtime import RUNS_FILE as RUNS_FILE
 from orchestrator.sim.runtime import Fault as Fault
 from orchestrator.sim.runtime import camera_is_free as camera_is_free
 from orchestrator.sim.runtime import parse_fault as parse_fault
+from orchestrator.sim.scene import EncoderMissing
+from orchestrator.sim.video_plan import build_video_frames, check_size
 
 SENSOR_ID = SENSOR_IDS[Board.PI4]  # the camera of the default Pi (a Pi 4 with an imx219)
 
@@ -176,15 +188,6 @@ def _open_output(options: SimOptions, dialect: Dialect, fault: Fault) -> Output 
     return Output(fd, True, fault.crash_after)
 
 
-def _frames_for(encoding: Encoding, options: SimOptions) -> Frames:
-    if encoding.encoder is Encoder.MJPEG:
-        return build_mjpeg_plan(MJPEG_CLIP_PATH.read_bytes())
-    if encoding.encoder is Encoder.YUV420:
-        return I420Pattern(options.width, options.height)
-    clip = BFRAMES_CLIP_PATH if encoding.b_frames else CLIP_PATH
-    return build_frame_plan(clip.read_bytes(), encoding.inline_headers)
-
-
 def _run_camera(tool: str, args: Sequence[str], env: dict[str, str], stop: Stop, pi: PiProfile) -> RunOutcome:
     """Everything after the tool name is known: parse, fail like the tool, or stream until done."""
     dialect = dialect_for(tool)
@@ -204,31 +207,40 @@ def _run_camera(tool: str, args: Sequence[str], env: dict[str, str], stop: Stop,
 def _record(
     options: SimOptions, dialect: Dialect, fault: Fault, env: dict[str, str], stop: Stop, pi: PiProfile
 ) -> RunOutcome:
+    choice: Encoding | Refusal
     if dialect is Dialect.LEGACY:
-        choice = choose_raspivid_encoding(options)
+        choice = choose_raspividyuv_encoding(options) if options.tool == "raspividyuv" else \
+            choose_raspivid_encoding(options)
         run_ms = legacy_run_ms(options.timeout_ms)
     else:
         streams = f"configuring streams: (0) {options.width}x{options.height}-YUV420"
         say(libcamera_started(), libcamera_line("INFO", f"Camera camera.cpp:1183 {streams}"))
         choice = choose_rpicam_encoding(options, pi)
         run_ms = options.timeout_ms
+    if isinstance(choice, Encoding):
+        choice = check_size(choice, options) or choice
     if isinstance(choice, Refusal):
         say(*choice.lines)
         return RunOutcome(choice.exit_code, Reason.ERROR)
     say(*choice.lines)
+    try:
+        frames = build_video_frames(choice, options, pi, env)  # encoding a loop is the camera starting up
+    except EncoderMissing as error:
+        say(f"simulator: {error}")
+        return RunOutcome(EXIT_FAILED, Reason.ERROR)
     opened = _open_output(options, dialect, fault)
     if isinstance(opened, RunOutcome):
         return opened
     output = opened
     try:
-        reason, frames, pipe_broken = _stream(options, run_ms, choice.bitrate, _frames_for(choice, options), output,
-                                              stop, ignore_pipe=env.get(ENV_IGNORE_HUP_PIPE) == "1")
+        reason, count, pipe_broken = _stream(options, run_ms, choice.bitrate, frames, output, stop,
+                                             ignore_pipe=env.get(ENV_IGNORE_HUP_PIPE) == "1")
     except InjectedCrash:
         say(f"simulator: injected fault {ENV_FAULT}={env.get(ENV_FAULT)}: crashing")
         return RunOutcome(EXIT_FAILED, Reason.ERROR, output.written, output.hasher.hexdigest())
     finally:
         output.close()
-    return _finish(options, dialect, stop, reason, frames, pipe_broken, output)
+    return _finish(options, dialect, stop, reason, count, pipe_broken, output)
 
 
 def _finish(options: SimOptions, dialect: Dialect, stop: Stop, reason: Reason, frames: int, pipe_broken: bool,

@@ -9,6 +9,7 @@ rpicam-vid (encoder/encoder.cpp Encoder::Create, encoder/libav_encoder.cpp, by r
   udp://) output; anything else is guessed from the file name by FFmpeg, which cannot guess "-".
 - libx264 makes B-frames (max_b_frames = 1, from 1.2.0) unless --low-latency (from 1.6.0).
 raspivid (RaspiVid.c create_encoder_component): the bitrate cap and the macroblock-rate limit.
+raspividyuv (RaspiVidYUV.c): no encoder at all, the camera port's raw buffers.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Encoder(Enum):
     HARDWARE_H264 = "h264"  # bcm2835 (raspivid's MMAL encoder, or rpicam's V4L2 one): no B-frames
     LIBX264 = "libx264"  # a Pi 5's software H.264: SPS/PPS before every IDR, B-frames unless --low-latency
     MJPEG = "mjpeg"
-    YUV420 = "yuv420"
+    YUV420 = "yuv420"  # rpicam's null encoder: the ISP's buffers whole
+    CAMERA_RAW = "camera-raw"  # raspividyuv: the MMAL camera port's buffers whole (format in SimOptions.codec)
 
 
 @dataclass(frozen=True)
@@ -71,18 +73,14 @@ def _rpicam_error(*lines: str) -> Refusal:
     return Refusal((*before, f"ERROR: *** {message} ***"), EXIT_RPICAM_ERROR)
 
 
-def _simulator_limit(text: str) -> Refusal:
+def simulator_limit(text: str) -> Refusal:
     return Refusal((f"simulator: {text}",), EXIT_SIMULATOR_LIMIT)
 
 
 def choose_rpicam_encoding(options: SimOptions, pi: PiProfile) -> Encoding | Refusal:
     """Encoder::Create for the Pi's board, build and release."""
     if options.codec == "yuv420":
-        if options.width % 64:
-            # The ISP pads each row to its stride; how much depends on the Pi, and that is not simulated.
-            return _simulator_limit(f"yuv420 output not supported at width {options.width} (the ISP's row padding "
-                                    "is not simulated; use a width that is a multiple of 64)")
-        return Encoding(Encoder.YUV420)
+        return Encoding(Encoder.YUV420)  # rows padded to the ISP's stride: raw.py
     if options.codec == "mjpeg":
         return Encoding(Encoder.MJPEG)  # the MJPEG encoder sets --quality only: the bitrate is ignored
     if options.codec == "h264":
@@ -108,7 +106,7 @@ def _libav_incompatible(options: SimOptions, with_pause: bool) -> bool:
 def _libav_encoding(options: SimOptions, pi: PiProfile, codec: str) -> Encoding | Refusal:
     """LibAvEncoder's constructor and initVideoCodec, in the order they check things."""
     if codec not in ("libx264", "h264_v4l2m2m"):
-        return _simulator_limit(f"libav video codec {codec} is not simulated (only H.264)")
+        return simulator_limit(f"libav video codec {codec} is not simulated (only H.264)")
     version = pi.version
     lines: tuple[str, ...] = ()
     if (1, 4, 4) <= version < (1, 7, 0) and _libav_incompatible(options, with_pause=False):
@@ -142,7 +140,7 @@ def _libav_encoding(options: SimOptions, pi: PiProfile, codec: str) -> Encoding 
                  f"Unable to find a suitable output format for '{output}'")
         return _rpicam_error(f"{_FFMPEG_CONTEXT} {guess}", context_error)
     if muxer != "h264":
-        return _simulator_limit(f"libav output format {muxer} is not simulated (only raw h264)")
+        return simulator_limit(f"libav output format {muxer} is not simulated (only raw h264)")
     if codec == "h264_v4l2m2m":
         return Encoding(Encoder.HARDWARE_H264, options.bitrate, options.inline_headers, lines=lines)
     b_frames = version >= (1, 2, 0) and not options.low_latency
@@ -164,3 +162,8 @@ def choose_raspivid_encoding(options: SimOptions) -> Encoding | Refusal:
     if macroblocks > LEVEL4_MACROBLOCKS_PER_S:
         lines = (*lines, "Too many macroblocks/s: Increasing H264 Level to 4.2")
     return Encoding(Encoder.HARDWARE_H264, bitrate, options.inline_headers, lines=lines)
+
+
+def choose_raspividyuv_encoding(options: SimOptions) -> Encoding:
+    """RaspiVidYUV.c sets up no encoder: the camera's frames go out raw, whatever the size or rate."""
+    return Encoding(Encoder.CAMERA_RAW)

@@ -19,7 +19,7 @@ EOI = b"\xff\xd9"
 def split_jpeg_images(data: bytes) -> tuple[bytes, ...]:
     """Back-to-back JPEGs -> the images, each from SOI to EOI. A plain search for the next EOI, which is
     right only for data known to be clean (no FF D9 in a header segment, no EXIF thumbnail): the shipped file,
-    checked by the tests. A stream off a wire needs the marker-walking splitter in orchestrator/mjpeg.py."""
+    checked by the tests. A stream off a wire needs the marker-walking splitter in orchestrator/stream/mjpeg.py."""
     images: list[bytes] = []
     pos = 0
     while pos < len(data):

@@ -3,7 +3,8 @@
 Two option languages, two parsers, one result (`SimOptions`):
 
 - `parse_legacy_args` follows userland's RaspiVid.c over RaspiCLI (raspicli.py): `--bitrate` and `-b`
-  work, `-bitrate` is "Invalid command line option (-bitrate)".
+  work, `-bitrate` is "Invalid command line option (-bitrate)". `parse_raspividyuv_args` is RaspiVidYUV.c,
+  the same language with its own table (no encoder: no -b, -ih, -g, -cd; -y and -rgb pick the raw format).
 - `parse_rpicam_args` follows rpicam-apps' core/options.cpp over boost::program_options (boost_cli.py), with
   the option table of the simulated release and build (profile.py): an option that release did not have
   is "unrecognised option '--low-latency'", exactly as the real tool says.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from orchestrator.sim.boost_cli import Kind as Kind  # re-exported: callers and tests know it from here
@@ -35,6 +36,7 @@ from orchestrator.sim.boost_cli import (
 from orchestrator.sim.profile import PiProfile
 from orchestrator.sim.raspicli import (
     RASPIVID_SOURCES,
+    RASPIVIDYUV_SOURCES,
     LegacyOption,
     build_legacy_help,
     find_in,
@@ -47,7 +49,7 @@ from orchestrator.sim.raspicli import (
 )
 from orchestrator.sim.raspicli import SimUsageError as SimUsageError
 
-LEGACY_TOOLS = ("raspivid",)
+LEGACY_TOOLS = ("raspivid", "raspividyuv")
 RPICAM_TOOLS = ("rpicam-vid", "libcamera-vid")
 
 # raspivid's compiled-in defaults (RaspiVid.c default_status; main() turns timeout -1 into 5000).
@@ -72,6 +74,7 @@ RPICAM_DEFAULT_TIMEOUT = "5sec"
 LEVEL4_MACROBLOCKS_PER_S = 245_760
 
 LEGACY_OPTIONS: tuple[LegacyOption, ...] = legacy_table(RASPIVID_SOURCES)
+RASPIVIDYUV_OPTIONS: tuple[LegacyOption, ...] = legacy_table(RASPIVIDYUV_SOURCES)
 # rpicam-vid's table in the newest release, libav build (the reference table).
 RPICAM_OPTIONS: tuple[RpicamOption, ...] = option_table("video")
 
@@ -104,8 +107,9 @@ class SimOptions:
     `output`: None = no output (the real tools then run the camera and save nothing), "-" = stdout.
     `bitrate`: bits/s; 0 = not set (rpicam's default) and the simulator sends the clip at its own rate.
     `timeout_ms`: 0 = run until a signal; below 0 = stop at once. `frames`: rpicam's --frames, 0 = not set;
-    overrides the timeout. `intra`: requested I-frame period; recorded only (the clips have a fixed period
-    of 25 frames). `width`/`height`: recorded only for H.264 and MJPEG (the clips are 640x360).
+    overrides the timeout. `intra`: requested I-frame period (0 = not set; raspivid's `-g 0`, one IDR only,
+    shows as "intra" in `given`). `codec`: h264, mjpeg, yuv420, libav (rpicam); for raspividyuv the raw
+    format it writes: i420, rgb24 or luma. `quality`: rpicam's --quality (MJPEG), None = not set.
     `notices`: lines the tool prints on stderr while parsing. With show_help / show_version set (rpicam),
     the other fields are not filled in: the tool prints and exits before it looks at them.
     """
@@ -120,6 +124,7 @@ class SimOptions:
     inline_headers: bool = False
     intra: int = 0
     codec: str = "h264"
+    quality: int | None = None
     profile: str | None = None
     level: str | None = None
     frames: int = 0
@@ -161,6 +166,23 @@ def parse_legacy_args(args: Sequence[str], tool: str = "raspivid") -> SimOptions
     which prints its help the moment it meets the option."""
     values, given = walk_legacy_args(LEGACY_OPTIONS, args, _apply_legacy_option)
     return _legacy_result(tool, values, given)
+
+
+def parse_raspividyuv_args(args: Sequence[str], tool: str = "raspividyuv") -> SimOptions:
+    """RaspiVidYUV.c parse_cmdline: raspivid's language and defaults (1920x1080, 30 fps, 5 s) without the
+    encoder's options; the frames are I420, or RGB24 with -rgb, or the Y plane alone with -y."""
+    values, given = walk_legacy_args(RASPIVIDYUV_OPTIONS, args, _apply_raspividyuv_option)
+    codec = "rgb24" if values.get("rgb") else "luma" if values.get("luma") else "i420"
+    plain = _legacy_result(tool, values, given)
+    return replace(plain, codec=codec, bitrate=0, inline_headers=False, profile=None, level=None)
+
+
+def _apply_raspividyuv_option(option: LegacyOption, word: str, value: str | None, values: dict[str, object]) -> int:
+    # The two raw formats exclude each other; the tool says so, then names the option it stopped at.
+    other = {"luma": "rgb", "rgb": "luma"}.get(option.long)
+    if other is not None and values.get(other):
+        raise SimUsageError(f"--luma and --rgb are mutually exclusive\nInvalid command line option ({word})")
+    return _apply_legacy_option(option, word, value, values)
 
 
 def _store_text(values: dict[str, object], name: str, word: str, value: str | None, choices: Sequence[str]) -> int:
@@ -341,6 +363,7 @@ def parse_rpicam_args(args: Sequence[str], tool: str = "rpicam-vid", pi: PiProfi
         inline_headers=flag(seen, "inline"),
         intra=_to_uint(seen.get("intra", "0")),
         codec=codec,
+        quality=int(seen["quality"]) if "quality" in seen else None,
         profile=seen.get("profile"),
         level=seen.get("level"),
         frames=_to_uint(seen.get("frames", "0")),
@@ -366,12 +389,17 @@ def parse_rpicam_args(args: Sequence[str], tool: str = "rpicam-vid", pi: PiProfi
 
 def parse_args(tool: str, args: Sequence[str], pi: PiProfile | None = None) -> SimOptions:
     """Parse `args` in the language of `tool` (ValueError for an unknown tool)."""
+    if tool == "raspividyuv":
+        return parse_raspividyuv_args(args, tool)
     if dialect_for(tool) is Dialect.LEGACY:
         return parse_legacy_args(args, tool)
     return parse_rpicam_args(args, tool, pi)
 
 
 def build_raspivid_help(tool: str) -> str:
+    if tool == "raspividyuv":
+        return build_legacy_help(tool, RASPIVIDYUV_OPTIONS, "Display camera output to display, and optionally "
+                                 "saves an uncompressed YUV420 or RGB file ")
     headline = "Display camera output to display, and optionally saves an H264 capture at requested bitrate"
     return build_legacy_help(tool, LEGACY_OPTIONS, headline)
 

@@ -2,7 +2,7 @@
 
   PIORCH_SIM_BOARD=pi4|pi5      pi4 (default): VideoCore IV/VI, hardware H.264 encoder, legacy tools possible.
                                 pi5: no H.264 hardware (rpicam-vid encodes H.264 with libx264 through libav),
-                                no legacy camera stack (no raspivid/raspistill).
+                                no legacy camera stack (no raspivid/raspividyuv/raspistill/raspiyuv).
   PIORCH_SIM_BUILD=full|lite    full (default): rpicam-apps with libav. lite: rpicam-apps-lite (before 1.8.1) or
                                 rpicam-apps-core alone (1.8.1 on): no libav encoder, hence no H.264 on a Pi 5.
   PIORCH_SIM_VERSION=1.13.0     the rpicam-apps (libcamera-apps before 1.4.0) release: its option tables, its
@@ -70,7 +70,7 @@ class Build(str, Enum):
     LITE = "lite"
 
 
-LEGACY_TOOL_NAMES = ("raspivid", "raspistill")
+LEGACY_TOOL_NAMES = ("raspivid", "raspividyuv", "raspistill", "raspiyuv")
 SENSOR_IDS = {
     Board.PI4: "/base/soc/i2c0mux/i2c@1/imx219@10",
     Board.PI5: "/base/axi/pcie@120000/rp1/i2c@88000/imx219@10",

@@ -19,6 +19,8 @@ from orchestrator.sim.tables import read_sections
 TABLE_PATH = Path(__file__).with_name("raspicam_options.txt")
 RASPIVID_SOURCES = ("RaspiVid.c", "RaspiCamControl.c", "RaspiCommonSettings.c", "RaspiPreview.c")
 RASPISTILL_SOURCES = ("RaspiStill.c", "RaspiCamControl.c", "RaspiCommonSettings.c", "RaspiPreview.c", "RaspiTex.c")
+RASPIVIDYUV_SOURCES = ("RaspiVidYUV.c", "RaspiCamControl.c", "RaspiCommonSettings.c", "RaspiPreview.c")
+RASPIYUV_SOURCES = ("RaspiStillYUV.c", "RaspiCamControl.c", "RaspiCommonSettings.c", "RaspiPreview.c")
 _C_INT = re.compile(r"\s*([+-]?)(\d+)")
 # What every legacy tool prints last when a camera component failed (RaspiCamControl.c
 # raspicamcontrol_check_configuration, camera detected and enough GPU memory). The message ends in "\n" and

@@ -1,5 +1,5 @@
-"""Put the camera simulator on a PATH: tiny `#!/bin/sh` shims named raspivid, rpicam-vid, libcamera-vid
-(and raspistill, rpicam-still, libcamera-still for the still simulator).
+"""Put the camera simulator on a PATH: tiny `#!/bin/sh` shims named raspivid, raspividyuv, rpicam-vid,
+libcamera-vid (and raspistill, raspiyuv, rpicam-still, libcamera-still for the still simulator).
 
 A shim only sets the environment and `exec`s Python on orchestrator.sim.camera, so the process that
 `command -v raspivid` finds, that `pgrep` sees and that a signal reaches is the simulator itself, with the
@@ -25,11 +25,13 @@ from orchestrator.sim.profile import profile_from_env
 SIM_TOOLS = ("raspivid", "libcamera-vid", "rpicam-vid")
 # Still cameras, played by orchestrator/sim/still.py.
 SIM_STILL_TOOLS = ("raspistill", "libcamera-still", "rpicam-still")
+# The legacy raw tools (video, still): uncompressed frames, played by the same two simulators.
+SIM_RAW_TOOLS = ("raspividyuv", "raspiyuv")
 # Not a camera: the demo's stand-in for a laptop without netcat (orchestrator/sim/netcat.py).
 SIM_NETCAT = "nc"
 _MODULES = {
-    **dict.fromkeys(SIM_TOOLS, "orchestrator.sim.camera"),
-    **dict.fromkeys(SIM_STILL_TOOLS, "orchestrator.sim.still"),
+    **dict.fromkeys((*SIM_TOOLS, "raspividyuv"), "orchestrator.sim.camera"),
+    **dict.fromkeys((*SIM_STILL_TOOLS, "raspiyuv"), "orchestrator.sim.still"),
     SIM_NETCAT: "orchestrator.sim.netcat",
 }
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -58,7 +60,7 @@ def build_stand_in_script(tool: str, python: str, pythonpath: str, extra_env: Ma
         lines += [f"{name}={shlex.quote(value)}", f"export {name}"]
     # exec: no shell stays behind as the parent, so signals and exit status are the simulator's own.
     module = _MODULES[tool]
-    tool_arg = f" {shlex.quote(tool)}" if tool in SIM_TOOLS or tool in SIM_STILL_TOOLS else ""
+    tool_arg = f" {shlex.quote(tool)}" if tool != SIM_NETCAT else ""
     lines.append(f'exec {shlex.quote(python)} -m {module}{tool_arg} "$@"')
     return "\n".join(lines) + "\n"
 

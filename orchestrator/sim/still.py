@@ -1,16 +1,18 @@
-"""A still-camera simulator that behaves like raspistill / rpicam-still / libcamera-still on a laptop.
+"""A still-camera simulator that behaves like raspistill / raspiyuv / rpicam-still / libcamera-still on a laptop.
 
 Run as `python -m orchestrator.sim.still TOOL ARGS...` (or through a stand-in shim from stand_in.py). It
 parses the tool's real option language strictly (still_options.py), holds "the camera" (the same flock
 as the video simulator) for the settle time (`-t`, default 5 s), then writes one real picture in the
-requested encoding: a sample shipped in stills/ (made once by stills/make_stills.sh) carrying a note that
-differs on every run (JPEG COM segment, PNG tEXt chunk, GIF comment extension, BMP: the first pixels), so
-every capture has its own bytes and hash, as a real camera's pictures do.
+requested encoding at the requested size (the sensor's 3280x2464 without -w/-h): the scene (scene.py),
+always its frame 0, written as each tool writes it (still_pictures.py). The same request gives the same
+pixels (tests compare captures in two formats), yet every capture has its own bytes and hash, as a real
+camera's pictures do: a note naming the run goes where the format keeps remarks (JPEG COM segment, PNG tEXt
+chunk, GIF comment extension); BMP and raw pictures keep none, so their first 12 bytes carry its hash.
 
 Environment and exit codes are the video simulator's (see camera.py and runtime.py): the Pi played
 (PIORCH_SIM_BOARD/BUILD/VERSION: its option tables and tool names), PIORCH_SIM_LOG (runs.jsonl and
 running-<pid>), PIORCH_SIM_LOCK, PIORCH_SIM_FAULT=no-camera, crash-after=N or ignore-term. Not simulated (exit 1 with
-a `simulator:` line): timelapse, keypress, signal and demo modes, raw rgb/yuv/ppm/tga encodings.
+a `simulator:` line): timelapse, keypress, signal and demo modes, raspistill's ppm and tga encodings.
 """
 
 from __future__ import annotations
@@ -48,16 +50,25 @@ from orchestrator.sim.runtime import (
     sleep_until,
     with_camera,
 )
+from orchestrator.sim.scene import EncoderMissing
 from orchestrator.sim.still_options import (
     RASPISTILL_OPTIONS,
+    RASPIYUV_OPTIONS,
     StillOptions,
     dialect_for_still,
     parse_still_args,
 )
+from orchestrator.sim.still_pictures import PictureRefused, build_still, still_size
 
 SAMPLES = Path(__file__).with_name("stills")
-# Encodings the simulator can write, by the name each tool's encoding option gives them.
+# Encodings whose small shipped samples build_marked_image knows how to mark (the tests' reference pictures).
 SAMPLE_FORMATS = ("jpg", "png", "bmp", "gif")
+# Encodings the simulator writes, by the name each tool's parser gives them (raspiyuv: its raw formats).
+SIMULATED = {"raspistill": ("jpg", "png", "bmp", "gif"), "raspiyuv": ("i420", "rgb24", "bgr24", "luma"),
+             "rpicam": ("jpg", "png", "bmp", "yuv420", "rgb24", "rgb48")}
+# Encodings build_marked_image marks; the raw ones get the note's hash in their first bytes.
+_MARKED = ("jpg", "png", "gif", "bmp")
+_RAW_MARK_BYTES = 12
 
 
 # ------------------------------------------------------------------------------------------- pictures
@@ -84,7 +95,10 @@ def build_marked_image(encoding: str, sample: bytes, note: bytes) -> bytes:
 
 
 def _help_text(options: StillOptions, dialect: Dialect, pi: PiProfile) -> str:
-    note = "(piorch still simulator: sends a sample picture instead of a camera's)"
+    note = "(piorch still simulator: sends a drawn picture instead of a camera's)"
+    if options.tool == "raspiyuv":
+        return build_legacy_help(options.tool, RASPIYUV_OPTIONS, "Runs camera for specific time, and take "
+                                 "uncompressed YUV or RGB capture at end if requested")
     if dialect is Dialect.LEGACY:
         return build_legacy_help(options.tool, RASPISTILL_OPTIONS,
                                  "Runs camera for specific time, and take JPG capture at end if requested")
@@ -95,8 +109,9 @@ def _unsimulated(options: StillOptions) -> str | None:
     for mode in ("timelapse", "keypress", "signal", "demo"):
         if getattr(options, mode):
             return f"{mode} mode is not simulated (piorch takes one picture per run)"
-    if options.encoding not in SAMPLE_FORMATS:
-        return f"{options.encoding} output is not simulated (only {', '.join(SAMPLE_FORMATS)})"
+    simulated = SIMULATED.get(options.tool, SIMULATED["rpicam"])
+    if options.encoding not in simulated:
+        return f"{options.encoding} output is not simulated (only {', '.join(simulated)})"
     if options.output is not None and options.output != "-" and "://" in options.output:
         return f"network output ({options.output}) is not simulated; use -o - and a pipe"
     return None
@@ -116,6 +131,7 @@ def _run_still(tool: str, args: Sequence[str], env: dict[str, str], stop: Stop, 
                      build_version_text(pi) if options.show_version else
                      f"Available cameras\n-----------------\n0 : imx219 [3280x2464 10-bit RGGB] ({pi.sensor_id})\n")
         return RunOutcome(EXIT_OK, Reason.USAGE)
+    say(*options.notices)
     if (unsupported := _unsimulated(options)) is not None:
         say(f"simulator: {unsupported}")
         return RunOutcome(EXIT_FAILED, Reason.ERROR)
@@ -130,8 +146,16 @@ def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: Stop) 
     sleep_until(end, lambda: stop.signum is not None)
     if stop.signum is not None:
         return RunOutcome(128 + stop.signum, Reason.SIGNAL, signal=stop.signum)
-    note = f"piorch still simulator: {options.tool} pid {os.getpid()} at {time.time_ns()}".encode()
-    picture = build_marked_image(options.encoding, (SAMPLES / f"sample.{options.encoding}").read_bytes(), note)
+    if dialect is Dialect.RPICAM:
+        say("Still capture image received")  # rpicam_still.cpp logs it before saving
+    try:
+        picture = _take_picture(options)
+    except PictureRefused as error:
+        say(f"ERROR: *** {error} ***")
+        return RunOutcome(EXIT_RPICAM_ERROR, Reason.ERROR)
+    except EncoderMissing as error:
+        say(f"simulator: {error}")
+        return RunOutcome(EXIT_FAILED, Reason.ERROR)
     if options.output is None:
         return RunOutcome(EXIT_OK, Reason.TIMEOUT, frames=1)  # the real tools take it and save nothing
     if options.output == "-":
@@ -158,13 +182,22 @@ def _capture(options: StillOptions, dialect: Dialect, fault: Fault, stop: Stop) 
     if stop.signum is not None:
         return RunOutcome(128 + stop.signum, Reason.SIGNAL, output.written, output.hasher.hexdigest(),
                           signal=stop.signum)
-    if dialect is Dialect.RPICAM:
-        say("Still capture image received")
     return RunOutcome(EXIT_OK, Reason.TIMEOUT, output.written, output.hasher.hexdigest(), frames=1)
 
 
+def _take_picture(options: StillOptions) -> bytes:
+    """The scene in the asked encoding and size, marked with a note naming this run."""
+    width, height = still_size(options.width, options.height)
+    picture = build_still(options.tool, options.encoding, width, height, 0, options.quality,
+                          (options.hflip, options.vflip))
+    note = f"piorch still simulator: {options.tool} pid {os.getpid()} at {time.time_ns()}".encode()
+    if options.encoding in _MARKED:
+        return build_marked_image(options.encoding, picture, note)
+    return hashlib.sha256(note).digest()[:_RAW_MARK_BYTES] + picture[_RAW_MARK_BYTES:]
+
+
 def main(argv: list[str]) -> int:
-    """argv[0] is the tool name (raspistill, rpicam-still, libcamera-still), the rest its arguments."""
+    """argv[0] is the tool name (raspistill, raspiyuv, rpicam-still, libcamera-still), the rest its arguments."""
     return run_tool(argv, "orchestrator.sim.still", dialect_for_still, _run_still)
 
 

@@ -1,8 +1,9 @@
-"""Parse raspistill and rpicam-still / libcamera-still command lines the way the real tools do (pure).
+"""Parse raspistill, raspiyuv and rpicam-still / libcamera-still command lines the way the real tools do (pure).
 
 The still twin of options.py, on the same machinery: raspistill is RaspiStill.c's parse_cmdline over RaspiCLI
 (raspicli.py; its own table, then the camera-control, common-settings and preview tables it shares with
-raspivid, then RaspiTex.c); rpicam-still is boost::program_options (boost_cli.py) over core/options.cpp and
+raspivid, then RaspiTex.c); raspiyuv is RaspiStillYUV.c over the same tables (its own first, no RaspiTex.c);
+rpicam-still is boost::program_options (boost_cli.py) over core/options.cpp and
 core/still_options.hpp in the simulated release, then ParseStill's checks. Errors are `SimUsageError` with
 the real tool's line. The tables are the tools' complete tables (see /work/shared/reference/options/).
 """
@@ -25,6 +26,7 @@ from orchestrator.sim.options import Dialect
 from orchestrator.sim.profile import PiProfile
 from orchestrator.sim.raspicli import (
     RASPISTILL_SOURCES,
+    RASPIYUV_SOURCES,
     LegacyOption,
     SimUsageError,
     invalid,
@@ -35,14 +37,17 @@ from orchestrator.sim.raspicli import (
     walk_legacy_args,
 )
 
-LEGACY_STILL_TOOLS = ("raspistill",)
+LEGACY_STILL_TOOLS = ("raspistill", "raspiyuv")
 RPICAM_STILL_TOOLS = ("rpicam-still", "libcamera-still")
 LEGACY_ENCODINGS = ("jpg", "bmp", "gif", "png", "ppm", "tga")  # RaspiStill.c encoding_xref, strcmp
 RPICAM_ENCODINGS = ("jpg", "yuv420", "rgb", "rgb24", "rgb48", "png", "bmp")  # ParseStill, strcasecmp
+LEGACY_DEFAULT_QUALITY = 85  # RaspiStill.c default_status
+RPICAM_DEFAULT_QUALITY = 93  # still_options.hpp
 LEGACY_DEFAULT_TIMEOUT_MS = 5000
 RPICAM_DEFAULT_TIMEOUT = "5sec"
 
 RASPISTILL_OPTIONS: tuple[LegacyOption, ...] = legacy_table(RASPISTILL_SOURCES)
+RASPIYUV_OPTIONS: tuple[LegacyOption, ...] = legacy_table(RASPIYUV_SOURCES)
 # rpicam-still's table in the newest release (core/options.cpp, then still_options.hpp).
 RPICAM_STILL_OPTIONS: tuple[RpicamOption, ...] = option_table("still")
 _RASPISTILL_UINT = {"width", "height", "quality", "timelapse", "camselect", "mode", "framestart", "restart"}
@@ -60,7 +65,9 @@ def dialect_for_still(tool: str) -> Dialect:
 @dataclass(frozen=True)
 class StillOptions:
     """What the simulator needs from a still command line. `output`: None = save nothing, "-" = stdout.
-    `width`/`height`: 0 = the tool's default (recorded only: the sample has its own size).
+    `encoding`: the tool's own name for it (rpicam's "rgb" becomes "rgb24", as ParseStill does); for
+    raspiyuv the raw format: i420, rgb24, bgr24 or luma. `width`/`height`: 0 = the sensor's.
+    `quality`: the JPEG quality. `notices`: lines the tool prints while parsing.
     `timeout_ms`: 0 = run until a signal (no picture), as both tools do without -k/-s/timelapse."""
 
     tool: str
@@ -69,6 +76,7 @@ class StillOptions:
     output: str | None = None
     width: int = 0
     height: int = 0
+    quality: int = LEGACY_DEFAULT_QUALITY
     nopreview: bool = False
     vflip: bool = False
     hflip: bool = False
@@ -79,6 +87,7 @@ class StillOptions:
     show_help: bool = False
     show_version: bool = False
     list_cameras: bool = False
+    notices: tuple[str, ...] = ()
     given: tuple[str, ...] = ()
 
 
@@ -88,9 +97,12 @@ class StillOptions:
 def parse_raspistill_args(args: Sequence[str], tool: str = "raspistill") -> StillOptions:
     """RaspiStill.c parse_cmdline over RaspiCLI; the message names the word being parsed when it fails."""
     values, given = walk_legacy_args(RASPISTILL_OPTIONS, args, _apply_raspistill_option)
+    quality = int(str(values.get("quality", LEGACY_DEFAULT_QUALITY)))
     return StillOptions(
         tool=tool,
         encoding=str(values.get("encoding", "jpg")),
+        quality=min(quality, 100),
+        notices=("Setting max quality = 100",) if quality > 100 else (),
         timeout_ms=max(int(str(values.get("timeout", LEGACY_DEFAULT_TIMEOUT_MS))), 0),
         output=stdout_or_file(values),
         width=int(str(values.get("width", 0))),
@@ -105,6 +117,40 @@ def parse_raspistill_args(args: Sequence[str], tool: str = "raspistill") -> Stil
         show_help=bool(values.get("help")),
         given=given,
     )
+
+
+def parse_raspiyuv_args(args: Sequence[str], tool: str = "raspiyuv") -> StillOptions:
+    """RaspiStillYUV.c parse_cmdline: raspistill's language with its own table; the picture is I420, or RGB24
+    (-rgb), BGR24 (-bgr) or the Y plane (-y)."""
+    values, given = walk_legacy_args(RASPIYUV_OPTIONS, args, _apply_raspiyuv_option)
+    return StillOptions(
+        tool=tool,
+        encoding="luma" if values.get("luma") else str(values.get("raw", "i420")),
+        timeout_ms=max(int(str(values.get("timeout", LEGACY_DEFAULT_TIMEOUT_MS))), 0),
+        output=stdout_or_file(values),
+        width=int(str(values.get("width", 0))),
+        height=int(str(values.get("height", 0))),
+        nopreview=bool(values.get("nopreview")),
+        vflip=bool(values.get("vflip")),
+        hflip=bool(values.get("hflip")),
+        timelapse="timelapse" in values,
+        keypress=bool(values.get("keypress")),
+        signal=bool(values.get("signal")),
+        show_help=bool(values.get("help")),
+        given=given,
+    )
+
+
+def _apply_raspiyuv_option(option: LegacyOption, word: str, value: str | None, values: dict[str, object]) -> int:
+    # -y excludes -rgb and -bgr: the tool prints why, then names the option it stopped at.
+    if option.long in ("rgb", "bgr"):
+        if values.get("luma"):
+            raise SimUsageError(f"--luma and --rgb/--bgr are mutually exclusive\nInvalid command line option ({word})")
+        values["raw"] = option.long + "24"  # the last of -rgb / -bgr wins
+        return 0
+    if option.long == "luma" and "raw" in values:
+        raise SimUsageError(f"--luma and --rgb are mutually exclusive\nInvalid command line option ({word})")
+    return _apply_raspistill_option(option, word, value, values)
 
 
 def _apply_raspistill_option(option: LegacyOption, word: str, value: str | None, values: dict[str, object]) -> int:
@@ -174,7 +220,8 @@ def parse_rpicam_still_args(args: Sequence[str], tool: str = "rpicam-still", pi:
         raise SimUsageError(f"invalid encoding format {encoding}")
     return StillOptions(
         tool=tool,
-        encoding=encoding.lower(),
+        encoding="rgb24" if encoding.lower() == "rgb" else encoding.lower(),
+        quality=int(seen.get("quality", RPICAM_DEFAULT_QUALITY)),
         timeout_ms=max(timeout_ms, 0),
         output=seen.get("output"),
         width=int(seen.get("width", "0")) % 2**32,
@@ -195,6 +242,8 @@ def table_type(table: Sequence[RpicamOption], name: str) -> str:
 
 
 def parse_still_args(tool: str, args: Sequence[str], pi: PiProfile | None = None) -> StillOptions:
+    if tool == "raspiyuv":
+        return parse_raspiyuv_args(args, tool)
     if dialect_for_still(tool) is Dialect.LEGACY:
         return parse_raspistill_args(args, tool)
     return parse_rpicam_still_args(args, tool, pi)
