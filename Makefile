@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/import_cost.py
 	$(BIN)/python benchmarks/frames.py
+	$(BIN)/python benchmarks/timestamps.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

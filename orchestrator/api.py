@@ -5,7 +5,7 @@
     with Camera("pi@cam1") as cam:
         img = cam.capture(format="bgr", width=640, height=480)       # numpy uint8, (480, 640, 3)
         for frame in cam.frames(format="bgr", width=640, height=480, fps=30, seconds=10):
-            frame.array, frame.index, frame.arrival
+            frame.array, frame.index, frame.arrival, frame.pts_ms
 
 The same jobs as the CLI run underneath (`snap` for `capture`, `record` for `frames`), with the same target,
 ~/.ssh/config and config-file defaults; errors are the CLI's `PiorchError`s, with the same message and fix.
@@ -32,6 +32,7 @@ from orchestrator.errors import PiorchError, UsageError
 from orchestrator.events import RawLayout, State
 from orchestrator.resolve import RecordChoices, SnapChoices, build_record_settings, build_snap_settings
 from orchestrator.settings import Backend
+from orchestrator.stream.frame_times import CameraRun, FrameTimes
 from orchestrator.stream.frames import ENCODED_FORMATS, PIXEL_FORMATS, Frame, make_decoder
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ DEMO = "demo"
 MAX_PENDING_BYTES = 256 << 20
 # How long leaving the `with` block may take: the pipeline is stopped on the Pi and its threads joined.
 STOP_TIMEOUT_S = 30.0
+# A decoded frame waits this long for its camera timestamp, which travels over SSH beside the video.
+PTS_WAIT_S = 1.0
 
 
 class Camera:
@@ -283,6 +286,10 @@ class _FrameStream:
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self.bytes_dropped = 0
+        # The camera's timestamps (when its tool sends them) and where the current run's frames start.
+        self._times = FrameTimes(settings.camera.fps)
+        self._run: CameraRun | None = None
+        self._run_start = 0
 
     def _tap(self, data: bytes | memoryview) -> None:
         # On the receiving thread: one copy into the queue and back to the socket, never a wait.
@@ -298,7 +305,8 @@ class _FrameStream:
         from orchestrator.jobs.record import run_recording
 
         try:
-            result = run_recording(self._settings, self._host, self._on_event, self._stop, tap=self._tap)
+            result = run_recording(self._settings, self._host, self._on_event, self._stop, tap=self._tap,
+                                   frame_times=self._times)
             if result.problem is not None and not self._stop.is_set():
                 self._error = PiorchError(result.problem.message, result.problem.fix)
         except BaseException as exc:  # handed to the caller's loop, which raises it there
@@ -326,16 +334,27 @@ class _FrameStream:
                 self._done = True
                 self._lock.notify_all()
 
+    def _pts_of(self, index: int) -> float | None:
+        """The camera's time of the index-th frame decoded, from the run that sent it (a camera started again
+        after a lost link counts from 0); None without timestamps. On the decoder thread."""
+        run = self._times.current
+        if run is None:
+            return None
+        if run is not self._run:
+            self._run, self._run_start = run, index
+        return run.time_of(index - self._run_start, PTS_WAIT_S)
+
     def _deliver(self, arrays: list[Any]) -> None:
         if not arrays:
             return
         arrival = datetime.now(timezone.utc)
+        stamps = [self._pts_of(self._decoded + offset) for offset in range(len(arrays))]
         with self._lock:
-            for array in arrays:
+            for array, pts in zip(arrays, stamps, strict=True):
                 if len(self._ready) >= self._camera._queue_frames:
                     self._ready.popleft()  # the loop is behind: the oldest waiting frame goes, counted
                     self._camera.frames_dropped += 1
-                self._ready.append(Frame(array, self._decoded, arrival))
+                self._ready.append(Frame(array, self._decoded, arrival, pts))
                 self._decoded += 1
             self._lock.notify_all()
 

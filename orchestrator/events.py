@@ -56,6 +56,11 @@ class Progress:
     free_bytes: int | None
     # Frames per second measured from the stream (H.264), None when not known.
     fps: float | None = None
+    # From the camera's own timestamps (None: it sends none): frames it wrote, frames it dropped (gaps over
+    # 1.5 frame intervals, counted in frames) and the longest gap between two frames, all so far.
+    camera_frames: int | None = None
+    frames_dropped: int | None = None
+    longest_gap_ms: float | None = None
 
 
 def minutes_of_space(free_bytes: int | None, bps: float) -> float | None:
@@ -83,6 +88,8 @@ class FileFinished:
     # Why the raw stream could not be made into the container that was asked for (the raw file is kept
     # and `path` is it); None when no container was asked for or the remux worked.
     remux_error: str | None = None
+    # Frames the camera dropped in this file, by its own timestamps; None when it sent none.
+    frames_dropped: int | None = None
 
 
 @dataclass(frozen=True)

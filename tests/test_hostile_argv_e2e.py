@@ -38,6 +38,7 @@ from orchestrator.pi.camera import build_camera_argv
 from orchestrator.pi.scripts import CAMERA_EXIT_MARK, NC_EXIT_MARK, PGID_MARK, build_pipeline_script
 from orchestrator.pi.ssh import SshHost
 from orchestrator.pi.still import build_still_argv
+from orchestrator.pi.timestamps import FrameClock, TimestampPlan, add_timestamp_options
 from orchestrator.settings import CameraSettings, CameraTool, SshSettings, StillSettings, StillTool
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, start_fake_pi
 from tests.sshd_server import SshServer, SshServerInfo
@@ -352,14 +353,16 @@ def test_record_into_a_hostile_folder_runs_exactly_the_intended_argv(laptop: Lap
     (run,) = laptop.pi.runs()[runs_before:]
     (manifest,) = manifests(out)
     assert manifest["status"] == "complete" and (out / str(manifest["file"])).suffix == ".mp4"
-    # What piorch meant (its own manifest) is what the Pi ran, and that is build_camera_argv's line; only
-    # -t varies: it is the time left when the camera starts, at most the 1 s asked for.
+    # What piorch meant (its own manifest) is what the Pi ran, and that is build_camera_argv's line with the
+    # camera's timestamps asked for (pi/timestamps.py); only -t varies: it is the time left when the camera
+    # starts, at most the 1 s asked for.
     assert run["argv"] == manifest["remote_argv"]
     argv = [str(arg) for arg in cast(list, run["argv"])]
     duration_ms = int(argv[argv.index("-t") + 1])
     assert 500 <= duration_ms <= 1000
     camera = CameraSettings(bitrate=2_000_000, width=640, height=360, fps=25, duration_ms=duration_ms)
-    assert argv == build_camera_argv(camera, CameraTool.RASPIVID)
+    asked = TimestampPlan(FrameClock.CAMERA)
+    assert argv == add_timestamp_options(build_camera_argv(camera, CameraTool.RASPIVID), asked)
     nc_calls = read_argv_log(laptop.nc_log)
     laptop.nc_log.unlink()
     assert nc_calls == [build_nc_send_argv(NetcatFlavour.OPENBSD, "127.0.0.1", port)[1:]]

@@ -2,7 +2,8 @@
 
 The laptop first (nc, receiver port, output folder, link address), then SSH (reachable, host key known,
 login), then the Pi (camera tool and stack, camera detected, nc, setsid, memory, temperature, throttling,
-clock). A failed SSH check skips the Pi checks, saying so. Nothing is changed anywhere: doctor only looks.
+clock, and the clock's offset as a recording's session manifest carries it). A failed SSH check skips the Pi
+checks, saying so. Nothing is changed anywhere: doctor only looks.
 
 `judge_*` functions are pure (facts in, `Check` out) and tested with tables; `run_doctor` gathers the facts.
 """
@@ -22,6 +23,7 @@ from orchestrator.events import minutes_of_space
 from orchestrator.netcat import NetcatFlavour
 from orchestrator.pi.camera import plan_camera
 from orchestrator.pi.capture import camera_stack, choose_tool, describe_tools, probe_pi
+from orchestrator.pi.clock import ClockOffset, measure_clock_offset
 from orchestrator.pi.detect import CameraReport, build_camera_check_script, parse_camera_check
 from orchestrator.pi.health import MEM_WARN_MB, SKEW_WARN_S, TEMP_HOT_C, TEMP_WARN_C, PiHealth, read_health
 from orchestrator.pi.host import Host
@@ -52,7 +54,7 @@ class Check:
 CheckSink = Callable[[Check], None]
 
 PI_CHECKS = ("camera-tool", "camera-stack", "camera-detected", "pi-nc", "pi-setsid", "pi-memory", "pi-temperature",
-             "pi-throttling", "clock-skew")
+             "pi-throttling", "clock-skew", "clock-offset")
 SSH_CHECKS = ("ssh-reachable", "host-key", "ssh-login")
 # Less than a minute of recording left is a failure; under half an hour is worth a warning.
 SPACE_FAIL_MIN = 1.0
@@ -355,8 +357,21 @@ def judge_clock(health: PiHealth) -> Check:
     return Check("clock-skew", Status.PASS, detail)
 
 
+def judge_clock_offset(offset: ClockOffset | None) -> Check:
+    """The offset a recording writes into its session manifest (clock_offset_s), to the millisecond."""
+    name = "clock-offset"
+    if offset is None:
+        return Check(name, Status.WARN, "could not measure the Pi's clock offset: its `date` prints no sub-seconds",
+                     "install coreutils on the Pi (its date prints %N); until then clips of several Pis line up "
+                     "by arrival only")
+    sign = "+" if offset.offset_s >= 0 else "-"
+    return Check(name, Status.PASS, f"Pi clock minus laptop clock {sign}{abs(offset.offset_s):.3f} s, "
+                                    f"within ±{offset.uncertainty_s:.3f} s (tightest of {offset.samples} round trips)")
+
+
 def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
-    """Three round trips: the tool probe, the camera listing, the health reading."""
+    """Four round trips, then the clock's: the tool probe, the camera listing, the health reading, and the
+    Pi's `date` a few times."""
     remaining = list(PI_CHECKS)
 
     def out(check: Check) -> None:
@@ -375,6 +390,7 @@ def pi_checks(host: Host, camera_tool: CameraTool, emit: CheckSink) -> None:
         health = read_health(host, timeout=10)
         for judge in (judge_memory, judge_temperature, judge_throttling, judge_clock):
             out(judge(health))
+        out(judge_clock_offset(measure_clock_offset(host)))
     except PiorchError as exc:
         # The link or the Pi failed mid-way: the check at hand fails, the rest cannot be known.
         out(Check(remaining[0], Status.FAIL, exc.message, exc.fix))

@@ -148,6 +148,9 @@ def _write_fleet_manifest(out: Path, result: FleetResult, started: str, on_event
         "session": result.session, "started_utc": started, "ended_utc": utc_now(),
         "pis": [
             {"pi": o.pi, "folder": o.folder.name, "state": o.state.value, "error": o.error,
+             # The Pi's clock minus the laptop's (and half the round trip it is sure to): with each file's
+             # first_frame_utc in the Pi's own session manifest, what lines the Pis' clips up.
+             **_offset_fields(o.result),
              "files": [str(f.path.relative_to(out)) for f in (o.result.files if o.result else ())
                        if not f.removed]}
             for o in result.outcomes
@@ -159,3 +162,9 @@ def _write_fleet_manifest(out: Path, result: FleetResult, started: str, on_event
         write_json_atomically(out / f"session-{result.session}.json", data)
     except OSError as exc:
         on_event(FromPi("", Notice("error", f"could not write the session manifest ({exc.strerror or exc})")))
+
+
+def _offset_fields(result: RecordResult | None) -> dict[str, float | None]:
+    offset = result.clock_offset if result is not None else None
+    return {"clock_offset_s": offset.offset_s if offset else None,
+            "clock_uncertainty_s": offset.uncertainty_s if offset else None}

@@ -32,13 +32,16 @@ from orchestrator.pi.capture import (
     resolve_laptop_ip,
     stop_remote,
 )
+from orchestrator.pi.clock import ClockOffset, measure_clock_offset
 from orchestrator.pi.health import health_warnings, read_health
 from orchestrator.pi.holders import describe, find_holders
 from orchestrator.pi.host import Host
 from orchestrator.pi.raw import check_link, require_raw_video_tool
 from orchestrator.pi.scripts import build_pipeline_script
 from orchestrator.pi.stack import CameraStack
+from orchestrator.pi.timestamps import TimestampPlan, add_timestamp_options, plan_timestamps
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
+from orchestrator.stream.frame_times import FrameTimes
 from orchestrator.stream.h264 import frames_for, intra_period_for
 from orchestrator.stream.manifest import utc_at, utc_now
 from orchestrator.stream.progress import ProgressClock
@@ -60,6 +63,9 @@ STALL_SHOW_S = 2.0
 RESUME_BACKOFF_MAX_S = 1.0
 # Resuming this close to the deadline is not worth a camera start.
 MIN_RESUME_S = 1.0
+# The Pi's clock offset is measured once data flows (not before the camera starts: the first byte would
+# wait for it), this long after the start.
+CLOCK_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ class RecordResult:
     remote_exit: dict[str, int | None] = field(default_factory=dict)
     # Link outages the recording resumed across: start_utc, end_utc, cause.
     gaps: tuple[dict[str, object], ...] = ()
+    # The Pi's clock minus the laptop's, and its uncertainty (half the tightest round trip); None when it
+    # could not be measured.
+    clock_offset: ClockOffset | None = None
 
 
 def report_health(host: Host, pgid: int, on_event: EventSink, seen: list[str]) -> None:
@@ -115,6 +124,10 @@ class _Recorder:
         self.gaps: list[dict[str, object]] = []
         self.health_seen: list[str] = []
         self.stalled_shown = False
+        # The camera's timestamps, when the tool sends them: one run a camera start.
+        self.frame_times: FrameTimes | None = None
+        self.clock_offset: ClockOffset | None = None
+        self.clock_measured = False
 
     def run_attempt(self, script: str, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> _Attempt:
         attempt = _Attempt(Pipeline(self.host, script))
@@ -123,18 +136,39 @@ class _Recorder:
             # Stopped between the probe and here: nothing is started on the Pi.
             attempt.ended = Ending.STOPPED
             return attempt
-        if not pipeline.start():
-            problem = pipeline.start_problem()
-            raise RemoteError(problem.message, problem.fix)
+        # Before the camera starts: its connection (opened after) takes this run's timestamps.
+        run = self.frame_times.begin_run() if self.frame_times is not None else None
+        pipeline.on_timestamps = run.add_lines if run is not None else None
         try:
-            attempt.ended = self._follow(attempt, clock, receiver, limit_s)
+            if not pipeline.start():
+                problem = pipeline.start_problem()
+                raise RemoteError(problem.message, problem.fix)
+            try:
+                attempt.ended = self._follow(attempt, clock, receiver, limit_s)
+            finally:
+                if attempt.ended.piorch_stops_camera:
+                    on_event(StateChanged(State.STOPPING, "stopping the camera on the Pi"))
+                    pipeline.stop(on_event)
+                # A broken connection has no exit status to give: waiting for one would only time out.
+                pipeline.finish(wait_for_exit=not attempt.ended.link_fault)
         finally:
-            if attempt.ended.piorch_stops_camera:
-                on_event(StateChanged(State.STOPPING, "stopping the camera on the Pi"))
-                pipeline.stop(on_event)
-            # A broken connection has no exit status to give: waiting for one would only time out.
-            pipeline.finish(wait_for_exit=not attempt.ended.link_fault)
+            if run is not None:
+                # Every timestamp line has been read (the channel is closed): files waiting for theirs
+                # take what there is.
+                run.close()
         return attempt
+
+    def measure_clock(self) -> None:
+        """The Pi's clock offset, once a recording; a Pi whose `date` cannot say sub-seconds has none."""
+        self.clock_measured = True
+        try:
+            # Stop-aware: Ctrl+C while it samples is not kept waiting.
+            self.clock_offset = measure_clock_offset(self.host, stop=self.stop)
+        except PiorchError as exc:
+            self.on_event(Notice("warning", f"could not measure the Pi's clock offset ({exc.message})"))
+        if self.clock_offset is None and not self.stop.is_set():
+            self.on_event(Notice("info", "the Pi's clock offset could not be measured (its `date` prints no "
+                                         "sub-seconds, or the link failed); the session manifest has none"))
 
     def _follow(self, attempt: _Attempt, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> Ending:
         """Watch the running pipeline until something ends it; say what did."""
@@ -173,6 +207,8 @@ class _Recorder:
             if pipeline.camera_done and not was_done:
                 on_event(StateChanged(State.STOPPING, "camera finished"))
             clock.tick()
+            if not self.clock_measured and quiet < STALL_SHOW_S and now >= started + CLOCK_AFTER_S:
+                self.measure_clock()
             # Health only while data flows: on a failing link the reading would only wait.
             if now >= next_health and quiet < STALL_SHOW_S and pipeline.pgid is not None:
                 next_health = now + HEALTH_EVERY_S
@@ -205,12 +241,14 @@ class _Recorder:
 
 
 def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, stop: threading.Event,
-                  reconnect: Callable[[], Host] | None = None, tap: Tap | None = None) -> RecordResult:
+                  reconnect: Callable[[], Host] | None = None, tap: Tap | None = None,
+                  frame_times: FrameTimes | None = None) -> RecordResult:
     """Record until the deadline or `stop`; never raises for a stop, only for a failure to start.
 
     A stalled link or a lost SSH connection is met by reconnecting (`reconnect`) and resuming into a new
     file until the same deadline, unless `settings.no_resume`; each gap is written to the session manifest.
-    `tap` sees every received byte on the receiving thread and must return at once.
+    `tap` sees every received byte on the receiving thread and must return at once. `frame_times` receives
+    the camera's timestamps when its tool sends them (one is made when not given); it gets no run otherwise.
     """
     on_event(StateChanged(State.PROBING, host.name))
     probe = probe_pi(host, describe_tools(settings.camera_tool), stop)
@@ -233,6 +271,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     plan = plan_camera(camera, tool, stack, settings.bitrate_given)
     # Raw video: written twice when a .y4m goes beside the .yuv; refused when the Pi's link cannot carry it.
     y4m = plan.raw is not None and settings.container != "h264"
+    stamps = plan_timestamps(camera, tool, stack, probe.has_pipes)
     check_out_dir(receive.out_dir)
     if not settings.force:
         check_disk_space(receive.out_dir, camera, plan.expected_bps * (2 if y4m else 1))
@@ -241,6 +280,8 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         on_event(plan.raw)  # how the frames lie, before the first byte (the Python API's decoder needs it)
     for warning in plan.warnings:
         on_event(Notice("warning", warning))
+    if stamps.reason:
+        on_event(Notice("info", f"frame times from the frame rate, not the camera's clock: {stamps.reason}"))
     recover_leftovers(receive.out_dir, on_event)
     fps = settings.camera.fps
     h264 = settings.camera.codec == "h264"
@@ -257,16 +298,23 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         viewer = ViewFeeder(require_player(settings.camera.codec), on_event)
     # Every byte, as it arrives, to whoever watches it (the live view, the Python API's frames); never blocks.
     receiver.tap = join_taps(tap, viewer.offer if viewer is not None else None)
+    if stamps.camera_clock:
+        frame_times = frame_times or FrameTimes(fps)
+        receiver.frame_times = frame_times
+    else:
+        frame_times = None
     receiver.start()
     if viewer is not None:
         viewer.start()
     nc_argv = build_nc_send_argv(flavour, laptop_ip, receiver.port)
     duration_s = camera.duration_ms / 1000 or None
-    clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, plan.expected_bps)
+    clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, plan.expected_bps, frame_times)
     recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect)
+    recorder.frame_times = frame_times
     end_at = None if duration_s is None else time.monotonic() + duration_s
-    camera_argv = build_camera_argv(camera, tool, plan.options)
-    base_context = {"pi": host.name, "tool": camera_argv[0], "settings": _settings_dict(settings, stack)}
+    camera_argv = add_timestamp_options(build_camera_argv(camera, tool, plan.options), stamps)
+    base_context = {"pi": host.name, "tool": camera_argv[0], "settings": _settings_dict(settings, stack),
+                    "timestamps": stamps.clock.value}
     attempt: _Attempt | None = None
     problem: CameraProblem | None = None
     busy_retried = False
@@ -279,12 +327,12 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
             if limit_s is not None and round(limit_s * 1000) < 1:
                 break  # never `-t 0` for a bounded recording: to the camera that means "for ever"
             run_camera = replace(camera, duration_ms=0 if limit_s is None else round(limit_s * 1000))
-            camera_argv = build_camera_argv(run_camera, tool, plan.options)
+            camera_argv = add_timestamp_options(build_camera_argv(run_camera, tool, plan.options), stamps)
             on_event(StateChanged(State.STARTING, f"{camera_argv[0]} on {recorder.host.name}"))
             if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
                 recorder.gaps[-1]["end_utc"] = utc_now()
             on_event(StateChanged(State.RECORDING, f"{camera_argv[0]} -> {laptop_ip}:{receiver.port}"))
-            attempt = recorder.run_attempt(build_pipeline_script(camera_argv, nc_argv), clock, receiver, limit_s)
+            attempt = recorder.run_attempt(build_script(camera_argv, nc_argv, stamps), clock, receiver, limit_s)
             if attempt.ended is Ending.DONE and not busy_retried and camera_busy(attempt.pipeline, tool):
                 busy_retried = True
                 if free_busy_camera(recorder.host, settings.kill_stale, on_event):
@@ -334,7 +382,8 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
         problem = explain_failure(attempt, tool, laptop_ip, receiver, bool(session.pending))
     session.context.update({"pi": host.name, "tool": camera_argv[0], "remote_argv": list(camera_argv),
                             "settings": _settings_dict(settings, stack), "remote_exit": dict(remote_exit),
-                            "health_warnings": list(recorder.health_seen), "gaps": list(recorder.gaps)})
+                            "health_warnings": list(recorder.health_seen), "gaps": list(recorder.gaps),
+                            "timestamps": stamps.clock.value, **_offset_dict(recorder.clock_offset)})
     files = session.finish(interrupted, problem.message if problem else None)
     if plan.raw is not None:
         finish_raw_video(files, plan.raw, y4m, on_event)
@@ -342,7 +391,17 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     on_event(StateChanged(state, problem.message if problem else ""))
     freed = attempt is None or attempt.pipeline.freed
     return RecordResult(state, files, tool, tuple(camera_argv), problem, freed, remote_exit,
-                        tuple(recorder.gaps))
+                        tuple(recorder.gaps), recorder.clock_offset)
+
+
+def build_script(camera_argv: list[str], nc_argv: list[str], stamps: TimestampPlan) -> str:
+    return build_pipeline_script(camera_argv, nc_argv, timestamps=stamps.camera_clock, video_pipe=stamps.video_pipe)
+
+
+def _offset_dict(offset: ClockOffset | None) -> dict[str, float | None]:
+    """The session manifest's clock fields: the Pi's clock minus the laptop's, and how far off that may be."""
+    return {"clock_offset_s": offset.offset_s if offset else None,
+            "clock_uncertainty_s": offset.uncertainty_s if offset else None}
 
 
 def join_taps(*taps: Tap | None) -> Tap | None:

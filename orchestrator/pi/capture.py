@@ -26,6 +26,7 @@ from orchestrator.pi.scripts import (
     build_kill_script,
     build_probe_script,
     parse_probe_output,
+    parse_pts_line,
     parse_status_line,
 )
 from orchestrator.pi.stack import CameraStack, describe_stack
@@ -36,6 +37,9 @@ from orchestrator.settings import CameraTool, StillTool
 START_TIMEOUT_S = 15.0
 # After the camera ends, how long the sender's nc may take to deliver the tail and close.
 DRAIN_S = 10.0
+# Lines taken in one poll once the first has come: a camera at 120 fps sends 120 timestamp lines a second,
+# and the caller's loop should not turn once per line; bounded so that its own clocks are still looked at.
+POLL_LINES = 256
 
 
 def describe_tools(wanted: CameraTool | StillTool) -> tuple[str, ...]:
@@ -136,6 +140,9 @@ class Pipeline:
     exits: RemoteExit = field(default_factory=RemoteExit)
     stderr: str = ""
     freed: bool = True
+    # The lines of the camera's timestamps (`piorch-pts LINE`) each poll read, in order, on the caller's
+    # thread; None when the pipeline was not asked for timestamps.
+    on_timestamps: Callable[[list[str]], None] | None = None
     _process: Process | None = None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> bool:
@@ -163,17 +170,32 @@ class Pipeline:
                              "run `piorch doctor` to check the Pi")
 
     def poll(self, wait: float) -> bool:
-        """Read one status line (waiting up to `wait`); False once the channel closed."""
+        """Read the status lines there are (waiting up to `wait` for the first); False once the channel
+        closed."""
         assert self._process is not None, "start() first"
         line = self._process.next_line(wait)
-        if line is None:
-            return False
-        status = parse_status_line(line) if line else None
+        stamps: list[str] = []
+        taken = 0
+        while line:
+            stamp = parse_pts_line(line)
+            if stamp is None:
+                self._read(line)
+            else:
+                stamps.append(stamp)
+            taken += 1
+            if taken == POLL_LINES:
+                break
+            line = self._process.next_line(0.0)
+        if stamps and self.on_timestamps is not None:
+            self.on_timestamps(stamps)
+        return line is not None
+
+    def _read(self, line: str) -> None:
+        status = parse_status_line(line)
         if status and status[0] == CAMERA_EXIT_MARK:
             self.exits.camera = status[1]
         elif status and status[0] == NC_EXIT_MARK:
             self.exits.nc = status[1]
-        return True
 
     @property
     def camera_done(self) -> bool:

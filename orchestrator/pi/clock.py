@@ -7,6 +7,7 @@ trip. Clips from several Pis line up on the laptop's clock with these offsets.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,16 +46,19 @@ def best_offset(samples: Sequence[tuple[float, float, float]]) -> ClockOffset | 
     return ClockOffset(round(offset, 6), round(round_trip / 2, 6), len(valid))
 
 
-def measure_clock_offset(host: Host, samples: int = SAMPLES,
-                         clock: Callable[[], float] = time.time) -> ClockOffset | None:
-    """Sample the Pi's clock `samples` times; None when the Pi's `date` cannot say sub-seconds."""
+def measure_clock_offset(host: Host, samples: int = SAMPLES, clock: Callable[[], float] = time.time,
+                         stop: threading.Event | None = None) -> ClockOffset | None:
+    """Sample the Pi's clock `samples` times; None when the Pi's `date` cannot say sub-seconds. A sample that
+    fails ends the sampling (the link is failing: more tries would only wait); so does `stop`."""
     triples = []
     for _ in range(samples):
+        if stop is not None and stop.is_set():
+            break
         before = clock()
         try:
-            result = host.run(CLOCK_COMMAND, timeout=5)
+            result = host.run(CLOCK_COMMAND, timeout=5, stop=stop)
         except PiorchError:
-            continue
+            break
         after = clock()
         pi = parse_pi_time(result.stdout)
         if pi is not None:

@@ -7,6 +7,7 @@ started command is a `Process`: its stdout arrives as lines (status marks), its 
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import subprocess
@@ -47,7 +48,11 @@ class Process:
     ) -> None:
         self._exit_status = exit_status
         self._close = close
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        # Lines go over in batches, one a read: a camera's timestamps are a line a frame, and a queue
+        # operation a line would cost more than the line. `_ready` is the consumer's own.
+        self._lines: queue.Queue[list[str] | None] = queue.Queue()
+        self._ready: collections.deque[str] = collections.deque()
+        self._ended = False
         self._stderr = bytearray()
         self._stderr_lock = threading.Lock()
         self._out_thread = threading.Thread(target=self._pump_out, args=(read_out,), daemon=True)
@@ -61,15 +66,15 @@ class Process:
             while chunk := read(4096):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    # Blank lines carry nothing piorch reads, and "" is next_line's "nothing yet".
-                    if line.strip():
-                        self._lines.put(line.decode("utf-8", "replace"))
+                # Blank lines carry nothing piorch reads, and "" is next_line's "nothing yet".
+                batch = [line.decode("utf-8", "replace") for line in lines if line.strip()]
+                if batch:
+                    self._lines.put(batch)
         except OSError:
             pass  # the stream broke: treated as its end, the exit status tells the rest
         finally:
             if pending.strip():
-                self._lines.put(pending.decode("utf-8", "replace"))
+                self._lines.put([pending.decode("utf-8", "replace")])
             self._lines.put(None)
 
     def _pump_err(self, read: Callable[[int], bytes]) -> None:
@@ -82,11 +87,21 @@ class Process:
             pass  # as above: a broken stderr stream just ends
 
     def next_line(self, timeout: float) -> str | None:
-        """The next stdout line; "" when none came within `timeout`; None at the end of stdout."""
+        """The next stdout line; "" when none came within `timeout`; None at the end of stdout. One
+        consumer thread only."""
+        if self._ready:
+            return self._ready.popleft()
+        if self._ended:
+            return None
         try:
-            return self._lines.get(timeout=timeout)
+            batch = self._lines.get(timeout=timeout)
         except queue.Empty:
             return ""
+        if batch is None:
+            self._ended = True
+            return None
+        self._ready.extend(batch)
+        return self._ready.popleft()
 
     def stderr_text(self) -> str:
         with self._stderr_lock:

@@ -15,11 +15,18 @@ from dataclasses import dataclass, field
 
 from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
 from orchestrator.pi.stack import ToolFacts, clean_board, parse_tool_facts
+from orchestrator.pi.timestamps import PTS_PIPE, VIDEO_PIPE
 from orchestrator.settings import RAW_SIBLING, CameraTool, StillTool
 
 PGID_MARK = "piorch-pgid"
 CAMERA_EXIT_MARK = "piorch-camera-exit"
 NC_EXIT_MARK = "piorch-nc-exit"
+# One line of the camera's timestamps file: `piorch-pts 33.370` (the file's header comes through too).
+PTS_MARK = "piorch-pts"
+# What the camera's side writes into the timestamps pipe once the camera has ended: the reader stops there.
+PTS_END = "piorch-pts-end"
+# The pipeline's private folder for its named pipes: PREFIX + process group id + "." + random.
+PTS_FOLDER_PREFIX = "piorch-"
 
 
 # Lines that frame the chosen libcamera tool's own answers and the board name in the probe's output.
@@ -27,6 +34,8 @@ ABOUT_MARK = "piorch-about"
 VERSION_BEGIN, VERSION_END = "piorch-version-begin", "piorch-version-end"
 HELP_BEGIN, HELP_END = "piorch-help-begin", "piorch-help-end"
 BOARD_MARK = "piorch-board"
+# The Pi has mkfifo and mktemp (coreutils; busybox has both too).
+PIPES_MARK = "piorch-pipes"
 # A boost --help listing of rpicam-vid is about 200 lines; more than this is not a camera tool's help.
 HELP_MAX_LINES = 400
 
@@ -65,6 +74,8 @@ def build_probe_script(describe: Sequence[str] = ()) -> str:
         "if command -v nc >/dev/null 2>&1; then echo piorch-nc-begin; nc -h 2>&1 | head -n 3; "
         "echo piorch-nc-end; fi; "
         "command -v setsid >/dev/null 2>&1 && echo piorch-setsid; "
+        # The named pipes the camera's timestamps travel through (build_pipeline_script).
+        f"command -v mkfifo >/dev/null 2>&1 && command -v mktemp >/dev/null 2>&1 && echo {PIPES_MARK}; "
         + about
         # The model ends in a NUL byte; newlines are dropped too, so the name stays on its mark's line.
         # printf, not echo: dash's echo would expand backslashes in it.
@@ -88,6 +99,8 @@ class PiProbe:
     tool_facts: ToolFacts | None = None
     # The legacy raw tools found (raspividyuv, raspiyuv): name -> path.
     raw_tools: dict[str, str] = field(default_factory=dict)
+    # mkfifo and mktemp are there: the camera's timestamps can be asked for.
+    has_pipes: bool = False
 
 
 _VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}
@@ -105,7 +118,7 @@ def parse_probe_output(text: str) -> PiProbe:
     about: str | None = None
     board: str | None = None
     block: str | None = None
-    in_nc = seen_nc = has_setsid = complete = False
+    in_nc = seen_nc = has_setsid = has_pipes = complete = False
     for line in text.splitlines():
         if block is not None:
             if line.strip() == ends[block]:
@@ -137,16 +150,19 @@ def parse_probe_output(text: str) -> PiProbe:
             in_nc = seen_nc = True
         elif line.strip() == "piorch-setsid":
             has_setsid = True
+        elif line.strip() == PIPES_MARK:
+            has_pipes = True
         elif line.strip() == "piorch-probe-done":
             complete = True
     flavour = parse_nc_flavour("\n".join(nc_lines)) if seen_nc else None
     facts = None if about is None else parse_tool_facts(about, "\n".join(blocks[VERSION_BEGIN]),
                                                         "\n".join(blocks[HELP_BEGIN]))
     return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools,
-                   board=board, tool_facts=facts, raw_tools=raw_tools)
+                   board=board, tool_facts=facts, raw_tools=raw_tools, has_pipes=has_pipes)
 
 
-def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) -> str:
+def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], timestamps: bool = False,
+                          video_pipe: bool = False) -> str:
     """`camera | nc` in its own session, reporting its process group id and both exit statuses.
 
     Lines on stdout: `piorch-pgid N` first, then `piorch-camera-exit S` and `piorch-nc-exit S`. The
@@ -157,7 +173,29 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) ->
     it, `read` sees end-of-file and the watchdog kills the whole process group, so the camera is freed
     by the Pi itself. Camera and nc get /dev/null as stdin: nothing else may consume the channel.
     Every construct here is POSIX sh (dash on Raspberry Pi OS), not bash.
+
+    `timestamps`: the camera argv names the named pipe PTS_PIPE (pi/timestamps.py) for its frame times; each
+    line it writes there comes out as `piorch-pts LINE` among the status lines, all of them before the
+    `piorch-nc-exit` line. `video_pipe`: the camera writes its stream into the named pipe VIDEO_PIPE, which
+    `cat` copies into nc (a Pi 5's libav takes --save-pts only for an output so named). The pipes live in a
+    private folder, `${TMPDIR:-/tmp}/piorch-PGID.XXXXXX`, where the camera runs; it is removed at the end,
+    by the watchdog, or by the kill script (build_kill_script), whichever ending comes.
     """
+    if video_pipe and not timestamps:
+        raise ValueError("the video pipe exists for the timestamps' sake only")
+    folder = ""
+    cleanup = ""
+    if timestamps:
+        pipes = " ".join(shlex.quote(name) for name in ((PTS_PIPE, VIDEO_PIPE) if video_pipe else (PTS_PIPE,)))
+        # Made before the watchdog starts, so that a failure here has no watchdog to stop. It reads as a
+        # camera failure with its own words, not as a lost connection.
+        folder = (
+            f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{PTS_FOLDER_PREFIX}$$.XXXXXX") && cd "$d" && mkfifo {pipes} || '
+            "{ echo \"piorch: could not make named pipes for the camera's timestamps in ${TMPDIR:-/tmp}\" >&2; "
+            '[ -n "$d" ] && rm -rf "$d"; '
+            f'echo "{CAMERA_EXIT_MARK} 1"; echo "{NC_EXIT_MARK} 1"; exit 1; }}; '
+        )
+        cleanup = 'rm -rf "$d"; '
     inner = (
         # Marks every process of the pipeline as piorch's: a later run may stop an orphan of this one.
         "PIORCH_RUN=1; export PIORCH_RUN; "
@@ -166,21 +204,62 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str]) ->
         # as stdin, so it is passed explicitly). $$ in a subshell is still the session leader's pid, which
         # is the group id; `kill -TERM -PGID` without `--`, which dash's kill rejects.
         "exec 4<&0 </dev/null; "
+        + folder
         # The watchdog is itself a member of the group it signals: without `trap '' TERM` its own
         # `kill -TERM` would end it there, and the KILL for a camera that ignores TERM would never come.
         # The trap is set only after end-of-file, so until then the `kill "$watchdog"` of a normal end still
         # stops it. While the watchdog lives the group id cannot be reused, so the late KILL reaches no one
-        # else; it ends the watchdog too.
-        "( while read -r _ <&4; do :; done; trap '' TERM; kill -TERM -$$; sleep 3; kill -KILL -$$ ) "
+        # else; it ends the watchdog too, which is why the pipes' folder goes before it.
+        + f"( while read -r _ <&4; do :; done; trap '' TERM; kill -TERM -$$; sleep 3; {cleanup}kill -KILL -$$ ) "
         ">/dev/null 2>&1 & "
         "watchdog=$!; exec 4<&-; "
         # fd 3 keeps the channel's stdout for status lines while stdout itself is the pipe to nc.
         "exec 3>&1; "
-        f'{{ {shlex.join(camera_argv)} 3>&-; echo "{CAMERA_EXIT_MARK} $?" >&3; }} '
-        # nc's stdout would carry anything the laptop sends back: nothing is expected, so drop it.
-        f"| {shlex.join(nc_argv)} >/dev/null 3>&-; "
-        f'status=$?; kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
     )
+    camera = shlex.join(camera_argv)
+    nc = shlex.join(nc_argv)
+    if not timestamps:
+        inner += (
+            f'{{ {camera} 3>&-; echo "{CAMERA_EXIT_MARK} $?" >&3; }} '
+            # nc's stdout would carry anything the laptop sends back: nothing is expected, so drop it.
+            f"| {nc} >/dev/null 3>&-; "
+            f'status=$?; kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
+        )
+    else:
+        # The reader opens the timestamps pipe read-write: its open never waits for the camera's (a camera that
+        # fails before opening it leaves no reader stuck), and it never sees end-of-file either, so the camera's
+        # side ends it with a line of its own once the camera has exited. That line starts with a newline in
+        # case the camera died in the middle of one. printf, not echo: a line is passed on literally.
+        reader = (
+            f"while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do printf '{PTS_MARK} %s\\n' \"$t\" >&3; done "
+            f"<>{PTS_PIPE} >/dev/null 2>&1 & reader=$!; "
+        )
+        # Written with `1<>`: opening the pipe read-write never waits, even with the reader gone.
+        end_times = f"printf '\\n{PTS_END}\\n' 1<>{PTS_PIPE}; "
+        # The camera's side: the camera, then the end of its timestamps, then its exit status. On the video-pipe
+        # path the camera itself does not hold fd 5 (its side does, until after it).
+        closes = "3>&- 5>&-" if video_pipe else "3>&-"
+        camera_part = f'{camera} {closes}; s=$?; {end_times}echo "{CAMERA_EXIT_MARK} $s" >&3;'
+        if not video_pipe:
+            inner += (
+                reader
+                + f"{{ {camera_part} }} | {nc} >/dev/null 3>&-; status=$?; "
+            )
+        else:
+            inner += (
+                reader
+                # fd 6 is cat's read end and fd 5 a write-only end that the camera's side holds until it has
+                # ended: cat sees end-of-file only then, even when the camera never opened the pipe. Opened
+                # read-write first, so that none of these opens waits for the other side.
+                + f"exec 6<>{VIDEO_PIPE} 5>{VIDEO_PIPE} 6<{VIDEO_PIPE}; "
+                + f"{{ {camera_part} }} 6<&- >/dev/null & camera=$!; exec 5>&-; "
+                + f"cat <&6 6<&- 3>&- | {nc} >/dev/null 3>&- 6<&-; status=$?; exec 6<&-; "
+                # nc ended first (the laptop went away): a camera still opening the pipe would wait for ever
+                # for a reader. Opening it read-write for a moment lets that open through; its next write,
+                # with no reader left, fails and ends the camera, as a broken pipe does on the other path.
+                + f'while kill -0 "$camera" 2>/dev/null; do : <>{VIDEO_PIPE}; sleep 0.1; done; '
+            )
+        inner += f'wait "$reader"; cd /; {cleanup}kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
     # setsid -w: a new session (so one `kill -- -PGID` reaches camera and nc, and nothing else) and wait
     # for it, so the channel stays open exactly as long as the pipeline runs. `exec` drops the login shell.
     return f"exec setsid -w sh -c {shlex.quote(inner)}"
@@ -202,6 +281,12 @@ def build_kill_script(pgid: int, grace_s: float = 3.0) -> str:
         f"awk -v g={pgid} '$1 == g && $2 !~ /^Z/ {{ f = 1 }} END {{ exit !f }}'; "
         f"else kill -0 {group} 2>/dev/null; fi; }}; "
     )
+    # The named pipes' folder of a pipeline that ran with timestamps (build_pipeline_script): a killed shell
+    # cannot remove it itself. Only a real folder of this user's, never a link someone else put there.
+    folders = (
+        f'for f in "${{TMPDIR:-/tmp}}"/{PTS_FOLDER_PREFIX}{pgid}.*; do '
+        'if [ -d "$f" ] && [ ! -L "$f" ] && [ -O "$f" ]; then rm -rf "$f"; fi; done; '
+    )
     # `kill -SIG -PGID` (no `--`): the form both bash's and dash's kill builtins accept.
     return (
         alive
@@ -209,7 +294,7 @@ def build_kill_script(pgid: int, grace_s: float = 3.0) -> str:
         "while alive; do "
         f'i=$((i+1)); if [ "$i" -gt {steps} ]; then kill -KILL {group} 2>/dev/null; sleep 0.2; break; fi; '
         "sleep 0.1; done; "
-        "if alive; then echo piorch-still-running; else echo piorch-gone; fi"
+        "if alive; then echo piorch-still-running; else " + folders + "echo piorch-gone; fi"
     )
 
 
@@ -220,3 +305,11 @@ def parse_status_line(line: str) -> tuple[str, int] | None:
     """`piorch-camera-exit 0` -> ("piorch-camera-exit", 0); anything else -> None."""
     match = _MARK_LINE.match(line.strip())
     return (match.group(1), int(match.group(2))) if match else None
+
+
+def parse_pts_line(line: str) -> str | None:
+    """`piorch-pts 33.370` -> "33.370": one line of the camera's timestamps file as the camera wrote it
+    (its header and blank lines included); None for any other line."""
+    if line.startswith(PTS_MARK + " "):
+        return line[len(PTS_MARK) + 1:].strip()
+    return None

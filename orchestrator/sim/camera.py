@@ -25,6 +25,8 @@ Environment (all optional; the shared ones are described in runtime.py and profi
   PIORCH_SIM_FAULT=no-camera     fail like a Pi without a camera
   PIORCH_SIM_FAULT=crash-after=N write exactly N bytes, then fail with exit code 1
   PIORCH_SIM_FAULT=ignore-term   ignore SIGTERM, as a wedged camera process does: only SIGKILL ends it
+  PIORCH_SIM_FAULT=drop-frames=30:2/90   drop frames (2 before frame 30, 1 before 90): see pts.py, which
+                                 also writes -pts / --save-pts files
                                  (faults combine with commas: ignore-term,crash-after=N)
   PIORCH_SIM_IGNORE_HUP_PIPE=1   old raspivid bug (userland#268): ignore SIGHUP and keep running, output
                                  discarded, after the output pipe breaks; only a signal or the timeout ends it
@@ -65,6 +67,7 @@ from orchestrator.sim.options import (
     parse_args,
 )
 from orchestrator.sim.profile import SENSOR_IDS, Board, PiProfile, build_version_text
+from orchestrator.sim.pts import start_timestamps
 from orchestrator.sim.runtime import (
     ENV_FAULT,
     ENV_IGNORE_HUP_PIPE,
@@ -109,6 +112,7 @@ def _stream(
     sent = 0  # bytes produced, written or not: the filler budget follows the schedule, not the reader
     pipe_broken = False
     index = 0
+    stamps = start_timestamps(options)  # -pts / --save-pts FILE, and frames dropped on request (pts.py)
 
     def should_stop() -> bool:
         return stop.is_set() or time.monotonic() >= end
@@ -118,7 +122,7 @@ def _stream(
             return Reason.SIGNAL, index, pipe_broken
         if options.frames and index >= options.frames:
             return Reason.TIMEOUT, index, pipe_broken
-        due = start + index / options.framerate
+        due = start + stamps.slot(index) / options.framerate
         if due >= end:
             sleep_until(end, should_stop)
             return (Reason.SIGNAL if stop.is_set() else Reason.TIMEOUT), index, pipe_broken
@@ -138,6 +142,7 @@ def _stream(
             pipe_broken = True
             output.discarding = True  # the old bug: the app never noticed and kept the camera busy
         sent += len(data)
+        stamps.written(index)
         index += 1
 
 

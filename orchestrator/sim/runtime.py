@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from orchestrator.sim.options import Dialect
 from orchestrator.sim.profile import LIBCAMERA_BUILD, PiProfile, profile_from_env
+from orchestrator.sim.pts import DROP_FRAMES, parse_drop_frames
 from orchestrator.sim.raspicli import RASPICAM_FAILED, SimUsageError
 
 ENV_LOG = "PIORCH_SIM_LOG"
@@ -93,6 +94,8 @@ def parse_fault(text: str | None) -> Fault:
             fault = Fault(fault.no_camera, fault.crash_after, True)
         elif name == "crash-after" and value.isdigit():
             fault = Fault(fault.no_camera, int(value), fault.ignore_term)
+        elif name == DROP_FRAMES:
+            parse_drop_frames(value)  # played by pts.py; a bad spec is refused here with the others
         elif word:
             raise ValueError(f"{ENV_FAULT}={text!r}: expected no-camera, crash-after=N or ignore-term")
     return fault

@@ -53,21 +53,27 @@ def finish_received_file(
                 item.path.unlink(missing_ok=True)
             if playable is not None:
                 playable.unlink(missing_ok=True)
+            if context.get("pts_file"):
+                item.path.with_name(context["pts_file"]).unlink(missing_ok=True)
         else:
+            fields: dict[str, Any] = {
+                "fps_measured": round(fps, 3) if fps else None,  # on arrival; the camera's clock overrides it
+                **context,
+            }
             problem = write_manifest(manifest_path, Manifest(
                 id=item.id, file=shown.name, status=status.value, bytes=item.bytes, sha256=item.sha256,
                 started_utc=item.started_utc, ended_utc=item.ended_utc, peer=item.peer, reason=reason,
-                frames=item.frames, iframes=item.iframes, fps_measured=round(fps, 3) if fps else None,
+                frames=item.frames, iframes=item.iframes,
                 segment=item.segment, frame_list=list(item.frame_list) or None,
                 partial_frames=sum(not frame["complete"] for frame in item.frame_list) if item.frame_list else None,
-                **context,
+                **fields,
             ))
             if problem is None:
                 manifest = manifest_path
             else:
                 on_event(Notice("error", f"{problem}; {item.path.name} itself is kept"))
         finished = FileFinished(shown, manifest, item.bytes, item.sha256, status, item.duration_s, removed,
-                                remux_error=context.get("remux_error"))
+                                remux_error=context.get("remux_error"), frames_dropped=context.get("frames_dropped"))
         on_event(finished)
         return finished
     finally:

@@ -51,6 +51,9 @@ class Frame:
     index: int
     # When the frame was complete on the laptop (UTC).
     arrival: datetime
+    # The camera's own timestamp of the frame, in milliseconds since the first frame of its run (the
+    # `--save-pts` / `-pts` time, as in the recording's .pts sidecar); None when the tool sends none.
+    pts_ms: float | None = None
 
 
 class FrameDecoder(Protocol):

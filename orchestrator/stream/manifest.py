@@ -54,21 +54,37 @@ class Manifest:
     frame_list: list[dict[str, Any]] | None = None
     # Frames that arrived cut short (no end-of-image marker): kept apart as `frame_NNNNNN.jpg.partial`.
     partial_frames: int | None = None
+    # Which clock the frame times come from: "camera" (its own timestamps, in `pts_file`, timecode format v2,
+    # and in the MP4/MKV) or "frame-rate" (frame i at i / fps: the tool could not send them).
+    timestamps: str | None = None
+    pts_file: str | None = None
+    # On the camera's clock (timestamps: camera): the file's first frame time in milliseconds (0 for a run's
+    # first file), frames the camera dropped (gaps over 1.5 frame intervals, the gap into the file included),
+    # the longest gap, and frames of the file with no timestamp (the camera ended before writing it).
+    # fps_measured is then the camera's rate too.
+    first_pts_ms: float | None = None
+    frames_dropped: int | None = None
+    longest_gap_ms: float | None = None
+    timestamps_missing: int | None = None
     piorch_version: str = __version__
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """temp file + fsync + rename: a reader sees the old file or the whole new one, never half of it."""
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """As write_json_atomically, for any text (the timestamps sidecar)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)  # never leave half a manifest behind
+        tmp.unlink(missing_ok=True)  # never leave half a file behind
         raise
 
 

@@ -8,6 +8,7 @@ from collections import deque
 from pathlib import Path
 
 from orchestrator.events import EventSink, Progress
+from orchestrator.stream.frame_times import FrameTimes
 from orchestrator.stream.receiver import Receiver
 
 TICK_S = 0.5
@@ -15,8 +16,10 @@ TICK_S = 0.5
 
 class ProgressClock:
     def __init__(self, receiver: Receiver, on_event: EventSink, out_dir: Path,
-                 duration_s: float | None, target_bps: int | None) -> None:
+                 duration_s: float | None, target_bps: int | None, frame_times: FrameTimes | None = None) -> None:
         self._receiver = receiver
+        # The camera's timestamps, when it sends them: frames, frames dropped, the longest gap.
+        self._frame_times = frame_times
         self._on_event = on_event
         self._out_dir = out_dir
         self._duration_s = duration_s
@@ -54,8 +57,11 @@ class ProgressClock:
             free: int | None = shutil.disk_usage(self._out_dir).free
         except OSError:
             free = None
+        camera_frames = dropped = longest = None
+        if self._frame_times is not None:
+            camera_frames, dropped, longest = self._frame_times.integrity()
         self._on_event(Progress(
             elapsed_s=now - self._started, duration_s=self._duration_s, bytes_total=total, rate_bps=rate,
             average_bps=average, target_bps=self._target_bps, active_connections=self._receiver.active,
-            free_bytes=free, fps=fps,
+            free_bytes=free, fps=fps, camera_frames=camera_frames, frames_dropped=dropped, longest_gap_ms=longest,
         ))

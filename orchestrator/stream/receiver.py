@@ -21,6 +21,7 @@ from orchestrator.events import Ending, Event, EventSink, Notice
 from orchestrator.netcat import NetcatFlavour, build_nc_listen_argv, parse_nc_flavour
 from orchestrator.settings import Backend, ReceiveSettings
 from orchestrator.stream.closer import Closer
+from orchestrator.stream.frame_times import FrameTimes
 from orchestrator.stream.sinks import Sink, Tap, make_sink
 from orchestrator.stream.writer import CHUNK, POLL_S, ReceivedFile, WriteFailed
 
@@ -88,6 +89,9 @@ class Receiver:
         self.port = settings.port
         # Sees every byte as it arrives (the live view); must never block.
         self.tap: Tap | None = None
+        # The camera's timestamps, when it sends them: each connection's sink takes the run current when
+        # it opens.
+        self.frame_times: FrameTimes | None = None
         # Why writing failed ("disk full"), so the recording can stop the camera at once.
         self.failure: str | None = None
         self._cut_reason: Ending | None = None
@@ -127,7 +131,8 @@ class Receiver:
                 self.files_done += 1
 
     def _open_sink(self, peer: str) -> Sink:
-        sink = make_sink(self, self.settings, peer, self._suffix, self.tap)
+        run = self.frame_times.current if self.frame_times is not None else None
+        sink = make_sink(self, self.settings, peer, self._suffix, self.tap, run)
         with self._lock:
             self._sinks.add(sink)
         return sink

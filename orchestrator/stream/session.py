@@ -1,6 +1,11 @@
 """The files of one recording: segments finished as they close, remuxed off the receiving thread, and one
 session manifest (`session-<uuid>.json`) that lists them in order with a common start time.
 
+When the camera sends its frame timestamps (frame_times.py), each file gets a sidecar `<uuid>.pts` in
+timecode format v2 with exactly the camera's times of its frames (a segment's continue the run's clock), its
+manifest says `timestamps: camera` with the frames dropped, the longest gap and the rate measured on the
+camera's clock, and its MP4/MKV carries those times; otherwise `timestamps: frame-rate`.
+
 Every file that arrived ends with a finished manifest, whatever fails after its bytes came: a remux that
 fails, raises or outlives its wait leaves the raw stream as the file (status kept, `remux_error` said);
 a file whose connection ends after `finish` (a receiving thread that `stop` could not join) is finished
@@ -17,12 +22,24 @@ from typing import Any
 
 from orchestrator.events import Ending, EventSink, FileFinished, FileStatus, Notice
 from orchestrator.stream.finishing import finish_received_file
-from orchestrator.stream.manifest import utc_now, write_json_atomically
+from orchestrator.stream.frame_times import FileTimes
+from orchestrator.stream.manifest import utc_now, write_json_atomically, write_text_atomically
 from orchestrator.stream.remux import Remuxer, RemuxResult
+from orchestrator.stream.timecodes import build_timecode_text
 from orchestrator.stream.writer import ReceivedFile
 
 # A remux reads and writes the file once: allow for a slow disk before giving up waiting.
 REMUX_WAIT_S = 120.0
+# A segment cut mid-stream waits this long for the timestamps of its last frames, which travel over SSH
+# while its bytes came over the data connection (flushed frame by frame, they are normally there already).
+TIMES_WAIT_S = 5.0
+# What a file's manifest and its session entry carry about its frame times.
+CLOCK_KEYS = ("timestamps", "pts_file", "first_pts_ms", "frames_dropped", "longest_gap_ms", "timestamps_missing")
+# Context that only the session manifest carries.
+SESSION_ONLY = ("gaps", "clock_offset_s", "clock_uncertainty_s")
+# Context the session manifest carries.
+SESSION_KEYS = ("pi", "tool", "settings", "health_warnings", "gaps", "timestamps", "clock_offset_s",
+                "clock_uncertainty_s")
 
 
 @dataclass
@@ -48,7 +65,8 @@ class SessionFiles:
         self._on_event = on_event
         self._remuxer = Remuxer(container, fps, on_event) if container != "h264" else None
         self._lock = threading.Lock()
-        self._finished: list[tuple[ReceivedFile, FileFinished]] = []
+        # Each finished file with what its manifest said about its frame times (CLOCK_KEYS).
+        self._finished: list[tuple[ReceivedFile, FileFinished, dict[str, Any]]] = []
         self._open_tail: list[ReceivedFile] = []
         self._remuxing: list[_Remux] = []
         # Set by `finish` (interrupted, failure): files that come later are finished as they come.
@@ -111,14 +129,18 @@ class SessionFiles:
         finished = finish_received_file(item, interrupted=interrupted, failure=failure,
                                         discard_partial=self._discard_partial, context=context,
                                         on_event=self._on_event, playable=playable)
+        clock = {key: context.get(key) for key in CLOCK_KEYS if key in context}
         with self._lock:
-            self._finished.append((item, finished))
+            self._finished.append((item, finished, clock))
 
     def _finalize(self, item: ReceivedFile, interrupted: bool, failure: str | None,
                   extra: dict[str, Any] | None = None, late: bool = False) -> None:
-        # Gaps belong to the session manifest: a file finished at a gap cannot know when it ends.
-        context = {k: v for k, v in {**self.context, **(extra or {})}.items() if k != "gaps"}
+        # Gaps and clock offsets belong to the session manifest: a file finished at a gap cannot know when
+        # it ends, and the offset is the Pi's, not the file's.
+        context = {k: v for k, v in {**self.context, **(extra or {})}.items() if k not in SESSION_ONLY}
         context["container"] = "h264"
+        times = self._file_times(item)
+        item = self._add_frame_times(item, times, context)
         job = _Remux(item, interrupted, failure, context)
         if self._remuxer is None or not item.frames or item.path.name.endswith(".tmp"):
             # Nothing to remux (raw wanted, a stream with no frame in it, or bytes that could not even be
@@ -130,7 +152,43 @@ class SessionFiles:
         else:
             with self._lock:
                 self._remuxing.append(job)
-            self._remuxer.submit(item.path, lambda result, error: self._remuxed(job, result, error))
+            self._remuxer.submit(item.path, lambda result, error: self._remuxed(job, result, error),
+                                 times.times if times is not None else ())
+
+    def _file_times(self, item: ReceivedFile) -> FileTimes | None:
+        """The camera's timestamps of this file's frames, None when the camera sends none."""
+        run = item.camera_run
+        if run is None:
+            return None
+        # Split MJPEG counts whole pictures in `frames`; every picture the camera wrote has its time.
+        count = len(item.frame_list) if item.frame_list else item.frames
+        return run.take(item.first_frame, count, TIMES_WAIT_S)
+
+    def _add_frame_times(self, item: ReceivedFile, times: FileTimes | None, context: dict[str, Any]) -> ReceivedFile:
+        """The sidecar `<uuid>.pts` and what the manifest says of the file's clock; split MJPEG frames each
+        get their time in the frame list."""
+        if times is None or not times.times:
+            context["timestamps"] = "frame-rate"
+            return item
+        sidecar = item.path.parent / f"{item.id}.pts"
+        try:
+            write_text_atomically(sidecar, build_timecode_text(times.times))
+        except OSError as exc:
+            self._on_event(Notice("error", f"could not write {sidecar.name} ({exc.strerror or exc}); "
+                                           f"{item.path.name} itself is kept"))
+            context["timestamps"] = "frame-rate"
+            return item
+        integrity = times.integrity()
+        context.update({
+            "timestamps": "camera", "pts_file": sidecar.name, "first_pts_ms": min(times.times),
+            "frames_dropped": integrity.frames_dropped, "longest_gap_ms": integrity.longest_gap_ms,
+            "timestamps_missing": times.missing, "fps_measured": integrity.fps_measured,
+        })
+        if item.frame_list:
+            stamps = times.times
+            item = replace(item, frame_list=tuple({**frame, "pts_ms": stamps[index] if index < len(stamps) else None}
+                                                  for index, frame in enumerate(item.frame_list)))
+        return item
 
     def _remuxed(self, job: _Remux, result: RemuxResult | None, error: str | None) -> None:
         """On the remux thread."""
@@ -165,21 +223,28 @@ class SessionFiles:
 
     def _write_session_manifest(self) -> tuple[FileFinished, ...]:
         with self._lock:
-            done = sorted(self._finished, key=lambda pair: (pair[0].started_utc, pair[0].segment))
+            done = sorted(self._finished, key=lambda entry: (entry[0].started_utc, entry[0].segment))
             interrupted, failure = self._ended or (False, None)
-        files = tuple(finished for _, finished in done)
+        files = tuple(finished for _, finished, _ in done)
         if not files:
             return files
         failed = sum(finished.status is FileStatus.FAILED for finished in files)
         status = "interrupted" if interrupted else "failed" if failure or failed else "complete"
+        dropped = [clock["frames_dropped"] for _, _, clock in done if clock.get("frames_dropped") is not None]
         data = {
             "session": self.id, "started_utc": self.started_utc, "ended_utc": utc_now(), "status": status,
             "reason": failure or (f"{failed} file(s) failed: their manifests say why" if failed else ""),
-            **{k: v for k, v in self.context.items() if k in ("pi", "tool", "settings", "health_warnings", "gaps")},
+            **{k: v for k, v in self.context.items() if k in SESSION_KEYS},
+            # Over every file with camera timestamps; None when no file has any.
+            "frames_dropped": sum(dropped) if dropped else None,
             "files": [
                 {"id": item.id, "file": finished.path.name, "segment": item.segment, "status": finished.status.value,
-                 "bytes": item.bytes, "sha256": item.sha256, "frames": item.frames, "removed": finished.removed}
-                for item, finished in done
+                 "bytes": item.bytes, "sha256": item.sha256, "frames": item.frames, "removed": finished.removed,
+                 # When the file's first bytes reached the laptop, on the laptop's clock: with clock_offset_s,
+                 # what lines up the files of several Pis.
+                 "first_frame_utc": item.started_utc,
+                 **({k: v for k, v in clock.items() if k != "pts_file" or not finished.removed})}
+                for item, finished, clock in done
             ],
         }
         with self._manifest_lock:

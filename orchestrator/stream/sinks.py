@@ -19,6 +19,7 @@ from typing import Protocol
 
 from orchestrator.events import Ending, Event, FileStarted, Notice
 from orchestrator.settings import ReceiveSettings
+from orchestrator.stream.frame_times import CameraRun
 from orchestrator.stream.h264 import SegmentCutter
 from orchestrator.stream.manifest import reserve_manifest, utc_now
 from orchestrator.stream.mjpeg import JpegSplitter
@@ -54,15 +55,19 @@ class Sink(Protocol):
     def finish(self, ended_by: Ending, error: str = "") -> None: ...
 
 
-def make_sink(outlet: Outlet, settings: ReceiveSettings, peer: str, suffix: str, tap: Tap | None) -> Sink:
+def make_sink(outlet: Outlet, settings: ReceiveSettings, peer: str, suffix: str, tap: Tap | None,
+              camera_run: CameraRun | None = None) -> Sink:
+    """`camera_run`: the camera run whose timestamps this connection's frames have (frame_times.py)."""
     if settings.split_jpeg:
-        return FramesSink(outlet, settings, peer, tap)
-    return StreamSink(outlet, settings, peer, suffix, tap)
+        return FramesSink(outlet, settings, peer, tap, camera_run)
+    return StreamSink(outlet, settings, peer, suffix, tap, camera_run)
 
 
 class StreamSink:
-    def __init__(self, outlet: Outlet, settings: ReceiveSettings, peer: str, suffix: str, tap: Tap | None) -> None:
+    def __init__(self, outlet: Outlet, settings: ReceiveSettings, peer: str, suffix: str, tap: Tap | None,
+                 camera_run: CameraRun | None = None) -> None:
         self._outlet = outlet
+        self._camera_run = camera_run
         self._peer = peer
         self._out_dir = settings.out_dir
         self._suffix = suffix
@@ -85,7 +90,7 @@ class StreamSink:
     def _current(self) -> FileWriter:
         if self._writer is None:
             self._segment += 1
-            self._writer = FileWriter(self._out_dir, self._suffix, self._peer)
+            self._writer = FileWriter(self._out_dir, self._suffix, self._peer, self._camera_run)
             self._outlet.report(FileStarted(self._writer.tmp_path, self._peer))
         return self._writer
 
@@ -94,12 +99,15 @@ class StreamSink:
         if writer is None:
             return
         frames = iframes = None
+        first_frame = 0
         if self._raw_frame_bytes:
             frames = writer.bytes_written // self._raw_frame_bytes  # whole frames; raw video is never cut
         elif self._cutter is not None and len(self._cutter.closed) >= self._segment:
             stats = self._cutter.closed[self._segment - 1]
             frames, iframes = stats.frames, stats.iframes
-        writer.end(ended_by, frames, iframes, self._segment, error)
+            # Frames of this connection before this segment: where its timestamps start in the camera's run.
+            first_frame = sum(earlier.frames for earlier in self._cutter.closed[: self._segment - 1])
+        writer.end(ended_by, frames, iframes, self._segment, error, first_frame)
         # A cut: the finished segment is complete whatever happens to the rest of the stream.
         self._outlet.hand_over(writer.finalize)
 
@@ -142,9 +150,11 @@ class FramesSink:
     inline), so the manifest still proves what arrived.
     """
 
-    def __init__(self, outlet: Outlet, settings: ReceiveSettings, peer: str, tap: Tap | None) -> None:
+    def __init__(self, outlet: Outlet, settings: ReceiveSettings, peer: str, tap: Tap | None,
+                 camera_run: CameraRun | None = None) -> None:
         self._outlet = outlet
         self._peer = peer
+        self._camera_run = camera_run
         self.id = str(uuid.uuid4())
         self._out_dir = settings.out_dir
         self._tmp_dir = self._out_dir / f"{self.id}.tmp"
@@ -227,4 +237,5 @@ class FramesSink:
         whole = sum(1 for frame in self._frames if frame["complete"])
         return ReceivedFile(self.id, path, self.bytes_received, self._digest.hexdigest(), self._peer,
                             self._started_utc, ended_utc, duration, ended_by, frames=whole,
-                            frame_list=tuple(self._frames), lock=self._lock, error=error)
+                            frame_list=tuple(self._frames), lock=self._lock, error=error,
+                            camera_run=self._camera_run)

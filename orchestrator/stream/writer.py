@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.events import Ending
+from orchestrator.stream.frame_times import CameraRun
 from orchestrator.stream.manifest import reserve_manifest, utc_at, utc_now
 
 CHUNK = 1 << 20
@@ -91,6 +92,10 @@ class ReceivedFile:
     # Held until the manifest is written (`release`): see FileLock.
     lock: FileLock | None = field(default=None, compare=False, repr=False)
     error: str = ""
+    # The camera run whose timestamps belong to this file's frames (None: the camera sends none), and the
+    # run's number of the file's first frame (frames of earlier segments of the same connection come first).
+    camera_run: CameraRun | None = field(default=None, compare=False, repr=False)
+    first_frame: int = 0
 
     def release(self) -> None:
         if self.lock is not None:
@@ -151,9 +156,10 @@ class _HashFollower(threading.Thread):
 class FileWriter:
     """Owns one `<uuid><suffix>.tmp` file: writes and counts on the receiving thread, finalised on another."""
 
-    def __init__(self, out_dir: Path, suffix: str, peer: str) -> None:
+    def __init__(self, out_dir: Path, suffix: str, peer: str, camera_run: CameraRun | None = None) -> None:
         self.id = str(uuid.uuid4())
         self.peer = peer
+        self.camera_run = camera_run
         self.final_path = out_dir / f"{self.id}{suffix}"
         self.tmp_path = out_dir / f"{self.id}{suffix}.tmp"
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -189,11 +195,11 @@ class FileWriter:
             self._hasher.poke()
 
     def end(self, ended_by: Ending, frames: int | None = None, iframes: int | None = None, segment: int = 1,
-            error: str = "") -> None:
+            error: str = "", first_frame: int = 0) -> None:
         """The connection or segment ended: called on the receiving thread, does no I/O."""
         self._ended_by, self._error = ended_by, error
         self._ended_at = (time.monotonic(), time.time())
-        self._stats = {"frames": frames, "iframes": iframes, "segment": segment}
+        self._stats = {"frames": frames, "iframes": iframes, "segment": segment, "first_frame": first_frame}
         self.closed = True
         self._hasher.poke()
 
@@ -224,4 +230,5 @@ class FileWriter:
         frames, iframes, segment = self._stats["frames"], self._stats["iframes"], self._stats["segment"] or 1
         return ReceivedFile(self.id, path, self.bytes_written, digest, self.peer, self.started_utc, ended,
                             monotonic_end - self.started, ended_by, frames=frames, iframes=iframes,
-                            segment=segment, lock=self.lock, error=error)
+                            segment=segment, lock=self.lock, error=error, camera_run=self.camera_run,
+                            first_frame=self._stats.get("first_frame") or 0)

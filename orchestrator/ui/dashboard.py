@@ -27,10 +27,12 @@ from orchestrator.events import (
     minutes_of_space,
 )
 from orchestrator.ui.format import (
+    WARNING_STYLE,
     build_sparkline,
     format_duration,
     format_health,
     format_size,
+    integrity_text,
     notice_text,
     state_text,
 )
@@ -65,6 +67,13 @@ class _Model:
             self.files_done.append(event)
         elif isinstance(event, PiHealthReport):
             self.health = event
+
+
+def _dropped_text(progress: Progress | None) -> Text:
+    """A fleet row's count of dropped frames: empty without camera timestamps, warning colour above 0."""
+    if progress is None or progress.frames_dropped is None:
+        return Text("")
+    return Text(f"{progress.frames_dropped:,}", style=WARNING_STYLE if progress.frames_dropped else "")
 
 
 def _health_text(health: PiHealthReport) -> Text:
@@ -129,6 +138,10 @@ class Dashboard:
                                         f"average{target}"))
             if progress.fps is not None:
                 grid.add_row("frames/s", Text(f"{progress.fps:.1f}"))
+            camera = integrity_text(progress)
+            if camera is not None:
+                # The camera's own clock: frames it dropped show as they happen, in the warning colour.
+                grid.add_row("camera", camera)
             grid.add_row("last minute", Text(build_sparkline(history)))
             rate = progress.average_bps or progress.rate_bps or float(progress.target_bps or 0)
             minutes = minutes_of_space(progress.free_bytes, rate)
@@ -173,7 +186,7 @@ class FleetDashboard:
         from rich.table import Table
 
         table = Table(title="piorch record", expand=False)
-        for name in ("Pi", "state", "time", "Mbit/s", "last minute", "frames/s", "files", "health"):
+        for name in ("Pi", "state", "time", "Mbit/s", "last minute", "frames/s", "dropped", "files", "health"):
             table.add_column(name)
         with self._lock:
             rows = [(pi, m.state, m.detail, m.progress, list(m.history), len(m.files_done), m.health)
@@ -186,6 +199,7 @@ class FleetDashboard:
                 f"{progress.rate_bps / 1e6:.2f}" if progress else "",
                 build_sparkline(history, 20),
                 f"{progress.fps:.1f}" if progress and progress.fps is not None else "",
+                _dropped_text(progress),
                 str(done),
                 _health_text(health) if health else "",
             )

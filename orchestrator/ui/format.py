@@ -10,13 +10,14 @@ from __future__ import annotations
 from rich.filesize import decimal as format_size
 from rich.text import Text
 
-from orchestrator.events import Notice, PiHealthReport, State
+from orchestrator.events import Notice, PiHealthReport, Progress, State
 
-__all__ = ["SPARK", "build_sparkline", "format_duration", "format_health", "format_size", "notice_text",
-           "state_text"]
+__all__ = ["SPARK", "WARNING_STYLE", "build_sparkline", "format_duration", "format_health", "format_integrity",
+           "format_size", "integrity_text", "notice_text", "state_text"]
 
 SPARK = " ▁▂▃▄▅▆▇█"
-NOTICE_STYLES = {"error": "bold red", "warning": "yellow"}
+WARNING_STYLE = "yellow"
+NOTICE_STYLES = {"error": "bold red", "warning": WARNING_STYLE}
 STATE_COLOURS = {State.FAILED: "red", State.INTERRUPTED: "yellow", State.DONE: "green"}
 
 
@@ -58,3 +59,23 @@ def notice_text(notice: Notice, prefix: str = "") -> Text:
 def state_text(state: State, detail: str = "") -> Text:
     """The state in its colour, then the detail (a host name, a tool, a reason) as it is."""
     return Text.assemble((state.value, STATE_COLOURS.get(state, "white")), (f" {detail}" if detail else ""))
+
+
+def format_integrity(progress: Progress) -> str | None:
+    """The camera's own count, in words: "1,234 frames, none dropped" or "1,234 frames, 3 dropped (longest
+    gap 120 ms)"; None when the camera sends no timestamps."""
+    if progress.frames_dropped is None:
+        return None
+    frames = f"{progress.camera_frames or 0:,} frames"
+    if not progress.frames_dropped:
+        return f"{frames}, none dropped"
+    gap = f" (longest gap {progress.longest_gap_ms:.0f} ms)" if progress.longest_gap_ms else ""
+    return f"{frames}, {progress.frames_dropped:,} dropped{gap}"
+
+
+def integrity_text(progress: Progress) -> Text | None:
+    """format_integrity in the warning colour as soon as any frame was dropped."""
+    words = format_integrity(progress)
+    if words is None:
+        return None
+    return Text(words, style=WARNING_STYLE if progress.frames_dropped else "")

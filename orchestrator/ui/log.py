@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from orchestrator.events import FileFinished, FileStarted, Notice, Progress, SnapProgress, StateChanged
-from orchestrator.ui.format import format_duration, format_size
+from orchestrator.ui.format import format_duration, format_integrity, format_size
 
 
 class PlainLog:
@@ -28,6 +28,8 @@ class PlainLog:
         self._last = 0.0
         self._prefix = prefix
         self._announce_files = announce_files
+        # Frames the camera had dropped at the last line said: a new drop is said at once.
+        self._dropped = 0
         # Shared by the logs that write to one stream (a fleet's), so that their lines never interleave.
         self._lock = lock or threading.Lock()
 
@@ -39,12 +41,17 @@ class PlainLog:
     def __call__(self, event: object) -> None:
         if isinstance(event, Progress):
             now = time.monotonic()
+            if event.frames_dropped and event.frames_dropped > self._dropped:
+                new, self._dropped = event.frames_dropped - self._dropped, event.frames_dropped
+                self._say(f"warning: the camera dropped {new:,} frame(s): {format_integrity(event)}")
             if now - self._last < self._every:
                 return
             self._last = now
             left = f", {format_duration(event.duration_s - event.elapsed_s)} left" if event.duration_s else ""
+            camera = format_integrity(event)
             self._say(f"{format_duration(event.elapsed_s)} elapsed{left}: {format_size(event.bytes_total)}, "
-                      f"{event.rate_bps / 1e6:.2f} Mbit/s now, {event.average_bps / 1e6:.2f} average")
+                      f"{event.rate_bps / 1e6:.2f} Mbit/s now, {event.average_bps / 1e6:.2f} average"
+                      + (f"; camera: {camera}" if camera else ""))
         elif isinstance(event, SnapProgress):
             if event.taking:
                 self._say(f"image {event.taking} of {event.count}: taking")
