@@ -417,6 +417,10 @@ class NcReceiver(Receiver):
                     _bg=True, _bg_exc=False, _out=self, _out_bufsize=64 * 1024, _no_out=True,  # type: ignore[call-overload]
                     _tty_out=False, _in=devnull, _new_session=True, _ok_code=list(range(256)),
                 )
+                if self._stopping.is_set():
+                    # stop() came between the loop's check and this start: its kill found the old nc, so
+                    # this one is ended here (else it would listen on, orphaned, after piorch exits).
+                    self._kill_nc()
                 # A stdin at end-of-file makes both flavours exit as soon as the sender closes.
                 try:
                     self._proc.wait()
