@@ -46,6 +46,9 @@ DEMO = "demo"
 # Compressed bytes waiting for the decoder: far more than any decoder falls behind by in a healthy run; past
 # it, bytes are dropped (and the frames they carried counted) instead of memory growing without bound.
 MAX_PENDING_BYTES = 256 << 20
+# How long the decoder waits for the caller's loop to take a frame before the oldest waiting one is dropped:
+# a burst of frames from one read is not a slow loop.
+BURST_WAIT_S = 0.1
 # How long leaving the `with` block may take: the pipeline is stopped on the Pi and its threads joined.
 STOP_TIMEOUT_S = 30.0
 # A decoded frame waits this long for its camera timestamp, which travels over SSH beside the video.
@@ -351,6 +354,14 @@ class _FrameStream:
         stamps = [self._pts_of(self._decoded + offset) for offset in range(len(arrays))]
         with self._lock:
             for array, pts in zip(arrays, stamps, strict=True):
+                # Several frames may come out of one read: the loop gets a moment to take them before the
+                # oldest goes. A loop that is really behind still loses frames, counted, never memory.
+                waited = 0.0
+                while len(self._ready) >= self._camera._queue_frames and waited < BURST_WAIT_S \
+                        and not self._stop.is_set():
+                    self._lock.notify_all()
+                    self._lock.wait(0.01)
+                    waited += 0.01
                 if len(self._ready) >= self._camera._queue_frames:
                     self._ready.popleft()  # the loop is behind: the oldest waiting frame goes, counted
                     self._camera.frames_dropped += 1

@@ -206,7 +206,9 @@ def test_raw_frames_from_the_demo_are_the_cameras_bytes(tmp_path: Path) -> None:
     from orchestrator.stream.raw import unpad
 
     kept = tmp_path / "kept"
-    with Camera("demo") as cam:  # raspividyuv: rows padded to 32 pixels, pictures to 16 rows
+    # A queue that holds the whole second: this test is about the bytes, not the slow-loop policy (a loaded
+    # machine may hand several frames over at once).
+    with Camera("demo", queue_frames=64) as cam:  # raspividyuv: rows padded to 32 pixels, pictures to 16 rows
         frames = list(cam.frames(format="yuv", codec="yuv420", width=328, height=250, fps=10, seconds=1, out=kept))
     (raw,) = kept.glob("*.yuv")
     (manifest,) = [p for p in kept.glob("*.json") if not p.name.startswith("session-")]
