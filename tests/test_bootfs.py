@@ -21,10 +21,10 @@ from orchestrator.link.bootfs import (
     build_boot_search_roots,
     find_boot_dirs,
     pick_boot_dir,
-    write_bytes_atomically,
 )
 from orchestrator.link.plan import LinkError
 from orchestrator.pi.host import LocalHost
+from orchestrator.stream.manifest import write_bytes_atomically
 from tests.e2e_helpers import piorch_env, run_piorch
 
 BOOKWORM = (b"console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "

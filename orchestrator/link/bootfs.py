@@ -24,6 +24,7 @@ from typing import Protocol
 from orchestrator.errors import RemoteError
 from orchestrator.link.plan import LinkError
 from orchestrator.pi.host import CommandResult, Host
+from orchestrator.stream.manifest import fsync_dir, write_bytes_atomically
 
 CMDLINE = "cmdline.txt"
 BACKUP = "cmdline.txt.piorch-orig"
@@ -98,32 +99,6 @@ def pick_boot_dir(candidates: Sequence[Path]) -> Path:
 def default_boot_users() -> list[str]:
     # Under `sudo piorch`, the card is mounted for the user who ran sudo, not for root.
     return [getpass.getuser(), os.environ.get("SUDO_USER", "")]
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """temp file + fsync + rename + fsync of the folder: the old file or the whole new one, never half."""
-    tmp = path.with_name(path.name + ".piorch-tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable. Windows cannot open a folder; there the rename is all it offers."""
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalBootFiles:

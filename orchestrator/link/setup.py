@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import build_config_text
-from orchestrator.link.bootfs import BootFiles, BootState, write_bytes_atomically
+from orchestrator.link.bootfs import BootFiles, BootState
 from orchestrator.link.cmdline import (
     build_diff,
     find_ip_param,
@@ -45,6 +45,7 @@ from orchestrator.link.plan import (
     pick_iface,
 )
 from orchestrator.settings import SshSettings
+from orchestrator.stream.manifest import write_bytes_atomically
 
 Notify = Callable[[str], None]
 DEFAULT_SERVICE = "Ethernet"

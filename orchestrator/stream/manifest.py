@@ -69,6 +69,32 @@ class Manifest:
     piorch_version: str = __version__
 
 
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """temp file + fsync + rename + fsync of the folder: the old file or the whole new one, never half."""
+    tmp = path.with_name(path.name + ".piorch-tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable. Windows cannot open a folder; there the rename is all it offers."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     """temp file + fsync + rename: a reader sees the old file or the whole new one, never half of it."""
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator.errors import UsageError
 from orchestrator.events import EventSink, FileFinished, Notice, RawLayout
-from orchestrator.stream.manifest import write_json_atomically
+from orchestrator.stream.manifest import write_bytes_atomically, write_json_atomically
 
 Y4M_FRAME = b"FRAME\n"
 # How a picture is copied: the tool's order -> (destination slot, source byte) for each byte of a pixel.
@@ -184,16 +184,7 @@ def convert_received(path: Path, camera: RawLayout, output: RawLayout, target: P
     data = path.read_bytes()
     received_sha = hashlib.sha256(data).hexdigest()
     converted = convert_picture(data, camera, output)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        with open(partial, "wb") as sink:
-            sink.write(converted)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(target, converted)
     if target != path:
         path.unlink(missing_ok=True)
     return len(converted), hashlib.sha256(converted).hexdigest(), received_sha
