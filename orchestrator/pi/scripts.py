@@ -226,24 +226,27 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
             f'status=$?; kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
         )
     else:
-        # The reader opens the timestamps pipe read-write: its open never waits for the camera's (a camera that
-        # fails before opening it leaves no reader stuck), and it never sees end-of-file either, so the camera's
-        # side ends it with a line of its own once the camera has exited. That line starts with a newline in
-        # case the camera died in the middle of one. printf, not echo: a line is passed on literally.
+        # The script itself opens the timestamps pipe read-write (fd 7) before anything writes to it and holds
+        # it to the end: no open of it ever waits, and what is written into it is never lost, even when the
+        # camera's side writes before the background reader has started (a pipe nobody holds drops its
+        # bytes). The reader reads that fd, so it never sees end-of-file either: the camera's side ends it with
+        # a line of its own once the camera has exited. That line starts with a newline in case the camera
+        # died in the middle of one. printf, not echo: a line is passed on literally.
         reader = (
+            f"exec 7<>{PTS_PIPE}; "
             f"while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do printf '{PTS_MARK} %s\\n' \"$t\" >&3; done "
-            f"<>{PTS_PIPE} >/dev/null 2>&1 & reader=$!; "
+            f"<&7 >/dev/null 2>&1 & reader=$!; "
         )
         # Written with `1<>`: opening the pipe read-write never waits, even with the reader gone.
         end_times = f"printf '\\n{PTS_END}\\n' 1<>{PTS_PIPE}; "
         # The camera's side: the camera, then the end of its timestamps, then its exit status. On the video-pipe
         # path the camera itself does not hold fd 5 (its side does, until after it).
-        closes = "3>&- 5>&-" if video_pipe else "3>&-"
+        closes = "3>&- 5>&- 7>&-" if video_pipe else "3>&- 7>&-"
         camera_part = f'{camera} {closes}; s=$?; {end_times}echo "{CAMERA_EXIT_MARK} $s" >&3;'
         if not video_pipe:
             inner += (
                 reader
-                + f"{{ {camera_part} }} | {nc} >/dev/null 3>&-; status=$?; "
+                + f"{{ {camera_part} }} | {nc} >/dev/null 3>&- 7>&-; status=$?; "
             )
         else:
             inner += (
@@ -253,13 +256,13 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
                 # read-write first, so that none of these opens waits for the other side.
                 + f"exec 6<>{VIDEO_PIPE} 5>{VIDEO_PIPE} 6<{VIDEO_PIPE}; "
                 + f"{{ {camera_part} }} 6<&- >/dev/null & camera=$!; exec 5>&-; "
-                + f"cat <&6 6<&- 3>&- | {nc} >/dev/null 3>&- 6<&-; status=$?; exec 6<&-; "
+                + f"cat <&6 6<&- 3>&- 7>&- | {nc} >/dev/null 3>&- 6<&- 7>&-; status=$?; exec 6<&-; "
                 # nc ended first (the laptop went away): a camera still opening the pipe would wait for ever
                 # for a reader. Opening it read-write for a moment lets that open through; its next write,
                 # with no reader left, fails and ends the camera, as a broken pipe does on the other path.
                 + f'while kill -0 "$camera" 2>/dev/null; do : <>{VIDEO_PIPE}; sleep 0.1; done; '
             )
-        inner += f'wait "$reader"; cd /; {cleanup}kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
+        inner += f'wait "$reader"; exec 7>&-; cd /; {cleanup}kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
     # setsid -w: a new session (so one `kill -- -PGID` reaches camera and nc, and nothing else) and wait
     # for it, so the channel stays open exactly as long as the pipeline runs. `exec` drops the login shell.
     return f"exec setsid -w sh -c {shlex.quote(inner)}"

@@ -156,10 +156,15 @@ def recover_file(leftover: Leftover, on_event: EventSink) -> FileFinished:
     else:
         sha256, size = _hash_file(data)
         last_write = data.stat().st_mtime
-    ended = utc_at(last_write)
     started = str(said.get("started_utc") or "")
     if not started and leftover.placeholder_mtime is not None:
         started = utc_at(leftover.placeholder_mtime)
+    if started:
+        # The placeholder's start is taken just after the first bytes were written, so a file that came in
+        # one write can have an mtime a moment (or the file system's granularity) before it: never an end
+        # before the start.
+        last_write = max(last_write, _seconds(started))
+    ended = utc_at(last_write)
     how = "left unfinished by a piorch run that was killed; finalised by recover"
     if not started:
         started, how = ended, how + " (no placeholder manifest: its start time is unknown)"
