@@ -155,7 +155,7 @@ def build_record_settings(config: Config, choices: RecordChoices) -> tuple[Recor
         segment_s=choices.segment_s, container=config["container"], keep_raw=choices.keep_raw,
         view=choices.view, frames=choices.frames, force=choices.force, kill_stale=choices.kill_stale,
         stall_timeout_s=choices.stall_timeout_s, no_resume=choices.no_resume,
-        bitrate_given=config.sources["bitrate"] != "default",
+        bitrate_given=config.sources["bitrate"] != "default", remember_pi=config["remember_pi"],
     )
     return settings, build_ssh_settings(config, choices.accept_new_host_key)
 
@@ -221,7 +221,7 @@ def build_snap_settings(config: Config, choices: SnapChoices) -> tuple[SnapSetti
                           resize=resize)
     settings = SnapSettings(still=still, receive=build_receive_settings(config, False), still_tool=tool,
                             laptop_ip=config["laptop_ip"] or None, count=count, interval_s=interval or 0.0,
-                            name_template=choices.name)
+                            name_template=choices.name, remember_pi=config["remember_pi"])
     return settings, build_ssh_settings(config, choices.accept_new_host_key)
 
 

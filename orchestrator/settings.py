@@ -93,6 +93,8 @@ class RecordSettings:
     force: bool = False
     # Camera busy: stop whatever holds it, not only orphans of earlier piorch runs.
     kill_stale: bool = False
+    # Start from what an earlier run found on this Pi, confirmed by the start itself (pi/probe_memory.py).
+    remember_pi: bool = True
     # No bytes for this long while recording: the link is lost; resume into a new file (unless no_resume).
     stall_timeout_s: float = 10.0
     no_resume: bool = False
@@ -197,3 +199,5 @@ class SnapSettings:
     interval_s: float = 0.0
     # `--name` template with {counter} fields (checked by stills.build_image_names); None = `<uuid>.<ext>`.
     name_template: str | None = None
+    # As RecordSettings.remember_pi.
+    remember_pi: bool = True

@@ -74,6 +74,8 @@ def piorch_env(tmp_path: Path, ssh_config: Path, laptop_bin: Path | None = None)
     env["PIORCH_CONFIG"] = str(tmp_path / "no-user-config.toml")
     env["PIORCH_SSH_CONFIG"] = str(ssh_config)
     env["PYTHONPATH"] = str(ROOT)
+    # What piorch remembers of each Pi (pi/probe_memory.py) stays with the test.
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     if laptop_bin is not None:
         env["PATH"] = f"{laptop_bin}{os.pathsep}{env['PATH']}"
     return env

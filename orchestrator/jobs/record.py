@@ -22,14 +22,15 @@ from orchestrator.pi.camera import CameraProblem, build_camera_argv, parse_camer
 from orchestrator.pi.capture import (
     DRAIN_S,
     Pipeline,
+    ProbeGuard,
     RemoteExit,
     camera_stack,
     check_pi_netcat,
     choose_tool,
     describe_tools,
     explain_pipeline,
-    probe_pi,
     resolve_laptop_ip,
+    run_with_probe,
     stop_remote,
 )
 from orchestrator.pi.clock import ClockOffset, measure_clock_offset
@@ -37,7 +38,7 @@ from orchestrator.pi.health import health_warnings, read_health
 from orchestrator.pi.holders import describe, find_holders
 from orchestrator.pi.host import Host
 from orchestrator.pi.raw import check_link, require_raw_video_tool
-from orchestrator.pi.scripts import build_pipeline_script
+from orchestrator.pi.scripts import PiProbe, build_pipeline_script
 from orchestrator.pi.stack import CameraStack
 from orchestrator.pi.timestamps import TimestampPlan, add_timestamp_options, plan_timestamps
 from orchestrator.settings import Backend, CameraSettings, CameraTool, RecordSettings
@@ -115,8 +116,10 @@ class _Recorder:
     """The state one `record` keeps across attempts: receiver, clock, session files, gaps."""
 
     def __init__(self, settings: RecordSettings, host: Host, on_event: EventSink, stop: threading.Event,
-                 reconnect: Callable[[], Host] | None) -> None:
+                 reconnect: Callable[[], Host] | None, guard: ProbeGuard | None = None) -> None:
         self.settings = settings
+        # A remembered probe's check, made by the first start (pi/capture.py run_with_probe).
+        self.guard = guard
         self.host = host
         self.on_event = on_event
         self.stop = stop
@@ -130,7 +133,7 @@ class _Recorder:
         self.clock_measured = False
 
     def run_attempt(self, script: str, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> _Attempt:
-        attempt = _Attempt(Pipeline(self.host, script))
+        attempt = _Attempt(Pipeline(self.host, script, guard=self.guard))
         pipeline, on_event = attempt.pipeline, self.on_event
         if self.stop.is_set():
             # Stopped between the probe and here: nothing is started on the Pi.
@@ -251,7 +254,16 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     the camera's timestamps when its tool sends them (one is made when not given); it gets no run otherwise.
     """
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host, describe_tools(settings.camera_tool), stop)
+
+    def record(probe: PiProbe, guard: ProbeGuard, said: EventSink) -> RecordResult:
+        return _record(settings, host, probe, guard, said, stop, reconnect, tap, frame_times)
+
+    return run_with_probe(host, describe_tools(settings.camera_tool), stop, on_event, settings.remember_pi, record)
+
+
+def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGuard, on_event: EventSink,
+            stop: threading.Event, reconnect: Callable[[], Host] | None, tap: Tap | None,
+            frame_times: FrameTimes | None) -> RecordResult:
     tool = choose_tool(probe, settings.camera_tool)
     if settings.camera.codec == "yuv420":
         require_raw_video_tool(tool, probe.raw_tools)
@@ -309,7 +321,7 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
     nc_argv = build_nc_send_argv(flavour, laptop_ip, receiver.port)
     duration_s = camera.duration_ms / 1000 or None
     clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, plan.expected_bps, frame_times)
-    recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect)
+    recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect, guard)
     recorder.frame_times = frame_times
     end_at = None if duration_s is None else time.monotonic() + duration_s
     camera_argv = add_timestamp_options(build_camera_argv(camera, tool, plan.options), stamps)
@@ -365,6 +377,11 @@ def run_recording(settings: RecordSettings, host: Host, on_event: EventSink, sto
                     "check the cable; without --no-resume piorch reconnects by itself" if settings.no_resume
                     else "check the cable and the Pi, then record again")
                 break
+    except BaseException:
+        if attempt is None:
+            # The first camera start failed (or the Pi changed under a remembered probe): nothing was recorded.
+            session.abandon()
+        raise
     finally:
         # Bytes still in flight reach the laptop once the sender closes; then stop accepting.
         receiver.wait_idle(DRAIN_S if attempt is None or attempt.ended is Ending.DONE else 3.0)

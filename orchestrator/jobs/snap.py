@@ -37,16 +37,17 @@ from orchestrator.pi.camera import CameraProblem
 from orchestrator.pi.capture import (
     DRAIN_S,
     Pipeline,
+    ProbeGuard,
     camera_stack,
     check_pi_netcat,
     describe_tools,
     explain_pipeline,
-    probe_pi,
     resolve_laptop_ip,
+    run_with_probe,
 )
 from orchestrator.pi.host import Host
 from orchestrator.pi.raw import RawStillPlan, check_raw_still_tool, plan_raw_still
-from orchestrator.pi.scripts import build_pipeline_script
+from orchestrator.pi.scripts import PiProbe, build_pipeline_script
 from orchestrator.pi.stack import CameraStack
 from orchestrator.pi.still import build_still_argv, check_still_to_stdout, choose_still_tool, explain_still_failure
 from orchestrator.settings import Backend, ImageFormat, PictureFormat, RawFormat, SnapSettings, StillTool
@@ -241,9 +242,10 @@ class _Capture:  # how one `tool | nc` run on the Pi ended
 # ------------------------------------------------------------------------------------------ effects
 
 
-def _run_capture(host: Host, script: str, limit_s: float, stop: threading.Event, on_event: SnapSink) -> _Capture:
+def _run_capture(host: Host, script: str, limit_s: float, stop: threading.Event, on_event: SnapSink,
+                 guard: ProbeGuard | None = None) -> _Capture:
     """Start one capture pipeline and follow its status marks until it ends, `stop` or its time limit."""
-    pipeline = Pipeline(host, script)
+    pipeline = Pipeline(host, script, guard=guard)
     interrupted = overran = False
     if not pipeline.start():
         return _Capture(pipeline, interrupted, overran)
@@ -298,7 +300,17 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
     if still.resize is not None:
         require_scaler()
     on_event(StateChanged(State.PROBING, host.name))
-    probe = probe_pi(host, describe_tools(settings.still_tool), stop)
+
+    def snap(probe: PiProbe, guard: ProbeGuard, said: SnapSink) -> SnapResult:
+        return _snap(settings, names, host, probe, guard, said, stop)
+
+    return run_with_probe(host, describe_tools(settings.still_tool), stop, on_event, settings.remember_pi, snap)
+
+
+def _snap(settings: SnapSettings, names: tuple[str, ...] | None, host: Host, probe: PiProbe, guard: ProbeGuard,
+          on_event: SnapSink, stop: threading.Event) -> SnapResult:
+    still = settings.still
+    image_format = still.image_format
     tool, flavour = choose_still_tool(probe, settings.still_tool, image_format), check_pi_netcat(probe)
     stack = camera_stack(probe, tool)
     check_still_to_stdout(tool, stack.facts)
@@ -387,7 +399,7 @@ def run_snap(settings: SnapSettings, host: Host, on_event: SnapSink, stop: threa
             start = time.monotonic() if start is None else start
             on_event(SnapProgress(images, settings.count, index + 1))
             before = len(received)
-            capture = _run_capture(host, script, still.settle_ms / 1000 + CAPTURE_GRACE_S, stop, on_event)
+            capture = _run_capture(host, script, still.settle_ms / 1000 + CAPTURE_GRACE_S, stop, on_event, guard)
             freed = freed and capture.pipeline.freed
             last = capture
             if capture.interrupted:

@@ -12,17 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from orchestrator.errors import RemoteError
+from orchestrator.errors import PiorchError, RemoteError
 from orchestrator.events import EventSink, Notice
 from orchestrator.netcat import NetcatFlavour, parse_nc_failure
 from orchestrator.pi.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem
 from orchestrator.pi.host import Host, Process
+from orchestrator.pi.probe_memory import forget_probe, keep_probe, recall_probe
 from orchestrator.pi.scripts import (
     CAMERA_EXIT_MARK,
     NC_EXIT_MARK,
     PGID_MARK,
+    STALE_MARK,
     PiProbe,
+    build_guarded_script,
     build_kill_script,
     build_probe_script,
     parse_probe_output,
@@ -41,6 +45,9 @@ DRAIN_S = 10.0
 # and the caller's loop should not turn once per line; bounded so that its own clocks are still looked at.
 POLL_LINES = 256
 
+T = TypeVar("T")
+E = TypeVar("E")  # the events a job emits (record's, snap's)
+
 
 def describe_tools(wanted: CameraTool | StillTool) -> tuple[str, ...]:
     """Which libcamera tool the probe asks about itself: the one asked for, else the ones `auto` would pick
@@ -52,15 +59,82 @@ def describe_tools(wanted: CameraTool | StillTool) -> tuple[str, ...]:
     return () if wanted.is_legacy else (wanted.value,)
 
 
-def probe_pi(host: Host, describe: Sequence[str] = (), stop: threading.Event | None = None) -> PiProbe:
-    """What the Pi has (camera tools and what the libcamera ones say of themselves, nc, setsid, the board);
-    Interrupted when `stop` is set first."""
+def probe_pi(host: Host, describe: Sequence[str] = (), stop: threading.Event | None = None,
+             keep: bool = False) -> PiProbe:
+    """What the Pi has (camera tools and what the libcamera ones say of themselves, nc, setsid, the board),
+    asked now; Interrupted when `stop` is set first. `keep`: kept for the next run (pi/probe_memory.py)."""
     result = host.run(build_probe_script(describe), timeout=20, stop=stop)
     probe = parse_probe_output(result.stdout)
     if not probe.complete:
         detail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_code}"]
         raise RemoteError(f"could not inspect {host.name} ({detail[0]})", "check that its shell is sh-compatible")
+    if keep:
+        keep_probe(host, describe, result.stdout)
     return probe
+
+
+class StaleProbe(Exception):
+    """A guarded start found the Pi changed since its probe was kept: nothing was started there."""
+
+
+@dataclass
+class ProbeGuard:
+    """The check a remembered probe owes: its stamp, until the first start on the Pi has confirmed it."""
+
+    stamp: str | None = None
+    passed: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.stamp is not None and not self.passed
+
+
+class _SaidOnce(Generic[E]):
+    """Passes every event on and notes the notices, so that a second try does not say them twice."""
+
+    def __init__(self, on_event: Callable[[E], None]) -> None:
+        self._on_event = on_event
+        self.said: set[tuple[str, str]] = set()
+
+    def __call__(self, event: E) -> None:
+        if isinstance(event, Notice):
+            self.said.add((event.level, event.message))
+        self._on_event(event)
+
+    def not_again(self) -> Callable[[E], None]:
+        def sink(event: E) -> None:
+            if not (isinstance(event, Notice) and (event.level, event.message) in self.said):
+                self._on_event(event)
+
+        return sink
+
+
+def run_with_probe(host: Host, describe: Sequence[str], stop: threading.Event, on_event: Callable[[E], None],
+                   remember: bool, run: Callable[[PiProbe, ProbeGuard, Callable[[E], None]], T]) -> T:
+    """`run(probe, guard, on_event)`: a job that decides from what the Pi has and starts its camera.
+
+    With `remember`, the probe kept from an earlier run is used when there is one, and no round trip is
+    spent asking: `run` passes `guard` to its first Pipeline, which starts only if the Pi is unchanged.
+    When it has changed (StaleProbe), or when the kept answer led to a refusal before anything started,
+    the Pi is probed afresh and `run` runs again, without repeating the notices it already gave. A fresh
+    probe is kept for the next run.
+    """
+    if remember:
+        kept = recall_probe(host, describe)
+        if kept is not None:
+            guard = ProbeGuard(kept.stamp)
+            said = _SaidOnce(on_event)
+            try:
+                return run(kept, guard, said)
+            except StaleProbe:
+                pass
+            except PiorchError:
+                # Confirmed by a start, or stopped by the user: the error is the answer.
+                if guard.passed or stop.is_set():
+                    raise
+            forget_probe(host, describe)
+            on_event = said.not_again()
+    return run(probe_pi(host, describe, stop, keep=remember), ProbeGuard(), on_event)
 
 
 def choose_tool(probe: PiProbe, wanted: CameraTool) -> CameraTool:
@@ -143,20 +217,29 @@ class Pipeline:
     # The lines of the camera's timestamps (`piorch-pts LINE`) each poll read, in order, on the caller's
     # thread; None when the pipeline was not asked for timestamps.
     on_timestamps: Callable[[list[str]], None] | None = None
+    # The check a remembered probe still owes (run_with_probe): this start makes it, or raises StaleProbe.
+    guard: ProbeGuard | None = None
     _process: Process | None = None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> bool:
         """Start it and read its process group id; False (with the pipeline's own words in `stderr`) when
-        it never reported one."""
-        self._process = self.host.start(self.script)
+        it never reported one. StaleProbe when its guard found the Pi changed (nothing started)."""
+        guard = self.guard if self.guard is not None and self.guard.pending else None
+        script = self.script if guard is None else build_guarded_script(self.script, str(guard.stamp))
+        self._process = self.host.start(script)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self._process.next_line(0.2)
             if line is None:
                 break
+            if guard is not None and line.strip() == STALE_MARK:
+                self.finish()
+                raise StaleProbe()
             status = parse_status_line(line) if line else None
             if status and status[0] == PGID_MARK:
                 self.pgid = status[1]
+                if guard is not None:
+                    guard.passed = True
                 return True
         self.finish()
         return False

@@ -42,6 +42,50 @@ HELP_MAX_LINES = 400
 # Where the board's name is: /proc/device-tree is a link to /sys/firmware/devicetree/base on a Pi.
 DEVICE_TREE_MODELS = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
 
+# The stamp of what a probe's answer depends on (build_stamp_command), in the probe's output, and what a
+# guarded pipeline prints instead of starting when the Pi's stamp is no longer the one it was given.
+STAMP_MARK = "piorch-stamp"
+STALE_MARK = "piorch-stale"
+# Variables that differ from one SSH login to the next and change nothing the probe finds.
+_SESSION_VARIABLES = ("SSH_", "XDG_SESSION_", "_=", "SHLVL=", "PWD=", "OLDPWD=", "MOTD_SHOWN=")
+# Every command the probe looks for, beside the camera tools.
+_HELPERS = ("nc", "setsid", "mkfifo", "mktemp")
+
+
+def _probed_tools() -> str:
+    return " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID,
+                                            StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL)
+                    ) + " " + " ".join(RAW_SIBLING.values())
+
+
+def build_stamp_command() -> str:
+    """A shell command that prints one checksum of everything a probe's answer depends on, cheaply (a few
+    processes, no camera tool started): the search path, which of the probed commands it finds and the
+    files they are (inode, size, time: a reinstalled or upgraded tool is another file), the board's model,
+    the package database's entry (any apt run changes it, libraries included) and the login's environment
+    without the variables that change with every login. Same Pi, same software: same stamp.
+
+    `ls -lLi` (not stat -c): POSIX, so busybox and coreutils both have it. All output of the parts goes
+    through one cksum, so a missing part (no dpkg, no device tree) is part of the stamp too.
+    """
+    models = " ".join(DEVICE_TREE_MODELS)
+    session = " ".join(f"-e {shlex.quote('^' + name)}" for name in _SESSION_VARIABLES)
+    return (
+        '{ printf \'%s\\n\' "$PATH"; ps=; '
+        f'for t in {_probed_tools()} {" ".join(_HELPERS)}; do '
+        'p=$(command -v "$t") && { echo "$t $p"; case $p in /*) ps="$ps $p";; esac; }; done; '
+        '[ -z "$ps" ] || ls -lLi $ps; '
+        f'for f in {models}; do [ -r "$f" ] && cat "$f"; done; '
+        "ls -lLi /var/lib/dpkg/status; "
+        f"env | grep -v {session} | sort; }} 2>/dev/null | cksum"
+    )
+
+
+def build_guarded_script(script: str, stamp: str) -> str:
+    """`script`, run only while the Pi's stamp is still `stamp` (the one a kept probe was taken with);
+    otherwise a single STALE_MARK line and exit status 0, with nothing started on the Pi."""
+    return f'[ "$({build_stamp_command()})" = {shlex.quote(stamp)} ] || {{ echo {STALE_MARK}; exit 0; }}; {script}'
+
 
 def build_probe_script(describe: Sequence[str] = ()) -> str:
     """One round trip that tells which camera tools, which netcat and whether setsid the Pi has, which board
@@ -50,9 +94,7 @@ def build_probe_script(describe: Sequence[str] = ()) -> str:
     `describe` names libcamera tools only (raspivid has no `--version`, and its options are fixed); the
     caller passes the tool it will run, or the preference order when the choice is automatic.
     """
-    tools = " ".join(tool.value for tool in (CameraTool.RPICAM_VID, CameraTool.LIBCAMERA_VID, CameraTool.RASPIVID,
-                                             StillTool.RPICAM_STILL, StillTool.LIBCAMERA_STILL, StillTool.RASPISTILL))
-    tools += " " + " ".join(RAW_SIBLING.values())
+    tools = _probed_tools()
     known = _VIDEO_TOOLS | _STILL_TOOLS
     asked = [name for name in describe if name in known and name not in _LEGACY_TOOLS]
     about = ""
@@ -81,6 +123,8 @@ def build_probe_script(describe: Sequence[str] = ()) -> str:
         # printf, not echo: dash's echo would expand backslashes in it.
         + f'for f in {models}; do if [ -r "$f" ]; then '
         f"printf '{BOARD_MARK} %s\\n' \"$(tr -d '\\000\\r\\n' <\"$f\")\"; break; fi; done; "
+        # What this answer depends on, so that a later run may start from it (pi/probe_memory.py).
+        f'echo "{STAMP_MARK} $({build_stamp_command()})"; '
         "echo piorch-probe-done"
     )
 
@@ -101,6 +145,11 @@ class PiProbe:
     raw_tools: dict[str, str] = field(default_factory=dict)
     # mkfifo and mktemp are there: the camera's timestamps can be asked for.
     has_pipes: bool = False
+    # The stamp of what this answer depends on (build_stamp_command); None when the Pi printed none.
+    stamp: str | None = None
+    # This answer was kept from an earlier run (pi/probe_memory.py), not asked for now: a pipeline built
+    # from it starts behind build_guarded_script.
+    remembered: bool = False
 
 
 _VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}
@@ -117,6 +166,7 @@ def parse_probe_output(text: str) -> PiProbe:
     ends = {VERSION_BEGIN: VERSION_END, HELP_BEGIN: HELP_END}
     about: str | None = None
     board: str | None = None
+    stamp: str | None = None
     block: str | None = None
     in_nc = seen_nc = has_setsid = has_pipes = complete = False
     for line in text.splitlines():
@@ -146,6 +196,8 @@ def parse_probe_output(text: str) -> PiProbe:
             block = line.strip()
         elif parts[0] == BOARD_MARK:
             board = clean_board(line[len(BOARD_MARK):])
+        elif parts[0] == STAMP_MARK and len(parts) > 1 and line[len(STAMP_MARK) + 1:].strip():
+            stamp = line[len(STAMP_MARK) + 1:].strip()
         elif line.strip() == "piorch-nc-begin":
             in_nc = seen_nc = True
         elif line.strip() == "piorch-setsid":
@@ -158,7 +210,7 @@ def parse_probe_output(text: str) -> PiProbe:
     facts = None if about is None else parse_tool_facts(about, "\n".join(blocks[VERSION_BEGIN]),
                                                         "\n".join(blocks[HELP_BEGIN]))
     return PiProbe(tools=tools, nc_flavour=flavour, has_setsid=has_setsid, complete=complete, still_tools=still_tools,
-                   board=board, tool_facts=facts, raw_tools=raw_tools, has_pipes=has_pipes)
+                   board=board, tool_facts=facts, raw_tools=raw_tools, has_pipes=has_pipes, stamp=stamp)
 
 
 def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], timestamps: bool = False,
@@ -262,7 +314,8 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
                 # with no reader left, fails and ends the camera, as a broken pipe does on the other path.
                 + f'while kill -0 "$camera" 2>/dev/null; do : <>{VIDEO_PIPE}; sleep 0.1; done; '
             )
-        inner += f'wait "$reader"; exec 7>&-; cd /; {cleanup}kill "$watchdog" 2>/dev/null; echo "{NC_EXIT_MARK} $status"'
+        inner += (f'wait "$reader"; exec 7>&-; cd /; {cleanup}kill "$watchdog" 2>/dev/null; '
+                  f'echo "{NC_EXIT_MARK} $status"')
     # setsid -w: a new session (so one `kill -- -PGID` reaches camera and nc, and nothing else) and wait
     # for it, so the channel stays open exactly as long as the pipeline runs. `exec` drops the login shell.
     return f"exec setsid -w sh -c {shlex.quote(inner)}"

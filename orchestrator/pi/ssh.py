@@ -300,6 +300,13 @@ class SshHost:
         assert transport is not None
         return fingerprint(transport.get_remote_server_key())
 
+    def identity(self) -> str:
+        """Who and where this Pi is, for what piorch keeps about it (pi/probe_memory.py): the login, the
+        address, the port, the hops and the host key. Another Pi on the same address has another key."""
+        target = self.target
+        hops = target.proxy_jump or target.proxy_command or ""
+        return f"{target.user or ''}@{target.hostname}:{target.port} via {hops} key {self.host_key_fingerprint()}"
+
     def start(self, command: str) -> Process:
         import paramiko
 

@@ -117,6 +117,11 @@ class SessionFiles:
                                                 f"{REMUX_WAIT_S:g} s")
         return self._write_session_manifest()
 
+    def abandon(self) -> None:
+        """The recording never started (its start raised): the remux worker ends, no manifest is written."""
+        if self._remuxer is not None:
+            self._remuxer.close(0)
+
     def finish_pending(self, attempt_context: dict[str, Any]) -> None:
         """Finalise the files of an attempt that a fault ended, with that attempt's own argv and exits."""
         with self._lock:
