@@ -46,7 +46,7 @@ class _Model:
         self.detail = ""
         self.progress: Progress | None = None
         self.history: deque[float] = deque(maxlen=60)
-        self._last_sample = 0.0
+        self._last_sample = float("-inf")  # the first sample is kept, whatever the clock reads
         self.files_open = 0
         self.files_done: list[FileFinished] = []
         self.health: PiHealthReport | None = None

@@ -25,7 +25,8 @@ class PlainLog:
                  announce_files: bool = True, lock: threading.Lock | None = None) -> None:
         self._stream = stream or sys.stderr
         self._every = every_s
-        self._last = 0.0
+        # The first progress line is said at once (monotonic time may be small: a machine just booted).
+        self._last = float("-inf")
         self._prefix = prefix
         self._announce_files = announce_files
         # Frames the camera had dropped at the last line said: a new drop is said at once.
