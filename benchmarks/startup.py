@@ -9,12 +9,15 @@ Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--
 
 The fake Pi is the project's own OpenSSH sshd fixture with the camera simulator as `raspivid`, behind a veth
 pair shaped to 100 Mbit/s in network namespaces where the machine allows (see startup_lab.py; where not,
-on loopback, and the output says which). Modes, interleaved round after round (A B T A8 B8 A B T ...):
+on loopback, and the output says which). Modes, interleaved round after round (A B F T A8 B8 A B F T ...):
 
 - A: by hand. A waiting `nc -l LAPTOP PORT > file`, then, timed from its start,
   `ssh -F CONFIG pi1 'raspivid -o - -t 3000 ... | nc -N LAPTOP PORT'` (the OpenSSH client).
 - B: `piorch record --pi pi1 --seconds 3 --out DIR --container h264` (same camera options), timed from
   the process start.
+- F: B on a Pi piorch has not seen yet: an empty memory (XDG_CACHE_HOME) for each run, so it probes the
+  Pi before starting the camera. B, T, B8 and C* share one memory, filled by an untimed run first: from
+  the second run on, piorch starts the camera from what it remembers (orchestrator/pi/probe_memory.py).
 - T: B again under startup_trace.py, which timestamps every step: the breakdown table. Its own first byte
   is shown too, so the cost of tracing is seen.
 - A8 / B8: the same for 8 Pis at once (8 sshds; 8 ssh + 8 nc -l by hand, one `piorch record --pi pi1
@@ -205,14 +208,16 @@ def piorch_bin() -> str:
 
 
 def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, traced: bool = False,
-               piorch: str | None = None) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+               piorch: str | None = None, fresh: bool = False,
+               ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """`piorch record` for these Pis; seconds to each Pi's first byte, and the tracer's marks (seconds from
-    the start, CPU seconds)."""
+    the start, CPU seconds). `fresh`: with an empty memory of the Pis (it probes them first)."""
     out = folder / "out"
     args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
             "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
             "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
     env = piorch_env(lab, scratch)
+    env["XDG_CACHE_HOME"] = str(folder / "cache" if fresh else scratch / "cache")
     marks_file = folder / "marks.txt"
     argv = [sys.executable, str(TRACER), *args] if traced else [piorch or piorch_bin(), *args]
     if traced:
@@ -355,7 +360,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="rounds of the first-byte modes (default 7)")
     parser.add_argument("--help-rounds", type=int, default=10, help="rounds of the --help timings (default 10)")
     parser.add_argument("--pis", type=int, default=8, help="Pis for A8/B8 (default 8; 1 skips them)")
-    parser.add_argument("--modes", default="A,B,T,A8,B8", help="which of A,B,T,A8,B8 (default all)")
+    parser.add_argument("--modes", default="A,B,F,T,A8,B8", help="which of A,B,F,T,A8,B8 (default all)")
     parser.add_argument("--other-piorch", metavar="PATH", action="append", default=[],
                         help="modes C1, C2, ...: `piorch record` run by this piorch (another venv's: other "
                              "dependency versions, a non-editable install); may be given several times")
@@ -408,9 +413,10 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
         refs["in-process: TCP connect -> SSH banner from sshd"] = banner_times(lab.pis[0], args.rounds)
         imports = import_costs(base_env, 5)
     one, many = lab.pis[:1], lab.pis
-    # One untimed run of each kind first: .pyc files, page cache, sshd's first fork.
+    # One untimed run of each kind first: .pyc files, page cache, sshd's first fork, piorch's memory of the Pis.
     run_by_hand(lab, one, scratch / "warm-a")
     run_piorch(lab, one, scratch / "warm-b", scratch)
+    run_piorch(lab, many, scratch / "warm-b8", scratch)
     for mode, path in others.items():
         run_piorch(lab, one, scratch / f"warm-{mode}", scratch, piorch=path)
     samples: list[Sample] = []
@@ -422,7 +428,7 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
                 seen = run_by_hand(lab, one if mode == "A" else many, folder)
             else:
                 seen, marks = run_piorch(lab, many if mode == "B8" else one, folder, scratch,
-                                         traced=mode == "T", piorch=others.get(mode))
+                                         traced=mode == "T", piorch=others.get(mode), fresh=mode == "F")
             samples.append(Sample(mode, index, max(seen.values()), seen,
                                   {name: wall for name, (wall, _) in marks.items()},
                                   {name: cpu for name, (_, cpu) in marks.items()}))

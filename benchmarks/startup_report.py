@@ -33,13 +33,11 @@ PHASES = [
     ("SSH banner + key exchange (paramiko start_client)", "ssh_kex_begin", "ssh_kex_end"),
     ("host key check", "ssh_kex_end", "ssh_auth_begin"),
     ("authentication (key file load, publickey)", "ssh_auth_begin", "ssh_auth_end"),
-    ("connected -> probe sent", "ssh_auth_end", "probe_begin"),
-    ("probe round trip (probe_pi)", "probe_begin", "probe_end"),
-    ("out dir, leftovers, session files, make_receiver", "probe_end", "receiver_start_begin"),
-    ("receiver bind + accept thread (receiver.start)", "receiver_start_begin", "receiver_start_end"),
-    ("-> pipeline sent", "receiver_start_end", "remote_start2_begin"),
-    ("pipeline start: open channel + exec (SshHost.start)", "remote_start2_begin", "remote_start2_end"),
-    ("pgid line back (remote shell, setsid, sh)", "remote_start2_end", "read_pgid_end"),
+    ("connected -> the pipeline is sent (all of what follows)", "ssh_auth_end", "read_pgid_begin"),
+    ("  of it: what an earlier run kept (recall_probe)", "recall_begin", "recall_end"),
+    ("  of it: probe round trip (probe_pi; a first run only)", "probe_begin", "probe_end"),
+    ("  of it: receiver bind + accept thread (receiver.start)", "receiver_start_begin", "receiver_start_end"),
+    ("pipeline: open channel + exec, guard, setsid, pgid line back", "read_pgid_begin", "read_pgid_end"),
     ("camera process start -> first byte on the laptop", "read_pgid_end", "first_byte"),
 ]
 
@@ -82,6 +80,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
     rounds = len({sample.round for sample in samples})
     out.append(f"rounds: {rounds}, modes interleaved; medians [min-max]; at the end: {load_text()}")
     labels = {"A": "A  by hand: nc -l + ssh 'raspivid | nc -N'", "B": "B  piorch record",
+              "F": "F  piorch record, first run on this Pi (probes)",
               **{f"C{n}": f"C{n} piorch record by {path}" for n, path in enumerate(others, 1)},
               "T": "T  piorch record, traced (breakdown)", "A8": f"A{pis} by hand, {pis} Pis (last first byte)",
               "B8": f"B{pis} piorch record, {pis} Pis (last first byte)"}
@@ -100,7 +99,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
         return statistics.median(first[top]) / statistics.median(first[bottom]), statistics.median(per_round)
 
     out.append("")
-    pairs: list[tuple[str, str, str, float | None]] = [("B/A", "B", "A", TARGET_RATIO)]
+    pairs: list[tuple[str, str, str, float | None]] = [("B/A", "B", "A", TARGET_RATIO), ("F/A", "F", "A", None)]
     for n in range(1, len(others) + 1):
         pairs += [(f"C{n}/A", f"C{n}", "A", TARGET_RATIO), (f"C{n}/B", f"C{n}", "B", None)]
     pairs += [(f"C{n}/C1", f"C{n}", "C1", None) for n in range(2, len(others) + 1)]

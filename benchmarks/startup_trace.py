@@ -9,7 +9,7 @@ CPU time was waiting (for the Pi, the network), and other work could overlap it;
 CPU column is also the steadier of the two.
 
 Nothing in piorch is changed: functions are wrapped by name at run time. The names are today's
-(orchestrator.pi.ssh.open_client, orchestrator.jobs.record.probe_pi, ...); a name that has moved is listed on
+(orchestrator.pi.ssh.open_client, orchestrator.pi.capture.probe_pi, ...); a name that has moved is listed on
 stderr as `startup_trace: not found: ...` and its rows stay empty, the run itself goes on untouched.
 
 Why the order of imports is not quite piorch's own: orchestrator.pi.ssh and orchestrator.jobs.record are
@@ -137,10 +137,12 @@ def instrument() -> None:
         else:
             wrap(host_class, "start", "remote_start", counted_starts)
     if recording is not None:
-        wrap(recording, "probe_pi", "probe")
         wrap(recording, "make_receiver", "make_receiver", receiver_marks)
     capture = module("orchestrator.pi.capture")
     if capture is not None:
+        # The probe round trip (a first run on a Pi), or reading what an earlier run kept of it.
+        wrap(capture, "probe_pi", "probe")
+        wrap(capture, "recall_probe", "recall")
         # Pipeline.start sends the pipeline and reads its process group id back.
         wrap(capture.Pipeline, "start", "read_pgid")
 
