@@ -9,7 +9,7 @@ Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--
 
 The fake Pi is the project's own OpenSSH sshd fixture with the camera simulator as `raspivid`, behind a veth
 pair shaped to 100 Mbit/s in network namespaces where the machine allows (see startup_lab.py; where not,
-on loopback, and the output says which). Modes, interleaved round after round (A B F T A8 B8 A B F T ...):
+on loopback, and the output says which). Modes, interleaved round after round (A B F T AM BM A8 B8 A B ...):
 
 - A: by hand. A waiting `nc -l LAPTOP PORT > file`, then, timed from its start,
   `ssh -F CONFIG pi1 'raspivid -o - -t 3000 ... | nc -N LAPTOP PORT'` (the OpenSSH client).
@@ -18,6 +18,8 @@ on loopback, and the output says which). Modes, interleaved round after round (A
 - F: B on a Pi piorch has not seen yet: an empty memory (XDG_CACHE_HOME) for each run, so it probes the
   Pi before starting the camera. B, T, B8 and C* share one memory, filled by an untimed run first: from
   the second run on, piorch starts the camera from what it remembers (orchestrator/pi/probe_memory.py).
+- AM / BM: A and B through an OpenSSH ControlMaster already open to pi1 (a user's `ControlMaster auto` with
+  ControlPersist): `ssh -S` by hand, and piorch given a config whose ControlPath names it (pi/mux.py).
 - T: B again under startup_trace.py, which timestamps every step: the breakdown table. Its own first byte
   is shown too, so the cost of tracing is seen.
 - A8 / B8: the same for 8 Pis at once (8 sshds; 8 ssh + 8 nc -l by hand, one `piorch record --pi pi1
@@ -156,8 +158,9 @@ def free_port(address: str) -> int:
 
 
 # --- the modes ------------------------------------------------------------------------------------------
-def run_by_hand(lab: Lab, pis: list[FakePi], folder: Path) -> dict[str, float]:
-    """`nc -l` waiting per Pi, then the ssh commands started back to back; seconds to each first byte."""
+def run_by_hand(lab: Lab, pis: list[FakePi], folder: Path, master: Path | None = None) -> dict[str, float]:
+    """`nc -l` waiting per Pi, then the ssh commands started back to back (through the ControlMaster
+    `master`, when given); seconds to each first byte."""
     folder.mkdir(parents=True)
     nc = shutil.which("nc.openbsd") or "nc"
     procs: list[Proc] = []
@@ -175,9 +178,10 @@ def run_by_hand(lab: Lab, pis: list[FakePi], folder: Path) -> dict[str, float]:
                 raise MeasurementFailed("nc -l did not listen in time")
             time.sleep(0.005)
         started = time.monotonic()
+        through = ["-o", "ControlMaster=no", "-S", str(master)] if master is not None else []
         for pi, port in commands:
-            procs.append(Proc(["ssh", "-F", str(lab.ssh_config), pi.alias, f"{CAMERA} | nc -N {lab.laptop_ip} {port}"],
-                              folder / f"ssh-{pi.alias}.log"))
+            procs.append(Proc(["ssh", "-F", str(lab.ssh_config), *through, pi.alias,
+                               f"{CAMERA} | nc -N {lab.laptop_ip} {port}"], folder / f"ssh-{pi.alias}.log"))
         seen = watch_first_bytes(lambda: files.items(), len(pis), procs, started + RUN_DEADLINE_S)
         for proc in procs:
             if proc.wait(started + RUN_DEADLINE_S) != 0:
@@ -209,16 +213,19 @@ def piorch_bin() -> str:
 
 
 def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, traced: bool = False,
-               piorch: str | None = None, fresh: bool = False,
+               piorch: str | None = None, fresh: bool = False, ssh_config: Path | None = None,
                ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """`piorch record` for these Pis; seconds to each Pi's first byte, and the tracer's marks (seconds from
-    the start, CPU seconds). `fresh`: with an empty memory of the Pis (it probes them first)."""
+    the start, CPU seconds). `fresh`: with an empty memory of the Pis (it probes them first). `ssh_config`:
+    another client config than the lab's (one that names a ControlMaster)."""
     out = folder / "out"
     args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
             "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
             "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
     env = piorch_env(lab, scratch)
     env["XDG_CACHE_HOME"] = str(folder / "cache" if fresh else scratch / "cache")
+    if ssh_config is not None:
+        env["PIORCH_SSH_CONFIG"] = str(ssh_config)
     marks_file = folder / "marks.txt"
     argv = [sys.executable, str(TRACER), *args] if traced else [piorch or piorch_bin(), *args]
     if traced:
@@ -371,7 +378,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="rounds of the first-byte modes (default 7)")
     parser.add_argument("--help-rounds", type=int, default=10, help="rounds of the --help timings (default 10)")
     parser.add_argument("--pis", type=int, default=8, help="Pis for A8/B8 (default 8; 1 skips them)")
-    parser.add_argument("--modes", default="A,B,F,T,A8,B8", help="which of A,B,F,T,A8,B8 (default all)")
+    parser.add_argument("--modes", default="A,B,F,T,AM,BM,A8,B8", help="which of A,B,F,T,AM,BM,A8,B8 (default all)")
     parser.add_argument("--other-piorch", metavar="PATH", action="append", default=[],
                         help="modes C1, C2, ...: `piorch record` run by this piorch (another venv's: other "
                              "dependency versions, a non-editable install); may be given several times")
@@ -419,8 +426,12 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
     lab = open_lab(stack, scratch, max(args.pis, 1), args.loopback)
     refs: dict[str, list[float]] = {}
     imports: dict[str, float] = {}
-    if not args.no_extras:
-        master = start_master(lab, stack, scratch)
+    master = start_master(lab, stack, scratch) if not args.no_extras or {"AM", "BM"} & set(modes) else None
+    # The lab's client config, with pi1's ControlPath naming that master: a user's `ControlMaster auto`.
+    mux_config = scratch / "ssh_config_master"
+    if master is not None:
+        mux_config.write_text(f"Host pi1\n    ControlPath {master}\n\n" + lab.ssh_config.read_text())
+    if not args.no_extras and master is not None:
         refs = interleaved(reference_commands(lab, master), args.rounds, base_env)
         refs["in-process: TCP connect -> SSH banner from sshd"] = banner_times(lab.pis[0], args.rounds)
         imports = import_costs(base_env, 5)
@@ -436,11 +447,12 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
         for mode in modes:
             folder = scratch / f"r{index}-{mode}"
             marks: dict[str, tuple[float, float]] = {}
-            if mode in ("A", "A8"):
-                seen = run_by_hand(lab, one if mode == "A" else many, folder)
+            if mode in ("A", "A8", "AM"):
+                seen = run_by_hand(lab, many if mode == "A8" else one, folder, master if mode == "AM" else None)
             else:
                 seen, marks = run_piorch(lab, many if mode == "B8" else one, folder, scratch,
-                                         traced=mode == "T", piorch=others.get(mode), fresh=mode == "F")
+                                         traced=mode == "T", piorch=others.get(mode), fresh=mode == "F",
+                                         ssh_config=mux_config if mode == "BM" else None)
             samples.append(Sample(mode, index, max(seen.values()), seen,
                                   {name: wall for name, (wall, _) in marks.items()},
                                   {name: cpu for name, (_, cpu) in marks.items()}))

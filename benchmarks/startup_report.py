@@ -81,6 +81,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
     out.append(f"rounds: {rounds}, modes interleaved; medians [min-max]; at the end: {load_text()}")
     labels = {"A": "A  by hand: nc -l + ssh 'raspivid | nc -N'", "B": "B  piorch record",
               "F": "F  piorch record, first run on this Pi (probes)",
+              "AM": "AM by hand through an open ControlMaster", "BM": "BM piorch record through that ControlMaster",
               **{f"C{n}": f"C{n} piorch record by {path}" for n, path in enumerate(others, 1)},
               "T": "T  piorch record, traced (breakdown)", "A8": f"A{pis} by hand, {pis} Pis (last first byte)",
               "B8": f"B{pis} piorch record, {pis} Pis (last first byte)"}
@@ -99,7 +100,8 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
         return statistics.median(first[top]) / statistics.median(first[bottom]), statistics.median(per_round)
 
     out.append("")
-    pairs: list[tuple[str, str, str, float | None]] = [("B/A", "B", "A", TARGET_RATIO), ("F/A", "F", "A", None)]
+    pairs: list[tuple[str, str, str, float | None]] = [("B/A", "B", "A", TARGET_RATIO), ("F/A", "F", "A", None),
+                                                       ("BM/AM", "BM", "AM", TARGET_RATIO), ("BM/A", "BM", "A", None)]
     for n in range(1, len(others) + 1):
         pairs += [(f"C{n}/A", f"C{n}", "A", TARGET_RATIO), (f"C{n}/B", f"C{n}", "B", None)]
     pairs += [(f"C{n}/C1", f"C{n}", "C1", None) for n in range(2, len(others) + 1)]

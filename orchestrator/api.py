@@ -107,10 +107,10 @@ class Camera:
     def _connect(self, scratch: Path) -> Host:
         if self._demo:
             return _simulated_pi(scratch, self._config)
-        from orchestrator.pi.ssh import SshHost
+        from orchestrator.pi.ssh import connect_pi
         from orchestrator.resolve import build_ssh_settings
 
-        return SshHost.connect(build_ssh_settings(self._config, self._accept_new_host_key))
+        return connect_pi(build_ssh_settings(self._config, self._accept_new_host_key))
 
     def _require_host(self) -> Host:
         if self._host is None:

@@ -147,6 +147,8 @@ KEYS: dict[str, Key] = {
             check_choice("builtin", "nc")),
         Key("ssh_config", str, "~/.ssh/config", "OpenSSH client config read for aliases, keys, known_hosts"),
         Key("connect_timeout", float, 10.0, "seconds to wait for the SSH connection"),
+        Key("use_controlmaster", bool, True, "run through the OpenSSH ControlMaster the ssh_config names for the "
+            "Pi when its socket is open (no connection of piorch's own); false: always connect with paramiko"),
         Key("remember_pi", bool, True, "start from what the last run found on the Pi (checked by the start "
             "itself) instead of asking it first; false: ask every time"),
         Key("pi_ip", str, "", "the Pi's address on the direct cable (empty: setup-link picks a free subnet's .2)",

@@ -110,6 +110,7 @@ def build_ssh_settings(config: Config, accept_new_host_key: bool) -> SshSettings
     return SshSettings(
         target=config["pi"], ssh_config=Path(config["ssh_config"]).expanduser() if config["ssh_config"] else None,
         accept_new_host_key=accept_new_host_key, connect_timeout=config["connect_timeout"],
+        use_controlmaster=config["use_controlmaster"],
     )
 
 

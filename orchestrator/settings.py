@@ -72,6 +72,8 @@ class SshSettings:
     ssh_config: Path | None = None
     accept_new_host_key: bool = False
     connect_timeout: float = 10.0
+    # Use the user's open OpenSSH ControlMaster for this Pi when the ssh_config names one (pi/mux.py).
+    use_controlmaster: bool = True
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def record(
     manifest); several --pi record together, each into OUT/<pi>/.
     """
     from orchestrator.commands.common import resolve_port, stop_on_signals
-    from orchestrator.pi.ssh import PendingHost, SshHost
+    from orchestrator.pi.host import Host
+    from orchestrator.pi.ssh import PendingHost, connect_pi
 
     several = pi is not None and len(pi) > 1
     for target in pi or []:
@@ -115,9 +116,9 @@ def record(
             raise UsageError("--view shows one Pi", "record that Pi alone to watch it")
         record_fleet(targets, settings, ssh, values)
         return
-    def reconnect() -> SshHost:
+    def reconnect() -> Host:
         # While the link is down, short connection attempts: recording resumes soon after it returns.
-        return SshHost.connect(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop)
+        return connect_pi(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop)
 
     with stop_on_signals() as stop:
         # The Pi answers over the network while this process imports the recorder and builds the display.
@@ -143,13 +144,13 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     from orchestrator.commands.common import fleet_display, stop_on_signals
     from orchestrator.config import parse_pi_ports
     from orchestrator.jobs.fleet import plan_fleet, run_fleet
-    from orchestrator.pi.ssh import SshHost
+    from orchestrator.pi.ssh import connect_pi
     from orchestrator.ui.summary import render_summary
 
     plan = plan_fleet(targets, settings, parse_pi_ports(values["pi_ports"]))
     display = fleet_display(targets)
     with stop_on_signals() as stop, display.running():
-        result = run_fleet(plan, lambda target: SshHost.connect(replace(ssh, target=target), stop), display, stop)
+        result = run_fleet(plan, lambda target: connect_pi(replace(ssh, target=target), stop), display, stop)
     if result.files:
         render_summary(result.files, stdout_console())
     failed = [o for o in result.outcomes if o.state is State.FAILED]

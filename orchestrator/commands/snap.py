@@ -59,7 +59,7 @@ def snap(
     """
     from orchestrator.commands.common import resolve_port, stop_on_signals
     from orchestrator.jobs.snap import build_image_names, refuse_existing, run_snap
-    from orchestrator.pi.ssh import SshHost
+    from orchestrator.pi.ssh import connect_pi
 
     values = load({"pi": pi, "laptop_ip": laptop_ip, "port": None if port == "auto" else port,
                    "out": None if out is None else str(out), "vflip": vflip, "hflip": hflip, "backend": backend},
@@ -72,7 +72,7 @@ def snap(
                     build_image_names(settings.name_template, settings.count, settings.still.image_format) or ())
     display = pick_snap_display(f"piorch snap: {ssh.target}", settings.count)
     with stop_on_signals() as stop:
-        host = SshHost.connect(ssh, stop)
+        host = connect_pi(ssh, stop)
         try:
             with display.running():
                 result = run_snap(settings, host, display, stop)

@@ -169,6 +169,39 @@ def run_to_end(host: Host, command: str, timeout: float, stop: threading.Event |
         process.close()
 
 
+def start_process(argv: list[str], env: Mapping[str, str] | None = None) -> Process:
+    """A local process as a `Process`: a shell standing in for the Pi (LocalHost), or an `ssh` through the
+    user's ControlMaster (pi/mux.py)."""
+    proc = subprocess.Popen(
+        argv,
+        # stdin stays open and silent, like an SSH channel: the pipeline's watchdog reads it and frees
+        # the camera when piorch goes away (the pipe closes when this process dies, however it dies).
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        # Its own session, like a command sshd starts: Ctrl+C in piorch's terminal must not reach it,
+        # piorch stops it on purpose.
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
+    out, err, keep_open = proc.stdout, proc.stderr, proc.stdin
+
+    def exit_status(timeout: float) -> int | None:
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close() -> None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        keep_open.close()
+        out.close()
+        err.close()
+
+    # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
+    return Process(out.read1, err.read1, exit_status, close)  # type: ignore[attr-defined]
+
+
 class LocalHost:
     """The laptop itself standing in for the Pi (the demo's simulated Pi, and tests).
 
@@ -184,34 +217,7 @@ class LocalHost:
             self._env["PATH"] = f"{path_prepend}{os.pathsep}{self._env.get('PATH', '')}"
 
     def start(self, command: str) -> Process:
-        proc = subprocess.Popen(
-            ["sh", "-c", command],
-            # stdin stays open and silent, like an SSH channel: the pipeline's watchdog reads it and frees
-            # the camera when piorch goes away (the pipe closes when this process dies, however it dies).
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env,
-            # Its own session, like a command sshd starts: Ctrl+C in piorch's terminal must not reach it,
-            # piorch stops it on purpose.
-            start_new_session=True,
-        )
-        assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
-        out, err, keep_open = proc.stdout, proc.stderr, proc.stdin
-
-        def exit_status(timeout: float) -> int | None:
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                return None
-
-        def close() -> None:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            keep_open.close()
-            out.close()
-            err.close()
-
-        # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
-        return Process(out.read1, err.read1, exit_status, close)  # type: ignore[attr-defined]
+        return start_process(["sh", "-c", command], self._env)
 
     def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
         return run_to_end(self, command, timeout, stop)

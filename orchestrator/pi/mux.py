@@ -1,0 +1,174 @@
+"""The Pi through a connection the user already has open: an OpenSSH ControlMaster.
+
+Many users keep one SSH connection to their Pi open and let every `ssh` share it (`ControlMaster auto`,
+`ControlPath ...`, `ControlPersist ...` in ~/.ssh/config). When the config piorch reads names a ControlPath
+for the Pi and that socket is there, piorch runs its commands through it (`ssh -S PATH`) instead of opening
+a connection of its own with paramiko: no paramiko import, no key exchange, no authentication, which is
+most of what a start costs (benchmarks/startup.py). The master was opened and its host key checked by the
+user's own OpenSSH, exactly as a hand-typed `ssh` would use it.
+
+Every command is one `ssh` process, whose stdin piorch holds open and silent like a paramiko channel's: the
+pipeline's watchdog on the Pi sees end-of-file when piorch goes away, however it goes. The video never
+passes through SSH either way. `ControlMaster=no` on each command: piorch never becomes a master itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import ConnectError
+from orchestrator.pi.host import CommandResult, Process, run_to_end, start_process
+from orchestrator.pi.target import parse_target
+from orchestrator.settings import SshSettings
+
+# The user's and the system-wide client config, which OpenSSH reads when no `-F` is given.
+DEFAULT_CONFIG = Path("~/.ssh/config")
+SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
+# Worth asking `ssh -G` only when a config file names a control path (not `none`) or includes other files.
+_MAY_NAME_MASTER = re.compile(r"^\s*(ControlPath(?!\s*=?\s*none\s*$)|Include)\b", re.IGNORECASE | re.MULTILINE)
+# `ssh -G` prints the effective config and exits at once; this only guards against a hung binary.
+CONFIG_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Master:
+    """An open ControlMaster for the Pi, as `ssh -G` resolved the target."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    control_path: Path
+    # Through jump hosts or a ProxyCommand the link's ends are not this laptop's to see.
+    proxied: bool
+
+
+def _own_config(settings: SshSettings) -> Path | None:
+    """The config file to name with `-F`: None for the user's default, which ssh reads by itself (and then
+    the system-wide file too, which `-F` would skip)."""
+    path = settings.ssh_config
+    if path is None or path.expanduser() == DEFAULT_CONFIG.expanduser():
+        return None
+    return path.expanduser()
+
+
+def _mentions_master(settings: SshSettings) -> bool:
+    own = _own_config(settings)
+    files = [own] if own is not None else [DEFAULT_CONFIG.expanduser(), SYSTEM_CONFIG]
+    for path in files:
+        with contextlib.suppress(OSError):
+            if _MAY_NAME_MASTER.search(path.read_text(encoding="utf-8", errors="replace")):
+                return True
+    return False
+
+
+def _ssh_target_args(target: str) -> list[str]:
+    """`[user@]host[:port]` or an alias as ssh's own arguments (the port and user as options)."""
+    user, host, port = parse_target(target)
+    return [*(["-l", user] if user else []), *(["-p", str(port)] if port else []), "--", host]
+
+
+def _config_args(settings: SshSettings) -> list[str]:
+    own = _own_config(settings)
+    return [] if own is None else ["-F", str(own)]
+
+
+def find_master(settings: SshSettings) -> Master | None:
+    """The user's open ControlMaster for this Pi, or None (no ssh, no ControlPath, no socket there)."""
+    ssh = shutil.which("ssh")
+    # No ssh_config at all (an empty `ssh_config` setting): piorch reads none, so it looks for no master.
+    if ssh is None or settings.ssh_config is None or not settings.use_controlmaster or not _mentions_master(settings):
+        return None
+    try:
+        result = subprocess.run([ssh, *_config_args(settings), "-G", *_ssh_target_args(settings.target)],
+                                capture_output=True, text=True, timeout=CONFIG_TIMEOUT_S,
+                                stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired, ConnectError):
+        return None
+    if result.returncode != 0:
+        return None
+    seen: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        seen.setdefault(key.lower(), value.strip())
+    path = seen.get("controlpath", "none")
+    if path.lower() == "none" or not path:
+        return None
+    control = Path(path).expanduser()
+    try:
+        if not stat.S_ISSOCK(control.stat().st_mode):
+            return None
+    except OSError:
+        return None
+    proxied = any(seen.get(key, "none").lower() != "none" for key in ("proxyjump", "proxycommand"))
+    try:
+        port = int(seen.get("port", "22"))
+    except ValueError:
+        return None
+    return Master(settings.target, seen.get("hostname", ""), port, seen.get("user", ""), control, proxied)
+
+
+class MuxHost:
+    """The Pi through the user's open ControlMaster: every command is `ssh -S PATH ... -- COMMAND`."""
+
+    def __init__(self, master: Master, settings: SshSettings) -> None:
+        self.master = master
+        self.name = master.alias
+        self._argv = ["ssh", *_config_args(settings), "-S", str(master.control_path), "-o", "ControlMaster=no",
+                      "-o", "BatchMode=yes", "-T", *_ssh_target_args(settings.target)]
+        self._lock = threading.Lock()
+        self._local: tuple[str | None, str | None] | None = None
+
+    def identity(self) -> str:
+        """For what piorch keeps about this Pi (pi/probe_memory.py): the master checked the host key,
+        which piorch does not see; the guard's stamp still tells another Pi at this address."""
+        master = self.master
+        return f"{master.user}@{master.hostname}:{master.port} via controlmaster"
+
+    def start(self, command: str) -> Process:
+        try:
+            return start_process([*self._argv, command])
+        except OSError as exc:
+            raise ConnectError(f"cannot run ssh for {self.name} ({exc})", "check that OpenSSH's ssh is installed") \
+                from None
+
+    def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
+        return run_to_end(self, command, timeout, stop)
+
+    def _ends(self) -> tuple[str | None, str | None]:
+        """(this laptop's address toward the Pi, the Pi's address): the route a socket would take. A UDP
+        socket's connect sends nothing; it only asks the kernel which local address reaches the Pi."""
+        with self._lock:
+            if self._local is None:
+                self._local = (None, None)
+                if not self.master.proxied:
+                    with contextlib.suppress(OSError, UnicodeError):
+                        info = socket.getaddrinfo(self.master.hostname, self.master.port, type=socket.SOCK_DGRAM)
+                        family, kind, proto, _, address = info[0]
+                        with socket.socket(family, kind, proto) as probe:
+                            probe.connect(address)
+                            self._local = (str(probe.getsockname()[0]), str(address[0]))
+            return self._local
+
+    def local_address(self) -> str | None:
+        return self._ends()[0]
+
+    def peer_address(self) -> str | None:
+        return self._ends()[1]
+
+    def close(self) -> None:
+        """Nothing to release: the master is the user's and stays open; each command closes its own ssh."""
+
+
+def open_master_host(settings: SshSettings) -> MuxHost | None:
+    """A MuxHost when the user has a master open for this Pi (and `use_controlmaster` is on), else None."""
+    master = find_master(settings)
+    return None if master is None else MuxHost(master, settings)

@@ -1,0 +1,155 @@
+"""The Pi through the user's open OpenSSH ControlMaster (pi/mux.py): found from the config piorch reads,
+used instead of a paramiko connection of piorch's own, and as safe: a killed piorch still frees the camera.
+
+End to end with a real OpenSSH master (`ssh -M -N -f`) in front of the sshd fixture. The config piorch
+reads gives the master's ControlPath and a known_hosts file WITHOUT the Pi's key: piorch's own connection
+would refuse that Pi (exit 3), so a recording that works went through the master.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.pi.mux import find_master
+from orchestrator.settings import SshSettings
+from orchestrator.sim.stand_in import install_stand_ins
+from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.system_tools import require_tool
+from tests.test_record_e2e import _wait_for_bytes
+
+SHORT = ("--width", "640", "--height", "480", "--fps", "15", "--container", "h264", "--port", "0")
+
+
+def write_config(path: Path, alias: str, control: Path, extra: str = "") -> Path:
+    path.write_text(f"Host {alias}\n    HostName 127.0.0.1\n    Port 2222\n    User pi\n    ControlPath {control}\n"
+                    f"{extra}")
+    return path
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[Path]:
+    """A listening Unix socket standing in for a master's control socket (only its being there matters)."""
+    path = tmp_path / "cm.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        yield path
+
+
+# ------------------------------------------------------------------------------------------- finding it
+
+
+def test_a_master_is_found_from_the_config_and_its_socket(tmp_path: Path, unix_socket: Path) -> None:
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket)
+    master = find_master(SshSettings(target="cam1", ssh_config=config))
+    assert master is not None
+    assert (master.hostname, master.port, master.user, master.control_path) == ("127.0.0.1", 2222, "pi", unix_socket)
+    assert not master.proxied
+    # A target outside that Host block, `use_controlmaster = false`, or no ssh_config at all: none.
+    assert find_master(SshSettings(target="cam2", ssh_config=config)) is None
+    assert find_master(SshSettings(target="cam1", ssh_config=config, use_controlmaster=False)) is None
+    assert find_master(SshSettings(target="cam1", ssh_config=None)) is None
+
+
+def test_no_socket_no_master(tmp_path: Path) -> None:
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", tmp_path / "not-there.sock")
+    assert find_master(SshSettings(target="cam1", ssh_config=config)) is None
+    # A plain file where the socket should be is not a master either.
+    (tmp_path / "file.sock").write_text("")
+    config = write_config(tmp_path / "config2", "cam1", tmp_path / "file.sock")
+    assert find_master(SshSettings(target="cam1", ssh_config=config)) is None
+
+
+def test_a_config_that_names_no_control_path_costs_no_ssh_process(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config"
+    config.write_text("Host cam1\n    HostName 10.0.0.2\n    ControlPath none\n")
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ssh -G was run for a config that names no ControlPath")
+
+    monkeypatch.setattr(subprocess, "run", forbidden)
+    assert find_master(SshSettings(target="cam1", ssh_config=config)) is None
+
+
+def test_a_master_through_a_jump_host_has_no_laptop_address_of_its_own(tmp_path: Path, unix_socket: Path) -> None:
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket, "    ProxyJump gateway\n")
+    master = find_master(SshSettings(target="cam1", ssh_config=config))
+    assert master is not None and master.proxied
+
+
+# ------------------------------------------------------------------------------------- through a master
+
+
+@pytest.fixture
+def pi_behind_master(tmp_path: Path) -> Iterator[tuple[FakePi, Path]]:
+    """A fake Pi, an OpenSSH master open to it, and the config piorch reads: the master's socket, and a
+    known_hosts file that does not know the Pi."""
+    require_tool("ssh")
+    pi = start_fake_pi(tmp_path, ("rpicam-vid",), {"PIORCH_SIM_BOARD": "pi4"})
+    control = tmp_path / "cm.sock"
+    master = ["ssh", "-F", str(pi.info.ssh_config), "-o", f"ControlPath={control}", "-o", "ControlMaster=yes",
+              "-o", "ControlPersist=no"]
+    try:
+        subprocess.run([*master, "-N", "-f", pi.info.alias], check=True, timeout=30, stdin=subprocess.DEVNULL)
+        text = pi.info.ssh_config.read_text()
+        empty = tmp_path / "empty_known_hosts"
+        empty.write_text("")
+        text = text.replace("ControlPath none", f"ControlPath {control}")
+        text = text.replace(f"UserKnownHostsFile {pi.info.known_hosts}", f"UserKnownHostsFile {empty}")
+        config = tmp_path / "piorch_ssh_config"
+        config.write_text(text)
+        yield pi, config
+    finally:
+        subprocess.run([*master, "-O", "exit", pi.info.alias], timeout=30, capture_output=True, check=False)
+        pi.server.stop()
+
+
+@pytest.mark.e2e
+def test_record_and_snap_go_through_the_users_master(tmp_path: Path, pi_behind_master: tuple[FakePi, Path]) -> None:
+    pi, config = pi_behind_master
+    env = piorch_env(tmp_path, config)
+    result = run_piorch(env, "record", "--pi", pi.info.alias, "--seconds", "1", "--out", str(tmp_path / "v"), *SHORT)
+    assert result.returncode == 0, result.stderr
+    (manifest,) = manifests(tmp_path / "v")
+    assert manifest["status"] == "complete" and int(str(manifest["bytes"])) > 0
+    # Its own connection would have refused the Pi: the known_hosts piorch reads does not know it.
+    refused = run_piorch({**env, "PIORCH_USE_CONTROLMASTER": "false"}, "record", "--pi", pi.info.alias,
+                         "--seconds", "1", "--out", str(tmp_path / "w"), *SHORT)
+    assert refused.returncode == 3 and "host key" in refused.stderr, refused.stderr
+    assert len(pi.runs()) == 1
+    install_stand_ins(pi.info.bin_dir, ("rpicam-still",), extra_env={"PIORCH_SIM_BOARD": "pi4"})
+    snap = run_piorch(env, "snap", "--pi", pi.info.alias, "--out", str(tmp_path / "s"), "--port", "0")
+    assert snap.returncode == 0, snap.stderr
+    assert [p.suffix for p in (tmp_path / "s").iterdir() if p.suffix != ".json"] == [".jpg"]
+
+
+@pytest.mark.e2e
+def test_a_killed_piorch_frees_the_camera_through_the_master(tmp_path: Path,
+                                                             pi_behind_master: tuple[FakePi, Path]) -> None:
+    pi, config = pi_behind_master
+    out = tmp_path / "recv"
+    proc = subprocess.Popen(piorch_argv("record", "--pi", pi.info.alias, "--out", str(out), *SHORT),
+                            env=piorch_env(tmp_path, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_bytes(out, 20_000, timeout=30)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 15  # the watchdog's TERM, at most 3 s to its KILL: well within
+        while not pi.camera_free() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pi.camera_free(), "the camera must be freed once piorch and its ssh are gone"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
