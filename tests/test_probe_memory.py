@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from orchestrator.pi.probe_memory import keep_probe, memory_folder, recall_probe
 from orchestrator.pi.scripts import STALE_MARK, build_guarded_script, build_probe_script, build_stamp_command
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import FakePi, piorch_env, run_piorch, start_fake_pi
+from tests.system_tools import require_tool
 
 needs_dash = pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash")
 RPICAM = {"PIORCH_SIM_BOARD": "pi4"}
@@ -118,9 +120,9 @@ def test_the_stamp_changes_with_a_new_tool_the_environment_and_not_with_the_logi
 # --------------------------------------------------------------------------------------- through the CLI
 
 
-def record(pi: FakePi, tmp_path: Path, name: str, **env: str) -> subprocess.CompletedProcess[str]:
+def record(pi: FakePi, tmp_path: Path, name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_piorch({**piorch_env(tmp_path, pi.info.ssh_config), **env}, "record", "--pi", pi.info.alias,
-                      "--out", str(tmp_path / name), *SHORT)
+                      "--out", str(tmp_path / name), *SHORT, *args)
 
 
 def kept_files(tmp_path: Path) -> list[Path]:
@@ -147,14 +149,23 @@ def test_the_second_record_asks_the_pi_nothing_before_the_camera(tmp_path: Path)
 
 
 @pytest.mark.e2e
-def test_a_pi_whose_tools_changed_is_probed_again_and_nothing_ran_under_the_old_answer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["builtin", "nc"])
+def test_a_pi_whose_tools_changed_is_probed_again_and_nothing_ran_under_the_old_answer(tmp_path: Path,
+                                                                                       backend: str) -> None:
+    if backend == "nc":
+        require_tool("nc")
     pi = start_fake_pi(tmp_path, ("rpicam-vid",), RPICAM)
     try:
-        assert record(pi, tmp_path, "one").returncode == 0
+        # A fixed port: the second try's receiver listens again where the first one did.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        port = ["--port", str(free), "--backend", backend]
+        assert record(pi, tmp_path, "one", *port).returncode == 0
         # The Pi now has libcamera-vid only (an older release on its card): the remembered rpicam-vid is gone.
         (pi.info.bin_dir / "rpicam-vid").unlink()
         install_stand_ins(pi.info.bin_dir, ("libcamera-vid",), extra_env=RPICAM)
-        second = record(pi, tmp_path, "two")
+        second = record(pi, tmp_path, "two", *port)
         assert second.returncode == 0, second.stderr
         runs = pi.runs()
         assert len(runs) == 2, "the guarded start must start nothing on a changed Pi"
