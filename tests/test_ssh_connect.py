@@ -278,3 +278,20 @@ def test_jump_connections_are_closed_after_a_failure_and_with_the_host(tmp_path:
     with pytest.raises(ConnectError, match="cannot connect on to the Pi at"):
         SshHost.connect(settings)
     assert ssh_connections_to(jump_port) == 0
+
+
+def test_trust_reaches_a_pi_behind_jump_hosts_the_way_record_does(tmp_path: Path, fake_pi: FakePi,
+                                                                    jumps: list[SshServer]) -> None:
+    config = chain_config(tmp_path, [*jumps, fake_pi.server], {"testpi": "ProxyJump jump1,jump2"})
+    known = tmp_path / "known_hosts"
+    pi_line = fake_pi.info.known_hosts.read_text()
+    known.write_text(known.read_text().replace(pi_line, ""))  # the jump hosts are known, the Pi is not
+    logins = [jump.log_path.read_text().count("Accepted publickey") for jump in jumps]
+    env = env_for(tmp_path, config)
+    result = run_piorch(env, "trust", "testpi", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert fake_pi.info.host_key_fingerprint in result.stdout and "recorded in" in result.stdout
+    # The key was fetched through both hops (each logged in to once more), and record then logs in.
+    assert [jump.log_path.read_text().count("Accepted publickey") for jump in jumps] == [n + 1 for n in logins]
+    result = run_piorch(env, *record_args(tmp_path, "testpi"))
+    assert result.returncode == 0, result.stderr

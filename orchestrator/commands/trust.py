@@ -21,15 +21,18 @@ def trust(
     Compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the Pi. A key
     that differs from the recorded one is never replaced here: remove the old line first.
     """
-    from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix, record_host_key
+    from orchestrator.pi.hostkey import HostKeyState, host_key_fix, record_host_key
+    from orchestrator.pi.ssh import check_host_key_on_the_way
     from orchestrator.pi.target import resolve_target
+    from orchestrator.resolve import build_ssh_settings
 
     values = load({"pi": pi}, config)
     if not values["pi"]:
         raise UsageError("no Pi given", "pass the host, e.g. `piorch trust pi@192.168.50.2`")
-    ssh_config = Path(values["ssh_config"]).expanduser() if values["ssh_config"] else None
-    target = resolve_target(values["pi"], ssh_config)
-    check, key = check_host_key(target, timeout=values["connect_timeout"])
+    ssh = build_ssh_settings(values, accept_new_host_key=False)
+    target = resolve_target(ssh.target, ssh.ssh_config)
+    # Through its jump hosts, as record reaches it: a Pi behind one is trusted the same way.
+    check, key = check_host_key_on_the_way(target, ssh)
     shown = f"{check.key_type} {check.fingerprint}"
     if check.state is HostKeyState.KNOWN:
         print(f"{target.display} is already trusted ({shown})")

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConnectError
 from orchestrator.pi.target import SshTarget
@@ -98,15 +98,18 @@ def _preferred_types(recorded: Mapping[str, bytes], offered: list[str]) -> list[
     return [first, *[name for name in offered if name != first]] if first in offered else offered
 
 
-def fetch_key(target: SshTarget, timeout: float, recorded: Mapping[str, bytes]) -> paramiko.PKey:
-    """The server's host key, asking for the recorded type first. Connects directly (no jump host)."""
+def fetch_key(target: SshTarget, timeout: float, recorded: Mapping[str, bytes], stream: Any = None) -> paramiko.PKey:
+    """The server's host key, asking for the recorded type first. Over `stream` (a channel through the jump
+    hosts, a ProxyCommand: pi/ssh.py check_host_key_on_the_way) when given, else a direct TCP connection."""
     import paramiko
 
-    try:
-        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectError(f"cannot reach {target.display} ({exc.strerror or exc})",
-                           "check the cable and address; `piorch setup-link --check` tests the link") from None
+    sock = stream
+    if sock is None:
+        try:
+            sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+        except OSError as exc:
+            raise ConnectError(f"cannot reach {target.display} ({exc.strerror or exc})",
+                               "check the cable and address; `piorch setup-link --check` tests the link") from None
     transport = paramiko.Transport(sock)
     try:
         options = transport.get_security_options()
@@ -119,10 +122,11 @@ def fetch_key(target: SshTarget, timeout: float, recorded: Mapping[str, bytes]) 
         transport.close()
 
 
-def check_host_key(target: SshTarget, timeout: float) -> tuple[HostKeyCheck, paramiko.PKey]:
-    """Fetch the key and say whether known_hosts knows it; the key comes back for `record_host_key`."""
+def check_host_key(target: SshTarget, timeout: float, stream: Any = None) -> tuple[HostKeyCheck, paramiko.PKey]:
+    """Fetch the key (over `stream` when given) and say whether known_hosts knows it; the key comes back for
+    `record_host_key`."""
     recorded = load_recorded_keys(target)
-    key = fetch_key(target, timeout, recorded)
+    key = fetch_key(target, timeout, recorded, stream)
     state = classify_host_key(recorded, key.get_name(), key.asbytes())
     check = HostKeyCheck(state, key.get_name(), fingerprint(key), target.known_hosts[0], target.known_hosts_name)
     return check, key

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.errors import ConnectError, HostKeyError, Interrupted
 from orchestrator.pi.host import CommandResult, Host, Process, run_to_end
-from orchestrator.pi.hostkey import fingerprint, read_known_hosts, record_host_key
+from orchestrator.pi.hostkey import HostKeyCheck, check_host_key, fingerprint, read_known_hosts, record_host_key
 from orchestrator.pi.mux import open_master_host
 from orchestrator.pi.proxy import ProxyProcess
 from orchestrator.pi.target import SshTarget, resolve_target
@@ -356,6 +356,19 @@ class SshHost:
         self._client.close()
         if self._opened is not None:
             self._opened.close()
+
+
+def check_host_key_on_the_way(target: SshTarget, settings: SshSettings) -> tuple[HostKeyCheck, paramiko.PKey]:
+    """hostkey.check_host_key, reaching the Pi's sshd as a connection does: through its jump hosts (each
+    one's own key checked, as for a login) or its ProxyCommand, directly otherwise. Everything it opened is
+    closed again before it returns."""
+    if not (target.jump_hops or target.proxy_command):
+        return check_host_key(target, settings.connect_timeout)
+    opened = _Opened()
+    try:
+        return check_host_key(target, settings.connect_timeout, _reach(target, settings, opened, jump=False))
+    finally:
+        opened.close()
 
 
 def connect_pi(settings: SshSettings, stop: threading.Event | None = None) -> Host:
