@@ -76,8 +76,17 @@ class SshTarget:
 
     @property
     def jump_hops(self) -> tuple[str, ...]:
-        """The ProxyJump hosts in the order they are passed through."""
-        return tuple(hop.strip() for hop in (self.proxy_jump or "").split(",") if hop.strip())
+        """The ProxyJump hosts in the order they are passed through, each as `[user@]host[:port]`: OpenSSH
+        also takes a hop as an ssh URI (`ssh://[user@]host[:port]`, ssh_config(5)), read here the same."""
+        hops = (hop.strip() for hop in (self.proxy_jump or "").split(","))
+        return tuple(_without_scheme(hop) for hop in hops if hop)
+
+
+def _without_scheme(hop: str) -> str:
+    if hop.lower().startswith("ssh://"):
+        hop = hop[len("ssh://"):]
+        return hop[:-1] if hop.endswith("/") else hop
+    return hop
 
 
 _TARGET = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")

@@ -1,0 +1,38 @@
+"""Where to connect, as written by the user: `[user@]host[:port]` targets and ProxyJump hops (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import ConnectError
+from orchestrator.pi.target import SshTarget, parse_target
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("cam1", (None, "cam1", None)),
+    ("pi@192.168.50.2", ("pi", "192.168.50.2", None)),
+    ("pi@192.168.50.2:2222", ("pi", "192.168.50.2", 2222)),
+    ("[fe80::1]:22", (None, "fe80::1", 22)),
+])
+def test_targets(text: str, parsed: tuple[str | None, str, int | None]) -> None:
+    assert parse_target(text) == parsed
+
+
+def test_a_target_that_is_no_address_is_refused() -> None:
+    with pytest.raises(ConnectError):
+        parse_target("pi@host:port")
+
+
+@pytest.mark.parametrize(("proxy_jump", "hops"), [
+    (None, ()),
+    ("jump1", ("jump1",)),
+    ("jump1, pi@jump2:2222", ("jump1", "pi@jump2:2222")),
+    # OpenSSH also takes a hop as an ssh URI (ssh_config(5) ProxyJump).
+    ("ssh://pi@gateway:2222,ssh://jump2/", ("pi@gateway:2222", "jump2")),
+    ("SSH://gateway", ("gateway",)),
+])
+def test_jump_hops(proxy_jump: str | None, hops: tuple[str, ...]) -> None:
+    target = SshTarget("cam1", "10.0.0.2", proxy_jump=proxy_jump)
+    assert target.jump_hops == hops
+    for hop in hops:
+        parse_target(hop)  # each one reads as a target
