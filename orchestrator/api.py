@@ -321,7 +321,7 @@ class _FrameStream:
         """Raw video: how its frames lie on this Pi (stride, rows), reported before the camera starts."""
         if isinstance(event, RawLayout):
             self._decoder = make_decoder("yuv420", self._pixel_format, event.width, event.height, event.stride,
-                                         event.rows)
+                                         event.rows, full_range=bool(event.full_range))
 
     def _decode(self) -> None:
         try:

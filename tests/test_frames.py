@@ -113,6 +113,17 @@ def test_raw_i420_with_stride_padding_is_cropped_to_the_picture() -> None:
     assert np.array_equal(array.reshape(-1), expected)
 
 
+def test_full_range_i420_is_read_as_full_range() -> None:
+    # The camera's raw video is full range (sYCC): luma 16 is a dark grey, not black; 235 not yet white.
+    i420 = np.full((H * 3 // 2, W), 128, np.uint8)
+    i420[:H // 2] = 16
+    i420[H // 2:H] = 235
+    (full,) = _feed_all(RawI420Decoder(W, H, "bgr24", full_range=True), i420.tobytes(), 100)
+    (limited,) = _feed_all(RawI420Decoder(W, H, "bgr24"), i420.tobytes(), 100)
+    assert abs(int(full[0, 0, 0]) - 16) <= 1 and abs(int(full[-1, 0, 0]) - 235) <= 1
+    assert int(limited[0, 0, 0]) == 0 and int(limited[-1, 0, 0]) == 255
+
+
 def test_raw_i420_converts_to_bgr_like_ffmpeg() -> None:
     picture = _pictures(1)[0]
     i420 = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p").to_ndarray()

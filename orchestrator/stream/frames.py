@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 # picamera's names -> FFmpeg's pixel formats.
+# FFmpeg's AVCOL_RANGE_JPEG, the full 0-255 range, by the name every PyAV release takes.
+FULL_RANGE = "JPEG"
 PIXEL_FORMATS = {"bgr": "bgr24", "rgb": "rgb24", "bgra": "bgra", "rgba": "rgba", "yuv": "yuv420p"}
 # Formats `capture()` hands back as the encoded file's bytes (FFmpeg's encoder names).
 ENCODED_FORMATS = {"jpeg": "mjpeg", "png": "png", "bmp": "bmp", "gif": "gif"}
@@ -127,7 +129,7 @@ class RawI420Decoder:
     """Raw I420 frames back to back -> one array a frame, converted to the pixel format asked for."""
 
     def __init__(self, width: int, height: int, pixel_format: str = "bgr24", stride: int | None = None,
-                 rows: int | None = None) -> None:
+                 rows: int | None = None, full_range: bool = False) -> None:
         import numpy
 
         if width % 2 or height % 2:
@@ -138,6 +140,10 @@ class RawI420Decoder:
         if self.stride < width or self.rows < height:
             raise ValueError(f"a stride of {self.stride} and {self.rows} rows cannot hold {width}x{height}")
         self.frame_bytes = i420_frame_bytes(width, height, self.stride, self.rows)
+        # rpicam-vid's raw video is in the JPEG colour space (sYCC: full range, rpicam_vid.cpp asks for
+        # FLAG_VIDEO_JPEG_COLOURSPACE for yuv420), as the legacy camera's raw frames are: read as limited
+        # range it would come out too dark in the shadows and clipped in the highlights.
+        self.full_range = full_range
         self._numpy = numpy
         self._buffer = numpy.empty(self.frame_bytes, numpy.uint8)
         self._filled = 0
@@ -171,6 +177,9 @@ class RawI420Decoder:
         import av
 
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        if self.full_range:
+            # Told to swscale (PyAV 14 converts by the frame's range only from here on, not by its flag).
+            frame = frame.reformat(format=self.pixel_format, src_color_range=FULL_RANGE)
         return frame.to_ndarray(format=self.pixel_format)  # type: ignore[no-any-return]
 
     def _unpad(self, buffer: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -187,11 +196,11 @@ class RawI420Decoder:
 
 
 def make_decoder(codec: str, pixel_format: str, width: int, height: int,
-                 stride: int | None = None, rows: int | None = None) -> FrameDecoder:
+                 stride: int | None = None, rows: int | None = None, full_range: bool = False) -> FrameDecoder:
     """The decoder for a stream of `codec` (h264, mjpeg, yuv420) into `pixel_format` arrays; for yuv420
-    the camera's row stride and buffer rows (record reports them: `events.RawLayout`)."""
+    the camera's row stride, buffer rows and colour range (record reports them: `events.RawLayout`)."""
     if codec == "yuv420":
-        return RawI420Decoder(width, height, pixel_format, stride, rows)
+        return RawI420Decoder(width, height, pixel_format, stride, rows, full_range)
     if codec in ("h264", "mjpeg"):
         return CodecDecoder(codec, pixel_format)
     raise ValueError(f"unknown codec {codec!r}: use h264, mjpeg or yuv420")
