@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.pi.host import Host
-from orchestrator.pi.scripts import PiProbe, parse_probe_output
+from orchestrator.pi.scripts import PiProbe, build_probe_script, parse_probe_output
 
 # The file's own format; a file of another one is ignored (and replaced at the next probe).
 FORMAT = 1
@@ -45,8 +45,10 @@ def _memory_file(host: Host, describe: Sequence[str]) -> Path | None:
     name = identity() if callable(identity) else None
     if not isinstance(name, str) or not name:
         return None
-    # What the probe was asked to describe is part of the question: another tool, another answer.
-    key = hashlib.sha256(f"{name}\n{','.join(describe)}".encode()).hexdigest()[:32]
+    # The question is part of the key: another tool to describe, or another piorch whose probe asks
+    # something else (an upgrade), is another answer.
+    question = build_probe_script(describe)
+    key = hashlib.sha256(f"{name}\n{question}".encode()).hexdigest()[:32]
     return memory_folder() / f"{key}.json"
 
 
