@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.pi.mux import find_master
+from orchestrator.pi.mux import find_master, open_master_host
 from orchestrator.settings import SshSettings
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
@@ -79,6 +79,36 @@ def test_a_config_that_names_no_control_path_costs_no_ssh_process(tmp_path: Path
 
     monkeypatch.setattr(subprocess, "run", forbidden)
     assert find_master(SshSettings(target="cam1", ssh_config=config)) is None
+
+
+def test_a_socket_left_by_a_dead_master_is_no_master(tmp_path: Path) -> None:
+    require_tool("ssh")
+    left = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(left))  # bound, never listening, closed: the file stays, connections are refused
+    config = write_config(tmp_path / "config", "cam1", left)
+    assert left.exists() and find_master(SshSettings(target="cam1", ssh_config=config)) is None
+
+
+def test_a_control_path_in_an_included_file_is_found(tmp_path: Path, unix_socket: Path) -> None:
+    require_tool("ssh")
+    extra = tmp_path / "conf.d" / "pi.conf"
+    extra.parent.mkdir()
+    write_config(extra, "cam1", unix_socket)
+    config = tmp_path / "config"
+    config.write_text(f"Include {tmp_path}/conf.d/*.conf\n")
+    master = find_master(SshSettings(target="cam1", ssh_config=config))
+    assert master is not None and master.control_path == unix_socket
+
+
+def test_a_master_that_does_not_answer_is_not_used_when_verified(tmp_path: Path, unix_socket: Path) -> None:
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket)
+    settings = SshSettings(target="cam1", ssh_config=config, connect_timeout=1.0)
+    assert open_master_host(settings) is not None  # found, as its socket is there
+    started = time.monotonic()
+    assert open_master_host(settings, verify=True) is None  # but no command gets through it
+    assert time.monotonic() - started < 10
 
 
 def test_a_master_through_a_jump_host_has_no_laptop_address_of_its_own(tmp_path: Path, unix_socket: Path) -> None:

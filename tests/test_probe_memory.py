@@ -46,14 +46,14 @@ def probe_text(stamp: str = "123 45") -> str:
 # ------------------------------------------------------------------------------------------- the pure half
 
 
-def test_a_kept_probe_comes_back_remembered_for_the_same_pi_and_question(tmp_path: Path,
+def test_a_kept_probe_comes_back_for_the_same_pi_and_question(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert memory_folder() == tmp_path / "piorch" / "pis"
     host = NamedHost("pi@10.0.0.2:22 key SHA256:abc")
     keep_probe(host, ("rpicam-vid",), probe_text())  # type: ignore[arg-type]
     kept = recall_probe(host, ("rpicam-vid",))  # type: ignore[arg-type]
-    assert kept is not None and kept.remembered and kept.stamp == "123 45" and kept.nc_flavour is not None
+    assert kept is not None and kept.stamp == "123 45" and kept.nc_flavour is not None
     # Another question, another Pi (a new host key on the same address), a host with no identity: nothing.
     assert recall_probe(host, ("libcamera-vid",)) is None  # type: ignore[arg-type]
     assert recall_probe(NamedHost("pi@10.0.0.2:22 key SHA256:new"), ("rpicam-vid",)) is None  # type: ignore[arg-type]

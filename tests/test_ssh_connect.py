@@ -295,3 +295,12 @@ def test_trust_reaches_a_pi_behind_jump_hosts_the_way_record_does(tmp_path: Path
     assert [jump.log_path.read_text().count("Accepted publickey") for jump in jumps] == [n + 1 for n in logins]
     result = run_piorch(env, *record_args(tmp_path, "testpi"))
     assert result.returncode == 0, result.stderr
+
+
+def test_trust_through_a_proxycommand_that_fails_is_one_line(tmp_path: Path, fake_pi: FakePi) -> None:
+    broken = chain_config(tmp_path, [fake_pi.server], {"testpi": "ProxyCommand sh -c 'echo nope >&2; exit 3'"})
+    result = run_piorch(env_for(tmp_path, broken), "trust", "testpi", "--yes")
+    assert result.returncode == 3, result.stderr
+    assert one_line(result.stderr).startswith(
+        f"piorch: error: cannot reach {fake_pi.info.user}@127.0.0.1:{fake_pi.info.port}: its ProxyCommand ended "
+        "(exit status 3: nope)"), result.stderr

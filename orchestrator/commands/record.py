@@ -118,7 +118,7 @@ def record(
         return
     def reconnect() -> Host:
         # While the link is down, short connection attempts: recording resumes soon after it returns.
-        return connect_pi(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop)
+        return connect_pi(replace(ssh, connect_timeout=RESUME_CONNECT_TIMEOUT_S), stop, verify=True)
 
     with stop_on_signals() as stop:
         # The Pi answers over the network while this process imports the recorder and builds the display.
@@ -150,7 +150,8 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     plan = plan_fleet(targets, settings, parse_pi_ports(values["pi_ports"]))
     display = fleet_display(targets)
     with stop_on_signals() as stop, display.running():
-        result = run_fleet(plan, lambda target: connect_pi(replace(ssh, target=target), stop), display, stop)
+        result = run_fleet(plan, lambda target: connect_pi(replace(ssh, target=target), stop), display, stop,
+                           lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
     if result.files:
         render_summary(result.files, stdout_console())
     failed = [o for o in result.outcomes if o.state is State.FAILED]

@@ -93,7 +93,7 @@ def plan_fleet(targets: list[str], base: RecordSettings,
 
 def run_fleet(
     plan: list[tuple[str, RecordSettings]], connect: Callable[[str], Host], on_event: FleetSink,
-    stop: threading.Event,
+    stop: threading.Event, reconnect: Callable[[str], Host] | None = None,
 ) -> FleetResult:
     session = str(uuid.uuid4())
     started = utc_now()
@@ -109,7 +109,9 @@ def run_fleet(
         try:
             tagged(StateChanged(State.CONNECTING, target))
             host = connect(target)
-            result = run_recording(settings, host, tagged, stop, reconnect=lambda: connect(target))
+            # After a link loss: `reconnect` when given (it may connect otherwise), else `connect` again.
+            again = reconnect or connect
+            result = run_recording(settings, host, tagged, stop, reconnect=lambda: again(target))
             outcome = PiOutcome(target, settings.receive.out_dir, result)
         except Interrupted as exc:
             tagged(StateChanged(State.INTERRUPTED, exc.message))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from orchestrator.errors import PiorchError, RemoteError
-from orchestrator.events import EventSink, Notice
+from orchestrator.events import EventSink, Notice, State, StateChanged
 from orchestrator.netcat import NetcatFlavour, parse_nc_failure
 from orchestrator.pi.camera import TOOL_PACKAGE, TOOL_PREFERENCE, CameraProblem
 from orchestrator.pi.host import Host, Process
@@ -82,6 +82,8 @@ class ProbeGuard:
     """The check a remembered probe owes: its stamp, until the first start on the Pi has confirmed it."""
 
     stamp: str | None = None
+    # A start was sent with it: from here on an error is the Pi's answer, never one to retry.
+    tried: bool = False
     passed: bool = False
 
     @property
@@ -129,11 +131,13 @@ def run_with_probe(host: Host, describe: Sequence[str], stop: threading.Event, o
             except StaleProbe:
                 pass
             except PiorchError:
-                # Confirmed by a start, or stopped by the user: the error is the answer.
-                if guard.passed or stop.is_set():
+                # Sent to the Pi (its start may have run), or stopped by the user: the error is the answer.
+                # Before that it was a decision taken from the kept answer, which a fresh one must confirm.
+                if guard.tried or stop.is_set():
                     raise
             forget_probe(host, describe)
             on_event = said.not_again()
+            on_event(StateChanged(State.PROBING, host.name))  # type: ignore[arg-type]
     return run(probe_pi(host, describe, stop, keep=remember), ProbeGuard(), on_event)
 
 
@@ -226,6 +230,8 @@ class Pipeline:
         it never reported one. StaleProbe when its guard found the Pi changed (nothing started)."""
         guard = self.guard if self.guard is not None and self.guard.pending else None
         script = self.script if guard is None else build_guarded_script(self.script, str(guard.stamp))
+        if guard is not None:
+            guard.tried = True
         self._process = self.host.start(script)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -15,6 +15,7 @@ passes through SSH either way. `ControlMaster=no` on each command: piorch never 
 from __future__ import annotations
 
 import contextlib
+import glob
 import re
 import shutil
 import socket
@@ -24,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import ConnectError
+from orchestrator.errors import ConnectError, PiorchError
 from orchestrator.pi.host import CommandResult, Process, run_to_end, start_process
 from orchestrator.pi.target import parse_target
 from orchestrator.settings import SshSettings
@@ -32,8 +33,11 @@ from orchestrator.settings import SshSettings
 # The user's and the system-wide client config, which OpenSSH reads when no `-F` is given.
 DEFAULT_CONFIG = Path("~/.ssh/config")
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
-# Worth asking `ssh -G` only when a config file names a control path (not `none`) or includes other files.
-_MAY_NAME_MASTER = re.compile(r"^\s*(ControlPath(?!\s*=?\s*none\s*$)|Include)\b", re.IGNORECASE | re.MULTILINE)
+# Worth asking `ssh -G` only when a config file (or one it includes) names a control path other than `none`.
+_NAMES_MASTER = re.compile(r"^\s*ControlPath(?!\s*=?\s*none\s*$)\b", re.IGNORECASE | re.MULTILINE)
+_INCLUDE = re.compile(r"^\s*Include\s*=?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+# OpenSSH refuses deeper Include nesting than this (readconf.c READCONF_MAX_DEPTH).
+MAX_INCLUDE_DEPTH = 16
 # `ssh -G` prints the effective config and exits at once; this only guards against a hung binary.
 CONFIG_TIMEOUT_S = 5.0
 
@@ -60,14 +64,46 @@ def _own_config(settings: SshSettings) -> Path | None:
     return path.expanduser()
 
 
-def _mentions_master(settings: SshSettings) -> bool:
-    own = _own_config(settings)
-    files = [own] if own is not None else [DEFAULT_CONFIG.expanduser(), SYSTEM_CONFIG]
-    for path in files:
-        with contextlib.suppress(OSError):
-            if _MAY_NAME_MASTER.search(path.read_text(encoding="utf-8", errors="replace")):
+def _names_master(path: Path, user_file: bool, depth: int = 0) -> bool:
+    """Whether the config file, or a file it includes, has a ControlPath line (not `none`). Include
+    arguments are globs, relative to ~/.ssh in a user's file and to /etc/ssh in the system's (ssh_config(5))."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    if _NAMES_MASTER.search(text):
+        return True
+    if depth >= MAX_INCLUDE_DEPTH:
+        return False
+    base = Path.home() / ".ssh" if user_file else SYSTEM_CONFIG.parent
+    for line in _INCLUDE.finditer(text):
+        for pattern in line.group(1).split():
+            pattern = str(Path(pattern.strip('"')).expanduser())
+            full = pattern if pattern.startswith("/") else str(base / pattern)
+            if any(_names_master(Path(found), user_file, depth + 1) for found in sorted(glob.glob(full))):
                 return True
     return False
+
+
+def _mentions_master(settings: SshSettings) -> bool:
+    own = _own_config(settings)
+    if own is not None:
+        return _names_master(own, user_file=True)
+    return _names_master(DEFAULT_CONFIG.expanduser(), user_file=True) or _names_master(SYSTEM_CONFIG, user_file=False)
+
+
+def _answers(control: Path) -> bool:
+    """A master listens on its socket: a socket file left by a master that died refuses the connection
+    (and `ssh -S` would then quietly open a connection of its own instead)."""
+    try:
+        if not stat.S_ISSOCK(control.stat().st_mode):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(str(control))
+        return True
+    except OSError:
+        return False
 
 
 def _ssh_target_args(target: str) -> list[str]:
@@ -103,10 +139,7 @@ def find_master(settings: SshSettings) -> Master | None:
     if path.lower() == "none" or not path:
         return None
     control = Path(path).expanduser()
-    try:
-        if not stat.S_ISSOCK(control.stat().st_mode):
-            return None
-    except OSError:
+    if not _answers(control):
         return None
     proxied = any(seen.get(key, "none").lower() != "none" for key in ("proxyjump", "proxycommand"))
     try:
@@ -122,8 +155,11 @@ class MuxHost:
     def __init__(self, master: Master, settings: SshSettings) -> None:
         self.master = master
         self.name = master.alias
+        # RemoteCommand=none: a config that gives the Pi one (`tmux new -A`) would refuse piorch's commands;
+        # no forwardings: the user's own (LocalForward...) belong to their sessions, not to each command.
         self._argv = ["ssh", *_config_args(settings), "-S", str(master.control_path), "-o", "ControlMaster=no",
-                      "-o", "BatchMode=yes", "-T", *_ssh_target_args(settings.target)]
+                      "-o", "BatchMode=yes", "-o", "RemoteCommand=none", "-o", "ClearAllForwardings=yes", "-T",
+                      *_ssh_target_args(settings.target)]
         self._lock = threading.Lock()
         self._local: tuple[str | None, str | None] | None = None
 
@@ -144,18 +180,17 @@ class MuxHost:
         return run_to_end(self, command, timeout, stop)
 
     def _ends(self) -> tuple[str | None, str | None]:
-        """(this laptop's address toward the Pi, the Pi's address): the route a socket would take. A UDP
-        socket's connect sends nothing; it only asks the kernel which local address reaches the Pi."""
+        """(this laptop's address, the Pi's) of the master's own connection, as the Pi's sshd saw it
+        (`$SSH_CONNECTION`: client address, client port, server address, server port). Through jump hosts
+        or a ProxyCommand the client is not this laptop: none."""
         with self._lock:
             if self._local is None:
                 self._local = (None, None)
                 if not self.master.proxied:
-                    with contextlib.suppress(OSError, UnicodeError):
-                        info = socket.getaddrinfo(self.master.hostname, self.master.port, type=socket.SOCK_DGRAM)
-                        family, kind, proto, _, address = info[0]
-                        with socket.socket(family, kind, proto) as probe:
-                            probe.connect(address)
-                            self._local = (str(probe.getsockname()[0]), str(address[0]))
+                    with contextlib.suppress(PiorchError):
+                        said = self.run('echo "$SSH_CONNECTION"', timeout=CONFIG_TIMEOUT_S).stdout.split()
+                        if len(said) == 4:
+                            self._local = (said[0], said[2])
             return self._local
 
     def local_address(self) -> str | None:
@@ -168,7 +203,20 @@ class MuxHost:
         """Nothing to release: the master is the user's and stays open; each command closes its own ssh."""
 
 
-def open_master_host(settings: SshSettings) -> MuxHost | None:
-    """A MuxHost when the user has a master open for this Pi (and `use_controlmaster` is on), else None."""
+def open_master_host(settings: SshSettings, verify: bool = False) -> MuxHost | None:
+    """A MuxHost when the user has a master open for this Pi (and `use_controlmaster` is on), else None.
+
+    `verify`: only when a command gets through it within the connect timeout. A master whose connection
+    died with the link keeps its socket until OpenSSH notices (without ServerAlive*, not soon): after a
+    link loss, piorch's own connection attempts are the ones that tell when the Pi is back."""
     master = find_master(settings)
-    return None if master is None else MuxHost(master, settings)
+    if master is None:
+        return None
+    host = MuxHost(master, settings)
+    if verify:
+        try:
+            if host.run("true", timeout=settings.connect_timeout).exit_code != 0:
+                return None
+        except PiorchError:
+            return None
+    return host

@@ -53,7 +53,8 @@ def _memory_file(host: Host, describe: Sequence[str]) -> Path | None:
 
 
 def recall_probe(host: Host, describe: Sequence[str]) -> PiProbe | None:
-    """The kept answer for this Pi, marked `remembered`; None when there is none usable."""
+    """The kept answer for this Pi; None when there is none usable. A pipeline built from it starts behind
+    the guard its stamp makes (capture.run_with_probe)."""
     path = _memory_file(host, describe)
     if path is None:
         return None
@@ -66,9 +67,7 @@ def recall_probe(host: Host, describe: Sequence[str]) -> PiProbe | None:
     if not isinstance(kept, dict) or kept.get("format") != FORMAT or not isinstance(kept.get("probe"), str):
         return None
     probe = parse_probe_output(kept["probe"])
-    if not probe.complete or not probe.stamp:
-        return None
-    return PiProbe(**{**probe.__dict__, "remembered": True})
+    return probe if probe.complete and probe.stamp else None
 
 
 def keep_probe(host: Host, describe: Sequence[str], output: str) -> None:

@@ -71,10 +71,10 @@ def build_stamp_command() -> str:
     models = " ".join(DEVICE_TREE_MODELS)
     session = " ".join(f"-e {shlex.quote('^' + name)}" for name in _SESSION_VARIABLES)
     return (
-        '{ printf \'%s\\n\' "$PATH"; ps=; '
+        '{ printf \'%s\\n\' "$PATH"; set --; '
         f'for t in {_probed_tools()} {" ".join(_HELPERS)}; do '
-        'p=$(command -v "$t") && { echo "$t $p"; case $p in /*) ps="$ps $p";; esac; }; done; '
-        '[ -z "$ps" ] || ls -lLi $ps; '
+        'p=$(command -v "$t") && { echo "$t $p"; case $p in /*) set -- "$@" "$p";; esac; }; done; '
+        '[ "$#" -eq 0 ] || ls -lLi "$@"; '
         f'for f in {models}; do [ -r "$f" ] && cat "$f"; done; '
         "ls -lLi /var/lib/dpkg/status; "
         f"env | grep -v {session} | sort; }} 2>/dev/null | cksum"
@@ -147,9 +147,6 @@ class PiProbe:
     has_pipes: bool = False
     # The stamp of what this answer depends on (build_stamp_command); None when the Pi printed none.
     stamp: str | None = None
-    # This answer was kept from an earlier run (pi/probe_memory.py), not asked for now: a pipeline built
-    # from it starts behind build_guarded_script.
-    remembered: bool = False
 
 
 _VIDEO_TOOLS = {tool.value for tool in CameraTool if tool is not CameraTool.AUTO}

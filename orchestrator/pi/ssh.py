@@ -371,10 +371,11 @@ def check_host_key_on_the_way(target: SshTarget, settings: SshSettings) -> tuple
         opened.close()
 
 
-def connect_pi(settings: SshSettings, stop: threading.Event | None = None) -> Host:
+def connect_pi(settings: SshSettings, stop: threading.Event | None = None, verify: bool = False) -> Host:
     """The Pi: through the user's own open OpenSSH ControlMaster when the ssh_config names one for it
-    (pi/mux.py: no connection to open, no paramiko), else over a connection of piorch's own."""
-    master = open_master_host(settings)
+    (pi/mux.py: no connection to open, no paramiko), else over a connection of piorch's own. `verify`
+    (reconnecting after a link loss): the master only if a command gets through it."""
+    master = open_master_host(settings, verify)
     return master if master is not None else SshHost.connect(settings, stop)
 
 
