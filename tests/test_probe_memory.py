@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -112,9 +113,16 @@ def test_the_stamp_changes_with_a_new_tool_the_environment_and_not_with_the_logi
     first = stamp(SSH_CONNECTION="10.0.0.1 50000 10.0.0.2 22", XDG_SESSION_ID="4")
     assert stamp(SSH_CONNECTION="10.0.0.1 50123 10.0.0.2 22", XDG_SESSION_ID="9") == first
     assert stamp(PIORCH_SIM_BOARD="pi5") != first
-    (bin_dir / "rpicam-vid").write_text("#!/bin/sh\n")
-    (bin_dir / "rpicam-vid").chmod(0o755)
-    assert stamp() != first
+    tool = bin_dir / "rpicam-vid"
+    tool.write_text("#!/bin/sh\n# 1.4\n")
+    tool.chmod(0o755)
+    installed = stamp()
+    assert installed != first
+    # Rewritten in place, at the same size, within the same minute (a stand-in switched to another
+    # release): still another file.
+    time.sleep(0.02)
+    tool.write_text("#!/bin/sh\n# 1.9\n")
+    assert stamp() != installed
 
 
 # --------------------------------------------------------------------------------------- through the CLI

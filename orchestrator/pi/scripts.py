@@ -65,8 +65,10 @@ def build_stamp_command() -> str:
     the package database's entry (any apt run changes it, libraries included) and the login's environment
     without the variables that change with every login. Same Pi, same software: same stamp.
 
-    `ls -lLi` (not stat -c): POSIX, so busybox and coreutils both have it. All output of the parts goes
-    through one cksum, so a missing part (no dpkg, no device tree) is part of the stamp too.
+    `ls -lLi --full-time` (GNU coreutils, Raspberry Pi OS's): times to the nanosecond, so a tool rewritten
+    in place within the same minute, at the same size, is still another file; plain `ls -lLi` (POSIX: busybox)
+    where that option is unknown. All output of the parts goes through one cksum, so a missing part (no
+    dpkg, no device tree) is part of the stamp too.
     """
     models = " ".join(DEVICE_TREE_MODELS)
     session = " ".join(f"-e {shlex.quote('^' + name)}" for name in _SESSION_VARIABLES)
@@ -74,9 +76,8 @@ def build_stamp_command() -> str:
         '{ printf \'%s\\n\' "$PATH"; set --; '
         f'for t in {_probed_tools()} {" ".join(_HELPERS)}; do '
         'p=$(command -v "$t") && { echo "$t $p"; case $p in /*) set -- "$@" "$p";; esac; }; done; '
-        '[ "$#" -eq 0 ] || ls -lLi "$@"; '
+        'set -- "$@" /var/lib/dpkg/status; ls -lLi --full-time "$@" || ls -lLi "$@"; '
         f'for f in {models}; do [ -r "$f" ] && cat "$f"; done; '
-        "ls -lLi /var/lib/dpkg/status; "
         f"env | grep -v {session} | sort; }} 2>/dev/null | cksum"
     )
 
