@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,16 @@ def test_the_stamp_changes_with_a_new_tool_the_environment_and_not_with_the_logi
 # --------------------------------------------------------------------------------------- through the CLI
 
 
+@pytest.fixture
+def pi(tmp_path: Path) -> Iterator[FakePi]:
+    """A fake Pi 4 with rpicam-vid (real sshd, camera simulator)."""
+    fake = start_fake_pi(tmp_path, ("rpicam-vid",), RPICAM)
+    try:
+        yield fake
+    finally:
+        fake.server.stop()
+
+
 def record(pi: FakePi, tmp_path: Path, name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_piorch({**piorch_env(tmp_path, pi.info.ssh_config), **env}, "record", "--pi", pi.info.alias,
                       "--out", str(tmp_path / name), *SHORT, *args)
@@ -139,91 +150,72 @@ def kept_files(tmp_path: Path) -> list[Path]:
 
 
 @pytest.mark.e2e
-def test_the_second_record_asks_the_pi_nothing_before_the_camera(tmp_path: Path) -> None:
-    pi = start_fake_pi(tmp_path, ("rpicam-vid",), RPICAM)
-    try:
-        first = record(pi, tmp_path, "one")
-        assert first.returncode == 0, first.stderr
-        asked = len(pi.questions())
-        assert asked == 2 and len(kept_files(tmp_path)) == 1  # --version and --help, once
-        second = record(pi, tmp_path, "two")
-        assert second.returncode == 0, second.stderr
-        assert len(pi.questions()) == asked, "the second run must not ask the tool about itself again"
-        runs = pi.runs()
-        assert len(runs) == 2 and runs[0]["argv"] == runs[1]["argv"]
-        assert any(p.suffix == ".h264" and p.stat().st_size > 0 for p in (tmp_path / "two").iterdir())
-    finally:
-        pi.server.stop()
+def test_the_second_record_asks_the_pi_nothing_before_the_camera(tmp_path: Path, pi: FakePi) -> None:
+    first = record(pi, tmp_path, "one")
+    assert first.returncode == 0, first.stderr
+    asked = len(pi.questions())
+    assert asked == 2 and len(kept_files(tmp_path)) == 1  # --version and --help, once
+    second = record(pi, tmp_path, "two")
+    assert second.returncode == 0, second.stderr
+    assert len(pi.questions()) == asked, "the second run must not ask the tool about itself again"
+    runs = pi.runs()
+    assert len(runs) == 2 and runs[0]["argv"] == runs[1]["argv"]
+    assert any(p.suffix == ".h264" and p.stat().st_size > 0 for p in (tmp_path / "two").iterdir())
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["builtin", "nc"])
-def test_a_pi_whose_tools_changed_is_probed_again_and_nothing_ran_under_the_old_answer(tmp_path: Path,
+def test_a_pi_whose_tools_changed_is_probed_again_and_nothing_ran_under_the_old_answer(tmp_path: Path, pi: FakePi,
                                                                                        backend: str) -> None:
     if backend == "nc":
         require_tool("nc")
-    pi = start_fake_pi(tmp_path, ("rpicam-vid",), RPICAM)
-    try:
-        # A fixed port: the second try's receiver listens again where the first one did.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            free = probe.getsockname()[1]
-        port = ["--port", str(free), "--backend", backend]
-        assert record(pi, tmp_path, "one", *port).returncode == 0
-        # The Pi now has libcamera-vid only (an older release on its card): the remembered rpicam-vid is gone.
-        (pi.info.bin_dir / "rpicam-vid").unlink()
-        install_stand_ins(pi.info.bin_dir, ("libcamera-vid",), extra_env=RPICAM)
-        second = record(pi, tmp_path, "two", *port)
-        assert second.returncode == 0, second.stderr
-        runs = pi.runs()
-        assert len(runs) == 2, "the guarded start must start nothing on a changed Pi"
-        assert str(runs[1]["argv"][0]).endswith("libcamera-vid")  # type: ignore[index]
-        assert len(pi.questions()) == 4  # asked again: libcamera-vid's --version and --help
-        assert "error" not in second.stderr
-    finally:
-        pi.server.stop()
+    # A fixed port: the second try's receiver listens again where the first one did.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    port = ["--port", str(free), "--backend", backend]
+    assert record(pi, tmp_path, "one", *port).returncode == 0
+    # The Pi now has libcamera-vid only (an older release on its card): the remembered rpicam-vid is gone.
+    (pi.info.bin_dir / "rpicam-vid").unlink()
+    install_stand_ins(pi.info.bin_dir, ("libcamera-vid",), extra_env=RPICAM)
+    second = record(pi, tmp_path, "two", *port)
+    assert second.returncode == 0, second.stderr
+    runs = pi.runs()
+    assert len(runs) == 2, "the guarded start must start nothing on a changed Pi"
+    assert str(runs[1]["argv"][0]).endswith("libcamera-vid")  # type: ignore[index]
+    assert len(pi.questions()) == 4  # asked again: libcamera-vid's --version and --help
+    assert "error" not in second.stderr
 
 
 @pytest.mark.e2e
-def test_a_remembered_answer_is_never_the_reason_for_a_refusal(tmp_path: Path) -> None:
-    pi = start_fake_pi(tmp_path, ("rpicam-vid",), RPICAM)
-    try:
-        assert record(pi, tmp_path, "one").returncode == 0
-        # The kept answer says "no nc" under the Pi's true stamp: the refusal it leads to is checked afresh.
-        (path,) = kept_files(tmp_path)
-        kept = json.loads(path.read_text())
-        kept["probe"] = "\n".join(line for line in kept["probe"].splitlines() if "netcat" not in line.lower()
-                                  and not line.startswith("piorch-nc-"))
-        path.write_text(json.dumps(kept))
-        second = record(pi, tmp_path, "two")
-        assert second.returncode == 0, second.stderr
-        assert "nc is not installed" not in second.stderr and len(pi.runs()) == 2
-        assert "piorch-nc-begin" in json.loads(path.read_text())["probe"], "the fresh answer is kept"
-    finally:
-        pi.server.stop()
+def test_a_remembered_answer_is_never_the_reason_for_a_refusal(tmp_path: Path, pi: FakePi) -> None:
+    assert record(pi, tmp_path, "one").returncode == 0
+    # The kept answer says "no nc" under the Pi's true stamp: the refusal it leads to is checked afresh.
+    (path,) = kept_files(tmp_path)
+    kept = json.loads(path.read_text())
+    kept["probe"] = "\n".join(line for line in kept["probe"].splitlines() if "netcat" not in line.lower()
+                              and not line.startswith("piorch-nc-"))
+    path.write_text(json.dumps(kept))
+    second = record(pi, tmp_path, "two")
+    assert second.returncode == 0, second.stderr
+    assert "nc is not installed" not in second.stderr and len(pi.runs()) == 2
+    assert "piorch-nc-begin" in json.loads(path.read_text())["probe"], "the fresh answer is kept"
 
 
 @pytest.mark.e2e
-def test_remember_pi_false_asks_every_time_and_keeps_nothing(tmp_path: Path) -> None:
-    pi = start_fake_pi(tmp_path, ("rpicam-vid",), RPICAM)
-    try:
-        for name in ("one", "two"):
-            result = record(pi, tmp_path, name, PIORCH_REMEMBER_PI="false")
-            assert result.returncode == 0, result.stderr
-        assert len(pi.questions()) == 4 and kept_files(tmp_path) == []
-    finally:
-        pi.server.stop()
+def test_remember_pi_false_asks_every_time_and_keeps_nothing(tmp_path: Path, pi: FakePi) -> None:
+    for name in ("one", "two"):
+        result = record(pi, tmp_path, name, PIORCH_REMEMBER_PI="false")
+        assert result.returncode == 0, result.stderr
+    assert len(pi.questions()) == 4 and kept_files(tmp_path) == []
 
 
 @pytest.mark.e2e
-def test_the_second_snap_asks_the_pi_nothing_before_the_camera(tmp_path: Path) -> None:
-    pi = start_fake_pi(tmp_path, ("rpicam-still",), RPICAM)
-    try:
-        env = piorch_env(tmp_path, pi.info.ssh_config)
-        for name in ("one", "two"):
-            result = run_piorch(env, "snap", "--pi", pi.info.alias, "--out", str(tmp_path / name), "--port", "0")
-            assert result.returncode == 0, result.stderr
-            assert [p.suffix for p in (tmp_path / name).iterdir() if p.suffix != ".json"] == [".jpg"]
-        assert len(pi.questions()) == 2 and len(pi.runs()) == 2
-    finally:
-        pi.server.stop()
+def test_the_second_snap_asks_the_pi_nothing_before_the_camera(tmp_path: Path, pi: FakePi) -> None:
+    install_stand_ins(pi.info.bin_dir, ("rpicam-still",), extra_env=RPICAM)
+    env = piorch_env(tmp_path, pi.info.ssh_config)
+    for name in ("one", "two"):
+        result = run_piorch(env, "snap", "--pi", pi.info.alias, "--out", str(tmp_path / name), "--port", "0")
+        assert result.returncode == 0, result.stderr
+        assert [p.suffix for p in (tmp_path / name).iterdir() if p.suffix != ".json"] == [".jpg"]
+    assert len(pi.questions()) == 2 and len(pi.runs()) == 2

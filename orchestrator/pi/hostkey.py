@@ -116,15 +116,9 @@ def fetch_key(target: SshTarget, timeout: float, recorded: Mapping[str, bytes], 
         options.key_types = _preferred_types(recorded, list(options.key_types))
         transport.start_client(timeout=timeout)
         return transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        # A ProxyCommand that gave up is told in its own words, whatever paramiko made of the closed stream.
-        ended = getattr(stream, "ended", None)
-        said = ended() if callable(ended) else None
-        if said:
-            raise ConnectError(f"cannot reach {target.display}: its ProxyCommand ended ({said})",
-                               "check ProxyCommand in the SSH config") from None
-        if isinstance(exc, paramiko.SSHException):
-            raise ConnectError(f"{target.display} did not speak SSH ({exc})", "check the address and port") from None
+    except paramiko.SSHException as exc:
+        raise ConnectError(f"{target.display} did not speak SSH ({exc})", "check the address and port") from None
+    except (EOFError, OSError) as exc:
         # The connection closed under the handshake (a jump host that gave up, a port that accepts and hangs up).
         raise ConnectError(f"cannot reach {target.display}: the connection closed ({exc or 'end of stream'})",
                            "check the cable and address, and any ProxyJump in the SSH config") from None

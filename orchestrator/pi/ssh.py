@@ -204,6 +204,14 @@ def _reach(target: SshTarget, settings: SshSettings, opened: _Opened, jump: bool
     return _dial(target, jump, settings.connect_timeout, opened)
 
 
+def _proxy_ended(sock: Any, who: str) -> ConnectError | None:
+    """A ProxyCommand that ended under the handshake, in its own words, whatever paramiko made of it."""
+    if isinstance(sock, ProxyProcess) and (ended := sock.ended()) is not None:
+        return ConnectError(f"cannot reach {who}: its ProxyCommand ended ({ended})",
+                            "check ProxyCommand in the SSH config; `ssh -v` with that config shows more")
+    return None
+
+
 def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
            jump: bool) -> tuple[paramiko.SSHClient, str]:
     """SSH over `sock`: handshake, host key, login. Every failure becomes a ConnectError or HostKeyError
@@ -235,9 +243,8 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
         raise ConnectError(f"{who} refused the login",
                            "install your key there with `ssh-copy-id` (or `piorch bootstrap`)") from None
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        if isinstance(sock, ProxyProcess) and (ended := sock.ended()) is not None:
-            raise ConnectError(f"cannot reach {who}: its ProxyCommand ended ({ended})",
-                               "check ProxyCommand in the SSH config; `ssh -v` with that config shows more") from None
+        if (ended := _proxy_ended(sock, who)) is not None:
+            raise ended from None
         raise ConnectError(f"cannot reach {who} ({_reason(exc, timeout)})",
                            JUMP_FIX if jump else LINK_FIX) from None
     transport = client.get_transport()
@@ -366,7 +373,13 @@ def check_host_key_on_the_way(target: SshTarget, settings: SshSettings) -> tuple
         return check_host_key(target, settings.connect_timeout)
     opened = _Opened()
     try:
-        return check_host_key(target, settings.connect_timeout, _reach(target, settings, opened, jump=False))
+        stream = _reach(target, settings, opened, jump=False)
+        try:
+            return check_host_key(target, settings.connect_timeout, stream)
+        except ConnectError:
+            if (ended := _proxy_ended(stream, target.display)) is not None:
+                raise ended from None
+            raise
     finally:
         opened.close()
 
