@@ -51,6 +51,7 @@ import re
 import shlex
 import shutil
 import signal
+import site
 import socket
 import statistics
 import subprocess
@@ -59,7 +60,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from startup_lab import FakePi, Lab, LabError, NetnsError, open_lab
@@ -204,15 +205,52 @@ def piorch_env(lab: Lab, scratch: Path) -> dict[str, str]:
     return env
 
 
-def piorch_bin() -> str:
+@dataclass(frozen=True)
+class Install:
+    """The piorch being measured: its venv's python (the baseline of the --help timings, the tracer's
+    interpreter) and its console script."""
+
+    python: str
+    piorch: str
+
+
+def checkout_install() -> Install:
+    """This checkout's own install (`make`: editable, its venv's .pth finder runs at every start)."""
     beside = Path(sys.executable).parent / "piorch"
     found = str(beside) if beside.exists() else shutil.which("piorch")
     if found is None:
         raise SystemExit("piorch is not installed: run `make bench` (or pip install -e .)")
-    return found
+    return Install(sys.executable, found)
 
 
-def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, traced: bool = False,
+def install_copy(scratch: Path) -> Install:
+    """piorch as `pip install .` leaves it for a user, without building a wheel or downloading: a new venv,
+    this checkout's orchestrator/ copied into its site-packages and compiled, the console script pip writes,
+    and this venv's site-packages (the same dependency versions) on its path through a .pth line. An editable
+    install's finder (imported by site at every start, 15-30 ms) is what it leaves out."""
+    import orchestrator
+
+    venv = scratch / "installed"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    shutil.copytree(Path(orchestrator.__file__).parent, purelib / "orchestrator",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    # A directory named in a .pth file joins sys.path; the .pth files inside it (the editable finder's) do not run.
+    (purelib / "piorch-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([str(python), "-m", "compileall", "-q", str(purelib / "orchestrator")], check=True,
+                   stdout=subprocess.DEVNULL)
+    script = venv / "bin" / "piorch"
+    script.write_text(f"#!{python}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+                      "from orchestrator.cli import main\nif __name__ == '__main__':\n"
+                      "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                      "    sys.exit(main())\n")
+    script.chmod(0o755)
+    return Install(str(python), str(script))
+
+
+def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, traced: bool = False,
                piorch: str | None = None, fresh: bool = False, ssh_config: Path | None = None,
                ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """`piorch record` for these Pis; seconds to each Pi's first byte, and the tracer's marks (seconds from
@@ -227,7 +265,7 @@ def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, traced:
     if ssh_config is not None:
         env["PIORCH_SSH_CONFIG"] = str(ssh_config)
     marks_file = folder / "marks.txt"
-    argv = [sys.executable, str(TRACER), *args] if traced else [piorch or piorch_bin(), *args]
+    argv = [install.python, str(TRACER), *args] if traced else [piorch or install.piorch, *args]
     if traced:
         env["PIORCH_TRACE_FILE"] = str(marks_file)
     folder.mkdir(parents=True)
@@ -282,10 +320,10 @@ def interleaved(commands: dict[str, list[str]], rounds: int, env: dict[str, str]
     return times
 
 
-def help_commands(others: dict[str, str]) -> dict[str, list[str]]:
+def help_commands(install: Install, others: dict[str, str]) -> dict[str, list[str]]:
     """The three commands for this piorch, and for each other one (`C1 ...`) with its own venv's python
     as its baseline (an editable install's .pth finder makes every start of its venv's python slower)."""
-    installs = {"": (sys.executable, piorch_bin())}
+    installs = {"": (install.python, install.piorch)}
     installs.update({f"{mode} ": (str(Path(path).parent / "python"), path) for mode, path in others.items()})
     commands = {}
     for prefix, (python, piorch) in installs.items():
@@ -295,9 +333,9 @@ def help_commands(others: dict[str, str]) -> dict[str, list[str]]:
     return commands
 
 
-def reference_commands(lab: Lab, master: Path) -> dict[str, list[str]]:
+def reference_commands(lab: Lab, master: Path, install: Install) -> dict[str, list[str]]:
     ssh = ["ssh", "-F", str(lab.ssh_config)]
-    python = sys.executable
+    python = install.python
     return {
         "python -c pass": [python, "-c", "pass"],
         "python: import paramiko": [python, "-c", "import paramiko"],
@@ -347,10 +385,11 @@ def start_master(lab: Lab, stack: ExitStack, scratch: Path) -> Path:
 IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)")
 
 
-def import_costs(env: dict[str, str], runs: int) -> dict[str, float]:
+def import_costs(env: dict[str, str], runs: int, install: Install) -> dict[str, float]:
     """Cumulative ms of the top-level and second-level imports (-X importtime), median of `runs` runs."""
-    commands = {"piorch record --help": [sys.executable, "-X", "importtime", piorch_bin(), "record", "--help"],
-                "import paramiko": [sys.executable, "-X", "importtime", "-c", "import paramiko"]}
+    python = install.python
+    commands = {"piorch record --help": [python, "-X", "importtime", install.piorch, "record", "--help"],
+                "import paramiko": [python, "-X", "importtime", "-c", "import paramiko"]}
     found: dict[str, list[float]] = {}
     for _ in range(runs):
         for label, argv in commands.items():
@@ -382,6 +421,8 @@ def main() -> int:
     parser.add_argument("--other-piorch", metavar="PATH", action="append", default=[],
                         help="modes C1, C2, ...: `piorch record` run by this piorch (another venv's: other "
                              "dependency versions, a non-editable install); may be given several times")
+    parser.add_argument("--editable", action="store_true",
+                        help="measure this checkout's own (editable) install, not an installed copy of it")
     parser.add_argument("--loopback", action="store_true", help="sshd on 127.0.0.1 even where netns would work")
     parser.add_argument("--no-extras", action="store_true", help="skip the references and -X importtime")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
@@ -397,13 +438,15 @@ def main() -> int:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-startup-")))
         base_env = piorch_env(Lab("", "", [], scratch / "none"), scratch)
         try:
-            helps = interleaved(help_commands(others), args.help_rounds, base_env) if args.help_rounds else {}
+            install = checkout_install() if args.editable else install_copy(scratch)
+            helps = interleaved(help_commands(install, others), args.help_rounds, base_env) if args.help_rounds else {}
             where = "no fake Pi (--rounds 0)"
             samples: list[Sample] = []
             refs: dict[str, list[float]] = {}
             imports: dict[str, float] = {}
             if args.rounds > 0:
-                where, samples, refs, imports = measure_on_fake_pis(stack, scratch, args, modes, others, base_env)
+                where, samples, refs, imports = measure_on_fake_pis(stack, scratch, args, modes, others, base_env,
+                                                                    install)
         except (MeasurementFailed, LabError, NetnsError) as exc:
             print(f"startup benchmark failed: {exc}", file=sys.stderr)
             return 1
@@ -420,7 +463,7 @@ def main() -> int:
 
 
 def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespace, modes: list[str],
-                        others: dict[str, str], base_env: dict[str, str],
+                        others: dict[str, str], base_env: dict[str, str], install: Install,
                         ) -> tuple[str, list[Sample], dict[str, list[float]], dict[str, float]]:
     """The lab, the references, then the rounds of first-byte modes."""
     lab = open_lab(stack, scratch, max(args.pis, 1), args.loopback)
@@ -432,16 +475,16 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
     if master is not None:
         mux_config.write_text(f"Host pi1\n    ControlPath {master}\n\n" + lab.ssh_config.read_text())
     if not args.no_extras and master is not None:
-        refs = interleaved(reference_commands(lab, master), args.rounds, base_env)
+        refs = interleaved(reference_commands(lab, master, install), args.rounds, base_env)
         refs["in-process: TCP connect -> SSH banner from sshd"] = banner_times(lab.pis[0], args.rounds)
-        imports = import_costs(base_env, 5)
+        imports = import_costs(base_env, 5, install)
     one, many = lab.pis[:1], lab.pis
     # One untimed run of each kind first: .pyc files, page cache, sshd's first fork, piorch's memory of the Pis.
     run_by_hand(lab, one, scratch / "warm-a")
-    run_piorch(lab, one, scratch / "warm-b", scratch)
-    run_piorch(lab, many, scratch / "warm-b8", scratch)
+    run_piorch(lab, one, scratch / "warm-b", scratch, install)
+    run_piorch(lab, many, scratch / "warm-b8", scratch, install)
     for mode, path in others.items():
-        run_piorch(lab, one, scratch / f"warm-{mode}", scratch, piorch=path)
+        run_piorch(lab, one, scratch / f"warm-{mode}", scratch, install, piorch=path)
     samples: list[Sample] = []
     for index in range(args.rounds):
         for mode in modes:
@@ -450,7 +493,7 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
             if mode in ("A", "A8", "AM"):
                 seen = run_by_hand(lab, many if mode == "A8" else one, folder, master if mode == "AM" else None)
             else:
-                seen, marks = run_piorch(lab, many if mode == "B8" else one, folder, scratch,
+                seen, marks = run_piorch(lab, many if mode == "B8" else one, folder, scratch, install,
                                          traced=mode == "T", piorch=others.get(mode), fresh=mode == "F",
                                          ssh_config=mux_config if mode == "BM" else None)
             samples.append(Sample(mode, index, max(seen.values()), seen,

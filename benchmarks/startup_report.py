@@ -22,13 +22,15 @@ class Sample:
 # --- the breakdown ----------------------------------------------------------------------------------------
 PHASES = [
     ("Python start (interpreter, site, venv .pth files)", "", "interpreter_ready"),
-    ("import orchestrator.cli (typer, pydantic, rich, commands)", "cli_import_begin", "cli_import_end"),
+    ("import orchestrator.cli (typer)", "cli_import_begin", "cli_import_end"),
+    ("import the record command (settings, config, events)", "command_import_begin", "command_import_end"),
     ("import orchestrator.pi.ssh + .recording (earlier than piorch does)", "late_imports_begin", "late_imports_end"),
     ("typer builds the app and parses the command line", "late_imports_end", "settings_begin"),
     ("settings: flags, config file, environment", "settings_begin", "settings_end"),
     ("record(): checks, display", "settings_end", "paramiko_import_begin"),
-    ("import paramiko (cryptography, invoke, nacl, bcrypt)", "paramiko_import_begin", "paramiko_import_end"),
-    ("ssh_config lookup (resolve_target)", "resolve_target_begin", "resolve_target_end"),
+    ("import paramiko (cryptography, nacl, bcrypt; invoke where needed)", "paramiko_import_begin",
+     "paramiko_import_end"),
+    ("ssh_config lookup (resolve_target, paramiko's import apart)", "paramiko_import_end", "resolve_target_end"),
     ("known_hosts load, TCP connect", "open_client_begin", "ssh_kex_begin"),
     ("SSH banner + key exchange (paramiko start_client)", "ssh_kex_begin", "ssh_kex_end"),
     ("host key check", "ssh_kex_end", "ssh_auth_begin"),
