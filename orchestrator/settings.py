@@ -64,6 +64,10 @@ class ReceiveSettings:
     allowed_peer: str | None = None
     # Raw video: bytes of one frame, so frames are counted (dashboard, manifests); 0 = not raw.
     raw_frame_bytes: int = 0
+    # Raw video: how its frames lie (events.RawLayout.describe()) and whether a .y4m goes beside the .yuv
+    # (`y4m`). Each file's placeholder manifest carries it, so `recover` finishes a killed run's .yuv as the
+    # run would have.
+    raw_layout: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

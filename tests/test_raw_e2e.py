@@ -282,6 +282,46 @@ def test_ctrl_c_keeps_every_raw_byte_and_a_y4m_of_the_whole_frames(tmp_path: Pat
     assert pi.camera_free() and not pi.cameras_running()
 
 
+def test_sigkill_leaves_raw_video_that_recover_finishes_with_its_y4m(tmp_path: Path,
+                                                                     pi_factory: list[FakePi]) -> None:
+    pi = _fake_pi(tmp_path, ("raspivid", "raspividyuv"))
+    pi_factory.append(pi)
+    out = tmp_path / "recv"
+    env = piorch_env(tmp_path, pi.info.ssh_config)
+    proc = subprocess.Popen(piorch_argv("record", "--pi", pi.info.alias, "--out", str(out), "--codec", "yuv420",
+                                        "--port", "0", "--width", "640", "--height", "480", "--fps", "15"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while sum(p.stat().st_size for p in out.glob("*.yuv.tmp")) < 3 * 460_800 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while not (pi.camera_free() and not pi.cameras_running()):
+        assert time.monotonic() < deadline, "the camera was still held 10 s after piorch was killed"
+        time.sleep(0.1)
+    (leftover,) = out.glob("*.yuv.tmp")
+    kept = leftover.read_bytes()
+    result = run_piorch(env, "recover", str(out))
+    assert result.returncode == 0, result.stderr
+    raw = _only(out, "*.yuv")
+    assert raw.read_bytes() == kept and not list(out.glob("*.tmp"))  # never changed
+    (manifest,) = manifests(out)
+    layout = RawLayout("yuv420p", 640, 480, 640, 480, 15)
+    frames, trailing = divmod(len(kept), layout.frame_bytes)
+    assert manifest["status"] == "recovered" and manifest["container"] == "yuv" and frames >= 3
+    assert manifest["raw"]["frames"] == frames and manifest["raw"]["trailing_bytes"] == trailing
+    assert manifest["raw"]["stride"] == 640 and manifest["raw"]["y4m"] == raw.with_suffix(".y4m").name
+    with av.open(str(raw.with_suffix(".y4m"))) as container:
+        decoded = [frame.to_ndarray(format="yuv420p").tobytes() for frame in container.decode(video=0)]
+    assert len(decoded) == frames
+    assert decoded[-1] == unpad(kept[(frames - 1) * layout.frame_bytes:frames * layout.frame_bytes], layout)
+
+
 # ------------------------------------------------------------------------------------------ the link
 
 

@@ -14,10 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import orchestrator.sim
-from orchestrator.events import Ending, Event, FileFinished, FileStatus
+from orchestrator.events import Ending, Event, FileFinished, FileStatus, RawLayout
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.manifest import read_placeholder
+from orchestrator.stream.raw import unpad
 from orchestrator.stream.recovery import recover_leftovers
 from orchestrator.stream.writer import FileWriter
 from tests.e2e_helpers import ROOT, piorch_argv, run_piorch
@@ -183,3 +186,91 @@ def test_recover_never_touches_a_file_whose_manifest_is_still_being_written(tmp_
     assert isinstance(events[-1], FileFinished) and finished.status is FileStatus.COMPLETE
     assert manifest_of(out, item.id)["status"] == "complete"
     assert recover_leftovers(out, lambda event: None) == []
+
+
+# A padded I420 layout, as raspividyuv writes it: rows of 128 bytes for a 100-pixel width, 32 rows for 30.
+RAW = RawLayout("yuv420p", 100, 30, 128, 32, 25.0, True)
+
+
+def raw_frames(count: int) -> bytes:
+    return b"".join(bytes([index % 251]) * RAW.frame_bytes for index in range(count))
+
+
+def killed_raw_recording(out: Path, data: bytes, raw: dict[str, object] | None, suffix: str = ".yuv") -> str:
+    """A raw recording's writer killed with SIGKILL after `data` reached the disk; the file's id."""
+    sent = out.parent / "sent.bin"
+    sent.write_bytes(data)
+    killed_python(f"import json\nfrom orchestrator.stream.writer import FileWriter\n"
+                  f"writer = FileWriter(Path(sys.argv[1]), {suffix!r}, {PEER!r}, raw=json.loads(sys.argv[3]))\n"
+                  f"writer.write(Path(sys.argv[2]).read_bytes())",
+                  str(out), str(sent), json.dumps(raw))
+    ((file_id, said),) = placeholders(out).items()
+    assert said.get("raw") == raw
+    return file_id
+
+
+def test_recover_finishes_a_killed_raw_recording_with_its_y4m(tmp_path: Path) -> None:
+    out = tmp_path / "recv"
+    out.mkdir()
+    data = raw_frames(3) + b"\x07" * 1000  # three frames and the start of a fourth
+    file_id = killed_raw_recording(out, data, {**RAW.describe(), "y4m": True})
+    (finished,) = recover_leftovers(out, lambda event: None)
+    assert finished.status is FileStatus.RECOVERED and finished.path == out / f"{file_id}.yuv"
+    # The camera's bytes stay exactly as they came; the .y4m has the whole frames, rows unpadded.
+    assert (out / f"{file_id}.yuv").read_bytes() == data
+    y4m = (out / f"{file_id}.y4m").read_bytes()
+    header, _, body = y4m.partition(b"\n")
+    assert header == b"YUV4MPEG2 W100 H30 F25:1 Ip A1:1 C420jpeg XCOLORRANGE=FULL"
+    assert body == b"".join(b"FRAME\n" + unpad(data[i * RAW.frame_bytes:(i + 1) * RAW.frame_bytes], RAW)
+                            for i in range(3))
+    manifest = manifest_of(out, file_id)
+    assert manifest["status"] == "recovered" and manifest["container"] == "yuv"
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest() and manifest["bytes"] == len(data)
+    assert manifest["raw"] == {**RAW.describe(), "frames": 3, "trailing_bytes": 1000, "y4m": f"{file_id}.y4m"}
+    assert not list(out.glob("*.tmp")) and not list(out.glob("*.partial"))
+
+
+def test_a_run_starting_in_the_folder_recovers_raw_video_without_the_y4m(tmp_path: Path) -> None:
+    out = tmp_path / "recv"
+    out.mkdir()
+    data = raw_frames(2)
+    file_id = killed_raw_recording(out, data, {**RAW.describe(), "y4m": True})
+    (finished,) = recover_leftovers(out, lambda event: None, twins=False)
+    assert finished.path.read_bytes() == data and not (out / f"{file_id}.y4m").exists()
+    manifest = manifest_of(out, file_id)
+    assert manifest["raw"] == {**RAW.describe(), "frames": 2, "trailing_bytes": 0, "y4m": None}
+    assert "no .y4m made while a run was starting" in str(manifest["reason"])
+
+
+def test_a_raw_recording_that_wanted_no_y4m_gets_none(tmp_path: Path) -> None:
+    out = tmp_path / "recv"
+    out.mkdir()
+    file_id = killed_raw_recording(out, raw_frames(2), {**RAW.describe(), "y4m": False})
+    recover_leftovers(out, lambda event: None)
+    assert not (out / f"{file_id}.y4m").exists()
+    assert manifest_of(out, file_id)["raw"] == {**RAW.describe(), "frames": 2, "trailing_bytes": 0, "y4m": None}
+
+
+def test_a_raw_leftover_without_its_layout_is_recovered_not_called_gone(tmp_path: Path) -> None:
+    # Before raw files were known to recover, the placeholder's data was looked for under its final name
+    # only, and the .yuv.tmp sitting beside it was reported as gone.
+    out = tmp_path / "recv"
+    out.mkdir()
+    data = raw_frames(2)
+    file_id = killed_raw_recording(out, data, None)
+    (finished,) = recover_leftovers(out, lambda event: None)
+    assert finished.status is FileStatus.RECOVERED and (out / f"{file_id}.yuv").read_bytes() == data
+    manifest = manifest_of(out, file_id)
+    assert manifest["status"] == "recovered" and manifest["container"] == "yuv" and "raw" not in manifest
+    assert "does not say how frames lie" in str(manifest["reason"])
+
+
+@pytest.mark.parametrize("suffix", [".rgb", ".bgr", ".rgba", ".bgra", ".png", ".bmp", ".gif", ".jpg"])
+def test_a_killed_snap_picture_is_recovered(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / "recv"
+    out.mkdir()
+    data = bytes(range(256)) * 10
+    file_id = killed_raw_recording(out, data, None, suffix)
+    (finished,) = recover_leftovers(out, lambda event: None)
+    assert finished.status is FileStatus.RECOVERED and (out / f"{file_id}{suffix}").read_bytes() == data
+    assert manifest_of(out, file_id)["sha256"] == hashlib.sha256(data).hexdigest()

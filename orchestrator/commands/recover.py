@@ -14,8 +14,9 @@ def recover(
     out: Path = typer.Argument(Path("recv"), help="Folder to look in [./recv]."),
 ) -> None:
     """Rename each leftover `<uuid>.<ext>.tmp` to its final name, hash it, and write a manifest with status
-    `recovered`. Files a running piorch is still writing are left alone; nothing is ever deleted.
-    `record` and `listen` do the same for their folder when they start."""
+    `recovered`; a raw recording's `.yuv` also gets its `.y4m`. Files a running piorch is still writing are
+    left alone; nothing is ever deleted. `record`, `listen` and `snap` do the same for their folder when they
+    start (without the `.y4m`, so as not to hold up the start)."""
     from orchestrator.stream.recovery import recover_leftovers
     from orchestrator.ui.log import PlainLog
     from orchestrator.ui.summary import render_summary

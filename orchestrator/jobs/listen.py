@@ -31,7 +31,7 @@ def run_listen(settings: ReceiveSettings, on_event: EventSink, stop: threading.E
             context={"settings": {"port": settings.port, "backend": settings.backend.value}}, on_event=on_event,
         ))
 
-    recover_leftovers(settings.out_dir, on_event)
+    recover_leftovers(settings.out_dir, on_event, twins=False)
     if settings.backend is Backend.NC and settings.bind is None:
         # nc takes whoever connects first; on every address that may be anyone on the laptop's networks.
         on_event(Notice("warning", "the nc backend accepts any peer and listens on every address: "

@@ -294,12 +294,13 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
         on_event(Notice("warning", warning))
     if stamps.reason:
         on_event(Notice("info", f"frame times from the frame rate, not the camera's clock: {stamps.reason}"))
-    recover_leftovers(receive.out_dir, on_event)
+    recover_leftovers(receive.out_dir, on_event, twins=False)
     fps = settings.camera.fps
     h264 = settings.camera.codec == "h264"
     receive = replace(receive, parse_h264=h264, split_jpeg=not h264 and settings.frames,
                       segment_frames=frames_for(settings.segment_s, fps) if settings.segment_s and h264 else 0,
-                      raw_frame_bytes=plan.raw.frame_bytes if plan.raw else 0)
+                      raw_frame_bytes=plan.raw.frame_bytes if plan.raw else 0,
+                      raw_layout={**plan.raw.describe(), "y4m": y4m} if plan.raw else None)
     # Containers hold H.264 here; an MJPEG stream stays as it came (or as its frames).
     container = settings.container if h264 else "h264"
     session = SessionFiles(receive.out_dir, container, fps, settings.keep_raw, receive.discard_partial, on_event)

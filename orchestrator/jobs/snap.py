@@ -321,7 +321,7 @@ def _snap(settings: SnapSettings, names: tuple[str, ...] | None, host: Host, pro
     laptop_ip = resolve_laptop_ip(settings.laptop_ip, host)
     receive = settings.receive if settings.receive.bind else replace(settings.receive, bind=laptop_ip)
     camera_argv = build_still_argv(still, tool)
-    recover_leftovers(receive.out_dir, on_event)  # `.tmp` files a killed piorch left, as record does
+    recover_leftovers(receive.out_dir, on_event, twins=False)  # `.tmp` files a killed piorch left, as record does
     received: list[ReceivedFile] = []
     receiver = make_receiver(receive, received.append, on_event, suffix=image_format.suffix)
     receiver.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,11 +123,16 @@ RESERVED_BYTES = 64 * 1024
 RECEIVING = "receiving"
 
 
-def reserve_manifest(path: Path, file_id: str, receiving: str, started_utc: str, peer: str) -> None:
+def reserve_manifest(path: Path, file_id: str, receiving: str, started_utc: str, peer: str,
+                     raw: Mapping[str, object] | None = None) -> None:
     """A placeholder `<uuid>.json` (status `receiving`) padded to RESERVED_BYTES; best effort. It says when
-    and from whom the file started, so `recover` can tell the truth about a file a killed run left."""
-    text = json.dumps({"id": file_id, "file": receiving, "status": RECEIVING, "started_utc": started_utc,
-                       "peer": peer})
+    and from whom the file started (and, for raw video, how its frames lie), so `recover` can tell the truth
+    about a file a killed run left."""
+    said: dict[str, object] = {"id": file_id, "file": receiving, "status": RECEIVING, "started_utc": started_utc,
+                               "peer": peer}
+    if raw is not None:
+        said["raw"] = dict(raw)
+    text = json.dumps(said)
     try:
         with open(path, "x", encoding="utf-8") as handle:
             handle.write(text + "\n" + " " * max(0, RESERVED_BYTES - len(text) - 1))

@@ -17,11 +17,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.events import EventSink, FileFinished, FileStatus, Notice
+from orchestrator.events import EventSink, FileFinished, FileStatus, Notice, RawLayout
+from orchestrator.settings import ImageFormat, RawFormat
 from orchestrator.stream.manifest import Manifest, read_placeholder, utc_at, write_manifest
+from orchestrator.stream.raw import finish_raw_video
 
 # Data files only; a half-written manifest (`<uuid>.json.tmp`) is rewritten from the data file instead.
-DATA_SUFFIXES = (".h264.tmp", ".mjpeg.tmp", ".jpg.tmp", ".png.tmp", ".bmp.tmp", ".gif.tmp")
+# Streams (H.264, MJPEG, raw I420 video) and pictures (snap's image and raw formats).
+DATA_SUFFIXES = tuple(f"{suffix}.tmp" for suffix in (".h264", ".mjpeg", ".yuv", *(f.suffix for f in ImageFormat),
+                                                      *(f.suffix for f in RawFormat)))
 # What a remux left when it was cut short: never received bytes, only an unfinished copy of them.
 REMUX_LEFTOVERS = (".mp4.partial", ".mkv.partial")
 
@@ -136,7 +140,7 @@ def _seconds(utc: str) -> float:
     return datetime.fromisoformat(utc.replace("Z", "+00:00")).timestamp()
 
 
-def recover_file(leftover: Leftover, on_event: EventSink) -> FileFinished:
+def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) -> FileFinished:
     """Finalise one leftover: rename a `.tmp` to its final name (never over another file), hash it, and
     write a `recovered` manifest with its true start; the bytes are never changed."""
     folder, said = leftover.folder, leftover.placeholder or {}
@@ -168,6 +172,15 @@ def recover_file(leftover: Leftover, on_event: EventSink) -> FileFinished:
     how = "left unfinished by a piorch run that was killed; finalised by recover"
     if not started:
         started, how = ended, how + " (no placeholder manifest: its start time is unknown)"
+    # A raw recording's placeholder says how its frames lie (ReceiveSettings.raw_layout).
+    said_raw = said.get("raw")
+    raw: dict[str, Any] = said_raw if isinstance(said_raw, dict) else {}
+    layout = _layout_from(raw) if data.suffix == ".yuv" else None
+    if data.suffix == ".yuv" and layout is None:
+        how += ("; no .y4m made: its placeholder does not say how frames lie (a raw picture, or a recording "
+                "by an older piorch)")
+    elif layout is not None and not twins:
+        how += "; no .y4m made while a run was starting (`raw` says how to read it)"
     remuxed = [name for name in (f"{leftover.id}.mp4", f"{leftover.id}.mkv") if (folder / name).is_file()]
     if remuxed and data.suffix not in (".mp4", ".mkv"):
         how += f"; its remuxed {remuxed[0]} is kept too"
@@ -178,7 +191,7 @@ def recover_file(leftover: Leftover, on_event: EventSink) -> FileFinished:
     problem = write_manifest(manifest_path, Manifest(
         id=leftover.id, file=data.name, status=FileStatus.RECOVERED.value, bytes=size, sha256=sha256,
         started_utc=started, ended_utc=ended, peer=str(said.get("peer") or "unknown"), reason=how,
-        container=data.suffix.lstrip(".") if data.suffix in (".mp4", ".mkv") else "h264",
+        container=data.suffix.lstrip(".") if data.suffix in (".mp4", ".mkv", ".yuv") else "h264",
         frames=sum(frame["complete"] for frame in frame_list) if frame_list is not None else None,
         frame_list=frame_list,
         partial_frames=sum(not frame["complete"] for frame in frame_list) if frame_list is not None else None,
@@ -187,8 +200,25 @@ def recover_file(leftover: Leftover, on_event: EventSink) -> FileFinished:
         on_event(Notice("error", problem))
     finished = FileFinished(data, None if problem else manifest_path, size, sha256, FileStatus.RECOVERED,
                             max(0.0, last_write - _seconds(started)))
+    if layout is not None and not problem:
+        # The .y4m twin (when the run wanted one) and the manifest's `raw`, as the run would have written them.
+        finish_raw_video([finished], layout, twins and bool(raw.get("y4m", True)), on_event)
     on_event(finished)
     return finished
+
+
+def _layout_from(raw: dict[str, Any]) -> RawLayout | None:
+    """The I420 video layout a placeholder's `raw` describes (RawLayout.describe()), or None when it says none."""
+    try:
+        fps = raw.get("fps")
+        color = raw.get("color_range")
+        layout = RawLayout(str(raw["pixel_format"]), int(raw["width"]), int(raw["height"]), int(raw["stride"]),
+                           int(raw["rows"]), None if fps is None else float(fps),
+                           None if color is None else color == "full")
+        usable = layout.pixel_format == "yuv420p" and layout.frame_bytes > 0 and (layout.fps or 0) > 0
+        return layout if usable else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _gone(leftover: Leftover, on_event: EventSink) -> FileFinished:
@@ -211,8 +241,11 @@ def _gone(leftover: Leftover, on_event: EventSink) -> FileFinished:
     return finished
 
 
-def recover_leftovers(out_dir: Path, on_event: EventSink) -> list[FileFinished]:
-    files = [recover_file(leftover, on_event) for leftover in find_leftovers(out_dir)]
+def recover_leftovers(out_dir: Path, on_event: EventSink, twins: bool = True) -> list[FileFinished]:
+    """Finalise every leftover in `out_dir`. `twins`: also write what a file would have had beside it (a raw
+    recording's .y4m): `piorch recover` does; a run starting in that folder does not, so that a leftover
+    of gigabytes does not hold up its start (the manifest's `raw` still says how to read the .yuv)."""
+    files = [recover_file(leftover, on_event, twins) for leftover in find_leftovers(out_dir)]
     if files:
         on_event(Notice("warning", f"recovered {len(files)} file(s) left by an earlier run in {out_dir}"))
     return files

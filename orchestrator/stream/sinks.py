@@ -78,6 +78,7 @@ class StreamSink:
         self._tap = tap
         # Raw video: every frame has this many bytes, so counting frames is a division.
         self._raw_frame_bytes = settings.raw_frame_bytes
+        self._raw_layout = settings.raw_layout
         self.bytes_received = 0
 
     @property
@@ -90,7 +91,7 @@ class StreamSink:
     def _current(self) -> FileWriter:
         if self._writer is None:
             self._segment += 1
-            self._writer = FileWriter(self._out_dir, self._suffix, self._peer, self._camera_run)
+            self._writer = FileWriter(self._out_dir, self._suffix, self._peer, self._camera_run, self._raw_layout)
             self._outlet.report(FileStarted(self._writer.tmp_path, self._peer))
         return self._writer
 

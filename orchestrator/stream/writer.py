@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,7 +157,8 @@ class _HashFollower(threading.Thread):
 class FileWriter:
     """Owns one `<uuid><suffix>.tmp` file: writes and counts on the receiving thread, finalised on another."""
 
-    def __init__(self, out_dir: Path, suffix: str, peer: str, camera_run: CameraRun | None = None) -> None:
+    def __init__(self, out_dir: Path, suffix: str, peer: str, camera_run: CameraRun | None = None,
+                 raw: Mapping[str, object] | None = None) -> None:
         self.id = str(uuid.uuid4())
         self.peer = peer
         self.camera_run = camera_run
@@ -167,7 +169,7 @@ class FileWriter:
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.lock = FileLock(self._fd)
         self.started_utc = utc_now()
-        reserve_manifest(out_dir / f"{self.id}.json", self.id, self.tmp_path.name, self.started_utc, peer)
+        reserve_manifest(out_dir / f"{self.id}.json", self.id, self.tmp_path.name, self.started_utc, peer, raw)
         self.bytes_written = 0
         self.closed = False
         self.started = time.monotonic()
