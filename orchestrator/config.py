@@ -139,6 +139,8 @@ KEYS: dict[str, Key] = {
         Key("fps", int, 30, "frames per second", check_fps),
         Key("vflip", bool, False, "flip the picture vertically"),
         Key("hflip", bool, False, "flip the picture horizontally"),
+        Key("timestamps", bool, True, "record: ask the camera for its own frame timestamps (-pts/--save-pts through "
+            "a named pipe on the Pi); false: frame times from the frame rate"),
         Key("camera_tool", str, "auto", "auto, raspivid, libcamera-vid or rpicam-vid",
             check_choice("auto", "raspivid", "libcamera-vid", "rpicam-vid")),
         Key("container", str, "mp4", "file type: mp4 or mkv (remuxed, true frame rate) or h264 (raw stream)",

@@ -157,6 +157,7 @@ def build_record_settings(config: Config, choices: RecordChoices) -> tuple[Recor
         view=choices.view, frames=choices.frames, force=choices.force, kill_stale=choices.kill_stale,
         stall_timeout_s=choices.stall_timeout_s, no_resume=choices.no_resume,
         bitrate_given=config.sources["bitrate"] != "default", remember_pi=config["remember_pi"],
+        timestamps=config["timestamps"],
     )
     return settings, build_ssh_settings(config, choices.accept_new_host_key)
 

@@ -101,6 +101,9 @@ class RecordSettings:
     kill_stale: bool = False
     # Start from what an earlier run found on this Pi, confirmed by the start itself (pi/probe_memory.py).
     remember_pi: bool = True
+    # Ask the camera for its own frame timestamps where its tool can send them (pi/timestamps.py); False:
+    # frame times from the frame rate, and the camera's command line is the recipe's own.
+    timestamps: bool = True
     # No bytes for this long while recording: the link is lost; resume into a new file (unless no_resume).
     stall_timeout_s: float = 10.0
     no_resume: bool = False

@@ -121,6 +121,9 @@ def test_auto_tool_must_be_resolved_first() -> None:
          "without --libav-format"),
         ("Invalid command line option (-bitrate)", 1, "refused an option"),
         ("something odd", 3, "failed on the Pi (something odd)"),
+        # The pipeline script's own line: the camera's timestamps had no folder for their named pipe.
+        ("piorch: could not make named pipes for the camera's timestamps in /tmp\n", 1,
+         "could not make the named pipes the camera's timestamps travel through, in /tmp (full"),
     ],
 )
 def test_camera_failure_explained(stderr: str, code: int, words: str) -> None:

@@ -80,6 +80,13 @@ def test_each_tool_build_is_asked_for_its_timestamps_as_it_can_give_them(
     assert bool(plan.reason) == (clock is FrameClock.FRAME_RATE)
 
 
+@pytest.mark.parametrize("tool", [CameraTool.RASPIVID, CameraTool.RPICAM_VID])
+def test_timestamps_turned_off_are_never_asked_for(tool: CameraTool) -> None:
+    plan = plan_timestamps(H264, tool, describe_stack(tool.is_legacy, PI4, facts((1, 13, 0))), wanted=False)
+    assert plan.clock is FrameClock.FRAME_RATE and "--no-timestamps" in plan.reason
+    assert add_timestamp_options([tool.value, "-o", "-"], plan) == [tool.value, "-o", "-"]
+
+
 def test_the_pi5_reason_names_the_release_that_fixes_it() -> None:
     plan = plan_timestamps(H264, CameraTool.RPICAM_VID, describe_stack(False, PI5, facts((1, 7, 0))))
     assert "1.7.0" in plan.reason and "1.8.0" in plan.reason

@@ -193,6 +193,51 @@ def test_a_camera_that_writes_no_timestamps_still_records(tmp_path: Path, need_s
         pi.server.stop()
 
 
+def test_a_pi_whose_temporary_folder_fails_says_how_to_record_without_timestamps(tmp_path: Path,
+                                                                                need_sshd: None) -> None:
+    # The named pipes cannot be made (a full or read-only /tmp; here a TMPDIR that does not exist): the run
+    # fails before the camera starts, in one line that names the way out, and --no-timestamps records.
+    pi = start_fake_pi(tmp_path, ("rpicam-vid",), {"TMPDIR": str(tmp_path / "no-such-folder")})
+    try:
+        out = tmp_path / "recv"
+        env = piorch_env(tmp_path, pi.info.ssh_config)
+        args = ["record", "--pi", pi.info.alias, "--seconds", "2", "--fps", str(FPS), "--width", "640",
+                "--height", "360", "--container", "h264", "--out", str(out), "--port", "0"]
+        failed = run_piorch(env, *args)
+        assert failed.returncode != 0 and "Traceback" not in failed.stderr
+        assert "could not make named pipes" in failed.stderr and "--no-timestamps" in failed.stderr
+        assert pi.runs() == [] and pi.camera_free()
+        result = run_piorch(env, *args, "--no-timestamps")
+        assert result.returncode == 0, result.stderr
+        assert "frame times from the frame rate, not the camera's clock: turned off" in result.stderr
+        (run,) = pi.runs()
+        assert "--save-pts" not in run["argv"] and "--flush" not in run["argv"]
+        (entry,) = session(out)["files"]
+        manifest = manifest_of(out, entry["id"])
+        assert manifest["timestamps"] == "frame-rate" and manifest["pts_file"] is None
+        assert manifest["sha256"] == run["sha256"]
+    finally:
+        pi.server.stop()
+
+
+def test_timestamps_false_in_the_config_file_and_the_flag_over_it(tmp_path: Path, need_sshd: None) -> None:
+    pi = fake_pi(tmp_path, "raspivid", {})
+    try:
+        env = piorch_env(tmp_path, pi.info.ssh_config)
+        Path(env["PIORCH_CONFIG"]).write_text("timestamps = false\n")
+        args = ["record", "--pi", pi.info.alias, "--seconds", "1", "--fps", str(FPS), "--width", "640",
+                "--height", "360", "--container", "h264", "--port", "0"]
+        assert run_piorch(env, *args, "--out", str(tmp_path / "off")).returncode == 0
+        assert run_piorch(env, *args, "--out", str(tmp_path / "on"), "--timestamps").returncode == 0
+        first, second = pi.runs()
+        assert "-pts" not in first["argv"] and "-pts" in second["argv"]
+        assert session(tmp_path / "off")["timestamps"] == "frame-rate"
+        assert session(tmp_path / "on")["timestamps"] == "camera"
+        assert leftovers(tmp_path) == []
+    finally:
+        pi.server.stop()
+
+
 def test_split_mjpeg_frames_each_carry_their_camera_time(tmp_path: Path, need_sshd: None) -> None:
     pi = fake_pi(tmp_path, "rpicam-vid", {"PIORCH_SIM_FAULT": "drop-frames=10:2"})
     try:

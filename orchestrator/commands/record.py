@@ -77,6 +77,10 @@ def record(
     kill_stale: Annotated[bool, typer.Option(
         "--kill-stale", help="Camera busy: stop whatever holds it (an orphan of an earlier piorch run is always "
                              "stopped).")] = False,
+    timestamps: Annotated[bool | None, typer.Option(
+        "--timestamps/--no-timestamps", help="Ask the camera for its own frame timestamps (.pts files, true "
+                                             "frame times, dropped frames counted) where its tool can send them "
+                                             "[on] (config: timestamps).")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Record from the Pi's camera into OUT/<uuid>.mp4 (or .mkv, .h264) with a JSON manifest beside it.
@@ -98,7 +102,8 @@ def record(
     values = load({"pi": None if several or not pi else pi[0], "laptop_ip": laptop_ip,
                    "port": None if port == "auto" else port, "out": None if out is None else str(out),
                    "bitrate": bitrate, "width": width, "height": height, "fps": fps, "vflip": vflip,
-                   "hflip": hflip, "camera_tool": camera_tool, "backend": backend, "container": container}, config)
+                   "hflip": hflip, "camera_tool": camera_tool, "backend": backend, "container": container,
+                   "timestamps": timestamps}, config)
     choices = RecordChoices(
         duration_ms=duration_ms(minutes, seconds), segment_s=segment_seconds(segment), codec=codec, frames=frames,
         keep_raw=keep_raw, view=view, discard_partial=discard_partial, accept_new_host_key=accept_new_host_key,

@@ -283,7 +283,7 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
     plan = plan_camera(camera, tool, stack, settings.bitrate_given)
     # Raw video: written twice when a .y4m goes beside the .yuv; refused when the Pi's link cannot carry it.
     y4m = plan.raw is not None and settings.container != "h264"
-    stamps = plan_timestamps(camera, tool, stack, probe.has_pipes)
+    stamps = plan_timestamps(camera, tool, stack, probe.has_pipes, settings.timestamps)
     check_out_dir(receive.out_dir)
     if not settings.force:
         check_disk_space(receive.out_dir, camera, plan.expected_bps * (2 if y4m else 1))

@@ -14,6 +14,7 @@ from orchestrator.errors import RemoteError, UsageError
 from orchestrator.events import RawLayout
 from orchestrator.pi.raw import build_raw_video_argv, raw_video_layout
 from orchestrator.pi.stack import CameraStack, H264Encoder
+from orchestrator.pi.timestamps import PIPES_FAILED
 from orchestrator.settings import CameraSettings, CameraTool
 
 # Preference when the Pi has several: the libcamera tools are the maintained stack; raspivid only works on
@@ -237,6 +238,12 @@ def parse_camera_failure(tool: CameraTool, stderr: str, exit_code: int | None) -
         return CameraProblem(f"{tool.value} encodes H.264 in software (libav) here and cannot write it to a pipe "
                              "without --libav-format", "update rpicam-apps on the Pi (sudo apt install rpicam-apps), "
                              "or record with --codec mjpeg")
+    if (at := text.find(PIPES_FAILED.lower())) >= 0:
+        # The pipeline script's own line (build_pipeline_script): the camera was never started.
+        folder = (stderr[at + len(PIPES_FAILED):].strip().splitlines() or ["/tmp"])[0]
+        return CameraProblem(f"the Pi could not make the named pipes the camera's timestamps travel through, in "
+                             f"{folder} (full, read-only or missing?)",
+                             "free that folder on the Pi, or record with --no-timestamps")
     if "invalid command line option" in text or "unrecognised option" in text or "unrecognized option" in text:
         return CameraProblem(f"{tool.value} refused an option ({_last_line(stderr)})",
                              "try --camera-tool to pick the tool the Pi really has")

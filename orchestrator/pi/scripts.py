@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.netcat import NetcatFlavour, parse_nc_flavour
 from orchestrator.pi.stack import ToolFacts, clean_board, parse_tool_facts
-from orchestrator.pi.timestamps import PTS_PIPE, VIDEO_PIPE
+from orchestrator.pi.timestamps import PIPES_FAILED, PTS_PIPE, VIDEO_PIPE
 from orchestrator.settings import RAW_SIBLING, CameraTool, StillTool
 
 PGID_MARK = "piorch-pgid"
@@ -241,7 +241,7 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
         # camera failure with its own words, not as a lost connection.
         folder = (
             f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{PTS_FOLDER_PREFIX}$$.XXXXXX") && cd "$d" && mkfifo {pipes} || '
-            "{ echo \"piorch: could not make named pipes for the camera's timestamps in ${TMPDIR:-/tmp}\" >&2; "
+            f'{{ echo "{PIPES_FAILED} ${{TMPDIR:-/tmp}}" >&2; '
             '[ -n "$d" ] && rm -rf "$d"; '
             f'echo "{CAMERA_EXIT_MARK} 1"; echo "{NC_EXIT_MARK} 1"; exit 1; }}; '
         )

@@ -27,6 +27,8 @@ from orchestrator.settings import CameraSettings, CameraTool
 # Names inside the pipeline's private temporary folder (the script runs the camera there, so the names are
 # relative and the command line stays a pure function of the settings).
 PTS_PIPE = "pts"
+# The pipeline script's one line on stderr when it cannot make the pipes' folder (then the folder it tried).
+PIPES_FAILED = "piorch: could not make named pipes for the camera's timestamps in"
 VIDEO_PIPE = "stream.h264"
 # rpicam-apps 1.8.0: libav's elementary H.264 output goes through the Output class, --save-pts included.
 LIBAV_PTS_SINCE = (1, 8, 0)
@@ -54,12 +56,14 @@ class TimestampPlan:
         return self.clock is FrameClock.CAMERA
 
 
-def plan_timestamps(camera: CameraSettings, tool: CameraTool, stack: CameraStack, has_pipes: bool = True
-                    ) -> TimestampPlan:
+def plan_timestamps(camera: CameraSettings, tool: CameraTool, stack: CameraStack, has_pipes: bool = True,
+                    wanted: bool = True) -> TimestampPlan:
     """Whether this tool build on this Pi can send its frame timestamps, and how. `has_pipes`: the Pi has
-    mkfifo and mktemp (the probe's word)."""
+    mkfifo and mktemp (the probe's word); `wanted`: the user did not turn them off."""
     if tool is CameraTool.AUTO:
         raise ValueError("resolve the camera tool before planning its timestamps")
+    if not wanted:
+        return TimestampPlan(FrameClock.FRAME_RATE, reason="turned off (--no-timestamps, or timestamps = false)")
     if not has_pipes:
         return TimestampPlan(FrameClock.FRAME_RATE, reason="the Pi has no mkfifo or mktemp (coreutils) for the "
                                                            "named pipe they travel through")
