@@ -24,7 +24,9 @@ on loopback, and the output says which). Modes, interleaved round after round (A
   is shown too, so the cost of tracing is seen.
 - A8 / B8: the same for 8 Pis at once (8 sshds; 8 ssh + 8 nc -l by hand, one `piorch record --pi pi1
   ... --pi pi8`), timed to the first byte of the LAST Pi. A8 is the control: the 8 simulators, sshd
-  sessions and shells share this machine's cores, which 8 real Pis would not.
+  sessions and shells share this machine's cores, which 8 real Pis would not. So piorch's own CPU time is
+  read too when the last first byte is seen (B and B8): its cost for each further Pi, and from it B8/B
+  where the Pis would not share the laptop's cores (startup_report.fleet_cpu).
 - C1, C2, ... (with --other-piorch PATH, repeatable): B run by another installation's piorch, e.g. a venv
   with other dependency versions, so their effect is measured in the same run.
 
@@ -113,6 +115,18 @@ class Proc:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-1500:]
+
+
+def cpu_time(pid: int) -> float | None:
+    """CPU seconds of every thread of `pid` so far (/proc/PID/task/*/schedstat: nanoseconds, where
+    /proc/PID/stat counts in 10 ms ticks); None where /proc does not say."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
 
 
 def watch_first_bytes(candidates: Callable[[], Iterable[tuple[str, Path]]], expected: int, procs: list[Proc],
@@ -252,10 +266,11 @@ def install_copy(scratch: Path) -> Install:
 
 def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, traced: bool = False,
                piorch: str | None = None, fresh: bool = False, ssh_config: Path | None = None,
-               ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """`piorch record` for these Pis; seconds to each Pi's first byte, and the tracer's marks (seconds from
-    the start, CPU seconds). `fresh`: with an empty memory of the Pis (it probes them first). `ssh_config`:
-    another client config than the lab's (one that names a ControlMaster)."""
+               ) -> tuple[dict[str, float], dict[str, tuple[float, float]], float | None]:
+    """`piorch record` for these Pis; seconds to each Pi's first byte, the tracer's marks (seconds from
+    the start, CPU seconds) and piorch's CPU seconds when the last first byte was seen (cpu_time). `fresh`:
+    with an empty memory of the Pis (it probes them first). `ssh_config`: another client config than the
+    lab's (one that names a ControlMaster)."""
     out = folder / "out"
     args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
             "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
@@ -280,6 +295,7 @@ def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install
     proc = Proc(argv, folder / "piorch.log", env=env)
     try:
         seen = watch_first_bytes(candidates, len(pis), [proc], started + RUN_DEADLINE_S)
+        cpu = cpu_time(proc.popen.pid)
         if proc.wait(started + RUN_DEADLINE_S) != 0:
             raise MeasurementFailed(f"piorch exited {proc.popen.returncode}:\n{proc.tail()}")
     finally:
@@ -292,9 +308,9 @@ def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install
     marks: dict[str, tuple[float, float]] = {}
     if traced and marks_file.exists():
         for line in marks_file.read_text().splitlines():
-            name, at, cpu = line.split()
-            marks.setdefault(name, (float(at) - started, float(cpu)))
-    return {key: at - started for key, at in seen.items()}, marks
+            name, at, spent = line.split()
+            marks.setdefault(name, (float(at) - started, float(spent)))
+    return {key: at - started for key, at in seen.items()}, marks, cpu
 
 
 # --- --help and references ------------------------------------------------------------------------------
@@ -490,15 +506,16 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
         for mode in modes:
             folder = scratch / f"r{index}-{mode}"
             marks: dict[str, tuple[float, float]] = {}
+            cpu: float | None = None
             if mode in ("A", "A8", "AM"):
                 seen = run_by_hand(lab, many if mode == "A8" else one, folder, master if mode == "AM" else None)
             else:
-                seen, marks = run_piorch(lab, many if mode == "B8" else one, folder, scratch, install,
-                                         traced=mode == "T", piorch=others.get(mode), fresh=mode == "F",
-                                         ssh_config=mux_config if mode == "BM" else None)
+                seen, marks, cpu = run_piorch(lab, many if mode == "B8" else one, folder, scratch, install,
+                                              traced=mode == "T", piorch=others.get(mode), fresh=mode == "F",
+                                              ssh_config=mux_config if mode == "BM" else None)
             samples.append(Sample(mode, index, max(seen.values()), seen,
                                   {name: wall for name, (wall, _) in marks.items()},
-                                  {name: cpu for name, (_, cpu) in marks.items()}))
+                                  {name: spent for name, (_, spent) in marks.items()}, cpu))
             if not args.json:
                 print(f"round {index + 1} {mode:<3} {max(seen.values()) * 1000:7.1f} ms", file=sys.stderr)
     return lab.where, samples, refs, imports

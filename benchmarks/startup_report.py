@@ -17,6 +17,29 @@ class Sample:
     per_pi_s: dict[str, float] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)  # T: startup_trace.py's marks, from the start
     cpu_marks: dict[str, float] = field(default_factory=dict)  # T: piorch's CPU time at each mark
+    # piorch's own CPU time (all threads) when the last Pi's first byte was seen; None for the by-hand modes.
+    cpu_s: float | None = None
+
+
+def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, object]) -> list[str]:
+    """piorch's own CPU up to the (last) first byte, one Pi against `pis`: what each further Pi costs this
+    process. Its connections wait in parallel, but their CPU (key exchange, login, the start) runs one
+    thread at a time under the GIL, so where the Pis do not share the laptop's cores, `pis` Pis start in
+    about B + (pis - 1) x that."""
+    one = [s.cpu_s for s in by_mode.get("B", []) if s.cpu_s is not None]
+    many = [s.cpu_s for s in by_mode.get("B8", []) if s.cpu_s is not None]
+    first = [s.first_byte_s for s in by_mode.get("B", [])]
+    if not one or not many or not first or pis < 2:
+        return []
+    per_pi = (statistics.median(many) - statistics.median(one)) / (pis - 1)
+    projected = 1 + (pis - 1) * per_pi / statistics.median(first)
+    summary["cpu_per_further_pi_s"] = per_pi
+    summary["projected_fleet_ratio"] = projected
+    return ["",
+            f"piorch's own CPU up to the first byte (all threads): 1 Pi {statistics.median(one) * 1000:.0f} ms, "
+            f"{pis} Pis {statistics.median(many) * 1000:.0f} ms: {per_pi * 1000:.0f} ms for each further Pi",
+            f"  B{pis}/B where the Pis do not share this machine's cores (B + {pis - 1} x that): {projected:.2f}x"
+            f"   target <= {TARGET_FLEET:.2f}x  {verdict(projected <= TARGET_FLEET)}"]
 
 
 # --- the breakdown ----------------------------------------------------------------------------------------
@@ -115,6 +138,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
         goal = f"   target <= {target:.2f}x  {verdict(pair[0] <= target)}" if target else ""
         out.append(f"  {name:<36} {pair[0]:5.2f}x  (median of per-round ratios {pair[1]:.2f}x){goal}")
         summary[name] = pair[0]
+    out += fleet_cpu(by_mode, pis, summary)
     if helps:
         out.append("\n--help (wall time of the whole process; over the same venv's python -c pass)")
         for name, values in helps.items():
