@@ -15,9 +15,11 @@ import typer
 
 from orchestrator.config import Config, load_config
 from orchestrator.errors import PiorchError
-from orchestrator.events import EventSink, FileFinished, State
 
 if TYPE_CHECKING:
+    # orchestrator.events (its dataclasses are ~15 ms) is imported where a result is read, after `record`
+    # has begun to connect: a command's import is part of what its connection waits for.
+    from orchestrator.events import EventSink, FileFinished, State
     from orchestrator.pi.camera import CameraProblem
 
 
@@ -120,6 +122,7 @@ class Outcome(Protocol):
 
 def finish(result: Outcome) -> None:
     """Summary table, then the exit code: 0 done, 130 interrupted, 1 failed (with the reason)."""
+    from orchestrator.events import State
     from orchestrator.ui.summary import render_summary
 
     if result.files:

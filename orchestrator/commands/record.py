@@ -21,7 +21,6 @@ from orchestrator.commands.options import (
 )
 from orchestrator.config import Config, check_pi_target
 from orchestrator.errors import PiorchError, UsageError
-from orchestrator.events import State
 from orchestrator.resolve import RecordChoices, build_record_settings, duration_ms, segment_seconds
 from orchestrator.settings import RecordSettings, SshSettings
 
@@ -148,6 +147,7 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
     from orchestrator.commands.common import fleet_display, stop_on_signals
     from orchestrator.config import parse_pi_ports
+    from orchestrator.events import State
     from orchestrator.jobs.fleet import plan_fleet, run_fleet
     from orchestrator.pi.ssh import connect_pi
     from orchestrator.ui.summary import render_summary
