@@ -227,6 +227,7 @@ def test_recover_finishes_a_killed_raw_recording_with_its_y4m(tmp_path: Path) ->
     assert manifest["status"] == "recovered" and manifest["container"] == "yuv"
     assert manifest["sha256"] == hashlib.sha256(data).hexdigest() and manifest["bytes"] == len(data)
     assert manifest["raw"] == {**RAW.describe(), "frames": 3, "trailing_bytes": 1000, "y4m": f"{file_id}.y4m"}
+    assert manifest["frames"] == 3  # as the run's own manifest counts them
     assert not list(out.glob("*.tmp")) and not list(out.glob("*.partial"))
 
 
@@ -242,13 +243,36 @@ def test_a_run_starting_in_the_folder_recovers_raw_video_without_the_y4m(tmp_pat
     assert "no .y4m made while a run was starting" in str(manifest["reason"])
 
 
-def test_a_raw_recording_that_wanted_no_y4m_gets_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("twins", [True, False])
+def test_a_raw_recording_that_wanted_no_y4m_gets_none(tmp_path: Path, twins: bool) -> None:
     out = tmp_path / "recv"
     out.mkdir()
     file_id = killed_raw_recording(out, raw_frames(2), {**RAW.describe(), "y4m": False})
-    recover_leftovers(out, lambda event: None)
+    recover_leftovers(out, lambda event: None, twins=twins)
     assert not (out / f"{file_id}.y4m").exists()
-    assert manifest_of(out, file_id)["raw"] == {**RAW.describe(), "frames": 2, "trailing_bytes": 0, "y4m": None}
+    manifest = manifest_of(out, file_id)
+    assert manifest["raw"] == {**RAW.describe(), "frames": 2, "trailing_bytes": 0, "y4m": None}
+    assert ".y4m" not in str(manifest["reason"])  # none was wanted: nothing to explain
+
+
+@pytest.mark.parametrize("bad", [
+    {"width": 1e999}, {"fps": 1e999}, {"fps": 0.0001}, {"fps": None}, {"width": -100}, {"stride": 64},
+    {"rows": 16}, {"pixel_format": "rgb24"}, {"height": "thirty"}, {"stride": None},
+])
+def test_a_placeholder_with_a_layout_no_camera_writes_is_recovered_without_a_y4m(tmp_path: Path,
+                                                                                 bad: dict[str, object]) -> None:
+    out = tmp_path / "recv"
+    out.mkdir()
+    data = raw_frames(2)
+    raw = {**RAW.describe(), "y4m": True, **bad}
+    file_id = killed_raw_recording(out, data, json.loads(json.dumps(raw).replace("Infinity", "1e999")))
+    events: list[Event] = []
+    (finished,) = recover_leftovers(out, events.append)
+    assert finished.status is FileStatus.RECOVERED and (out / f"{file_id}.yuv").read_bytes() == data
+    assert not (out / f"{file_id}.y4m").exists() and not list(out.glob("*.partial"))
+    manifest = manifest_of(out, file_id)
+    assert manifest["container"] == "yuv" and "raw" not in manifest
+    assert "does not say how frames lie" in str(manifest["reason"])
 
 
 def test_a_raw_leftover_without_its_layout_is_recovered_not_called_gone(tmp_path: Path) -> None:

@@ -205,7 +205,9 @@ def test_a_pi_whose_temporary_folder_fails_says_how_to_record_without_timestamps
                 "--height", "360", "--container", "h264", "--out", str(out), "--port", "0"]
         failed = run_piorch(env, *args)
         assert failed.returncode != 0 and "Traceback" not in failed.stderr
-        assert "could not make named pipes" in failed.stderr and "--no-timestamps" in failed.stderr
+        (error,) = [line for line in failed.stderr.splitlines() if line.startswith("piorch: error:")]
+        assert "could not make the named pipes" in error and str(tmp_path / "no-such-folder") in error
+        assert error.endswith("or record with --no-timestamps")
         assert pi.runs() == [] and pi.camera_free()
         result = run_piorch(env, *args, "--no-timestamps")
         assert result.returncode == 0, result.stderr

@@ -238,7 +238,7 @@ def parse_camera_failure(tool: CameraTool, stderr: str, exit_code: int | None) -
         return CameraProblem(f"{tool.value} encodes H.264 in software (libav) here and cannot write it to a pipe "
                              "without --libav-format", "update rpicam-apps on the Pi (sudo apt install rpicam-apps), "
                              "or record with --codec mjpeg")
-    if (at := text.find(PIPES_FAILED.lower())) >= 0:
+    if (at := stderr.find(PIPES_FAILED)) >= 0:
         # The pipeline script's own line (build_pipeline_script): the camera was never started.
         folder = (stderr[at + len(PIPES_FAILED):].strip().splitlines() or ["/tmp"])[0]
         return CameraProblem(f"the Pi could not make the named pipes the camera's timestamps travel through, in "

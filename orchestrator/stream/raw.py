@@ -167,9 +167,9 @@ def finish_raw_video(files: Sequence[FileFinished], layout: RawLayout, y4m: bool
             try:
                 write_y4m(finished.path, target, layout)
                 twin = target.name
-            except OSError as exc:
-                on_event(Notice("error", f"could not write {target.name} ({exc.strerror or exc}); "
-                                         f"{finished.path.name} is kept"))
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                on_event(Notice("error", f"could not write {target.name} ({reason}); {finished.path.name} is kept"))
         try:
             # `container`: the file is raw I420 (the session names every unremuxed file h264).
             amend_manifest(finished.manifest, {"container": "yuv", "raw": {

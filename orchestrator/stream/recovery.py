@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,8 @@ from orchestrator.stream.raw import finish_raw_video
 # Streams (H.264, MJPEG, raw I420 video) and pictures (snap's image and raw formats).
 DATA_SUFFIXES = tuple(f"{suffix}.tmp" for suffix in (".h264", ".mjpeg", ".yuv", *(f.suffix for f in ImageFormat),
                                                       *(f.suffix for f in RawFormat)))
+# The frame rates a raw recording's placeholder may say (the cameras' own range is far inside it).
+MIN_FPS, MAX_FPS = 0.01, 1000.0
 # What a remux left when it was cut short: never received bytes, only an unfinished copy of them.
 REMUX_LEFTOVERS = (".mp4.partial", ".mkv.partial")
 
@@ -179,7 +182,7 @@ def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) ->
     if data.suffix == ".yuv" and layout is None:
         how += ("; no .y4m made: its placeholder does not say how frames lie (a raw picture, or a recording "
                 "by an older piorch)")
-    elif layout is not None and not twins:
+    elif layout is not None and not twins and raw.get("y4m", True):
         how += "; no .y4m made while a run was starting (`raw` says how to read it)"
     remuxed = [name for name in (f"{leftover.id}.mp4", f"{leftover.id}.mkv") if (folder / name).is_file()]
     if remuxed and data.suffix not in (".mp4", ".mkv"):
@@ -192,7 +195,8 @@ def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) ->
         id=leftover.id, file=data.name, status=FileStatus.RECOVERED.value, bytes=size, sha256=sha256,
         started_utc=started, ended_utc=ended, peer=str(said.get("peer") or "unknown"), reason=how,
         container=data.suffix.lstrip(".") if data.suffix in (".mp4", ".mkv", ".yuv") else "h264",
-        frames=sum(frame["complete"] for frame in frame_list) if frame_list is not None else None,
+        frames=(sum(frame["complete"] for frame in frame_list) if frame_list is not None
+                else size // layout.frame_bytes if layout is not None else None),
         frame_list=frame_list,
         partial_frames=sum(not frame["complete"] for frame in frame_list) if frame_list is not None else None,
     ))
@@ -208,17 +212,19 @@ def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) ->
 
 
 def _layout_from(raw: dict[str, Any]) -> RawLayout | None:
-    """The I420 video layout a placeholder's `raw` describes (RawLayout.describe()), or None when it says none."""
+    """The I420 video layout a placeholder's `raw` describes (RawLayout.describe()), or None when it says none
+    or says something no camera writes (the file is then recovered without a .y4m)."""
     try:
-        fps = raw.get("fps")
-        color = raw.get("color_range")
+        fps = float(raw["fps"])
         layout = RawLayout(str(raw["pixel_format"]), int(raw["width"]), int(raw["height"]), int(raw["stride"]),
-                           int(raw["rows"]), None if fps is None else float(fps),
-                           None if color is None else color == "full")
-        usable = layout.pixel_format == "yuv420p" and layout.frame_bytes > 0 and (layout.fps or 0) > 0
-        return layout if usable else None
-    except (KeyError, TypeError, ValueError):
+                           int(raw["rows"]), fps, None if raw.get("color_range") is None
+                           else raw.get("color_range") == "full")
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+    sizes = 0 < layout.width <= layout.stride and 0 < layout.height <= layout.rows
+    # A YUV4MPEG2 header carries the rate as a fraction with a denominator up to 1001 (raw.build_y4m_header).
+    rate = math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS
+    return layout if layout.pixel_format == "yuv420p" and sizes and rate else None
 
 
 def _gone(leftover: Leftover, on_event: EventSink) -> FileFinished:
