@@ -8,7 +8,6 @@ import typer
 
 from orchestrator.commands.common import load, pick_display, stdout_console
 from orchestrator.commands.options import CONFIG_HELP
-from orchestrator.events import State
 from orchestrator.settings import Backend, ReceiveSettings
 
 
@@ -43,6 +42,8 @@ def listen(
     display = pick_display(f"piorch listen: port {settings.port}")
     with stop_on_signals() as stop, display.running():
         result = run_listen(settings, display, stop)
+    from orchestrator.events import State
+
     if result.files:
         from orchestrator.ui.summary import render_summary
 
