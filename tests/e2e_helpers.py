@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,14 @@ class FakePi:
     def camera_free(self) -> bool:
         """The simulator holds an exclusive flock on the lock file while it runs, like the real camera."""
         return camera_is_free(self.lock)
+
+    def wait_until_freed(self, timeout: float, after: str) -> None:
+        """The Pi frees its camera by itself (its watchdog, after piorch is gone): within `timeout` seconds
+        of `after`, or the test fails saying so."""
+        deadline = time.monotonic() + timeout
+        while not (self.camera_free() and not self.cameras_running()):
+            assert time.monotonic() < deadline, f"the camera was still held {timeout:g} s after {after}"
+            time.sleep(0.1)
 
     def use_traditional_nc(self) -> None:
         (self.info.bin_dir / "nc").symlink_to(require_tool("nc.traditional"))

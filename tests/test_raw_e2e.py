@@ -20,6 +20,7 @@ from orchestrator.events import RawLayout
 from orchestrator.stream.raw import unpad
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
 from tests.sshd_server import SshServerInfo
+from tests.test_record_e2e import _wait_for_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -292,18 +293,13 @@ def test_sigkill_leaves_raw_video_that_recover_finishes_with_its_y4m(tmp_path: P
                                         "--port", "0", "--width", "640", "--height", "480", "--fps", "15"),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while sum(p.stat().st_size for p in out.glob("*.yuv.tmp")) < 3 * 460_800 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_bytes(out, 3 * 460_800, timeout=20)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    deadline = time.monotonic() + 10
-    while not (pi.camera_free() and not pi.cameras_running()):
-        assert time.monotonic() < deadline, "the camera was still held 10 s after piorch was killed"
-        time.sleep(0.1)
+    pi.wait_until_freed(10, "piorch was killed")
     (leftover,) = out.glob("*.yuv.tmp")
     kept = leftover.read_bytes()
     result = run_piorch(env, "recover", str(out))
