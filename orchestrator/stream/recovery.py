@@ -215,10 +215,9 @@ def _layout_from(raw: dict[str, Any]) -> RawLayout | None:
     """The I420 video layout a placeholder's `raw` describes (RawLayout.describe()), or None when it says none
     or says something no camera writes (the file is then recovered without a .y4m)."""
     try:
-        fps = float(raw["fps"])
+        fps, color = float(raw["fps"]), raw.get("color_range")
         layout = RawLayout(str(raw["pixel_format"]), int(raw["width"]), int(raw["height"]), int(raw["stride"]),
-                           int(raw["rows"]), fps, None if raw.get("color_range") is None
-                           else raw.get("color_range") == "full")
+                           int(raw["rows"]), fps, None if color is None else color == "full")
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
     sizes = 0 < layout.width <= layout.stride and 0 < layout.height <= layout.rows
