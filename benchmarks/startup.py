@@ -38,9 +38,10 @@ of `piorch record --help` and of `import paramiko`.
 "First byte" is the same for every mode: this process polls the file that receives the stream (nc's output
 file; piorch's `<uuid>.h264.tmp`) every millisecond and notes when its size is first above zero. Medians
 over the rounds; the ratios are of medians, and the median of each round's own ratio is printed beside.
-Every run is checked: exit status 0 and the received file as long as the simulator says it sent. The
-package's bytecode is compiled first, as `pip install` does (see compile_package). The
-tables are startup_report.py's. Targets are printed as PASS/FAIL but not asserted (a shared machine is
+Every run is checked: exit status 0 and the received file as long as the simulator says it sent. piorch
+runs from an installed copy of this checkout (install_copy); with --editable, from the checkout's own venv,
+its bytecode compiled first as `pip install` does (compile_package). The tables are startup_report.py's.
+Targets are printed as PASS/FAIL but not asserted (a shared machine is
 noisy): exit 0 when everything was measured, 1 when a run failed or a deadline passed, 130 on Ctrl+C.
 """
 
@@ -229,7 +230,9 @@ class Install:
 
 
 def checkout_install() -> Install:
-    """This checkout's own install (`make`: editable, its venv's .pth finder runs at every start)."""
+    """This checkout's own install (`make`: editable, its venv's .pth finder runs at every start), its
+    bytecode compiled first (compile_package)."""
+    compile_package()
     beside = Path(sys.executable).parent / "piorch"
     found = str(beside) if beside.exists() else shutil.which("piorch")
     if found is None:
@@ -449,7 +452,6 @@ def main() -> int:
     others = {f"C{n}": path for n, path in enumerate(args.other_piorch, 1)}
     at = modes.index("B") + 1 if "B" in modes else 0
     modes[at:at] = list(others)
-    compile_package()
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-startup-")))
         base_env = piorch_env(Lab("", "", [], scratch / "none"), scratch)
