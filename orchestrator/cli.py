@@ -80,14 +80,13 @@ def root(
 COMMANDS = ("record", "listen", "demo", "trust", "recover", "setup-link", "doctor", "bootstrap", "snap")
 
 
-def register(names: tuple[str, ...] = COMMANDS) -> typer.Typer:
+def register(names: tuple[str, ...] = COMMANDS) -> None:
     """Add `names` to the app. A run of one command imports and builds only that one: the others' modules
     and typer's conversion of their options are a quarter of the start-up that precedes the SSH connect."""
     for name in names:
         attribute = name.replace("-", "_")
         module = importlib.import_module(f"orchestrator.commands.{attribute}")
         app.command(name)(reports_errors(getattr(module, attribute)))
-    return app
 
 
 def commands_for(argv: list[str]) -> tuple[str, ...]:
