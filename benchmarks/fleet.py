@@ -59,10 +59,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.events import State, StateChanged
-from orchestrator.jobs.fleet import FleetResult, FromPi, plan_fleet, run_fleet
+from orchestrator.jobs.fleet import FleetResult, FromPi, run_fleet
 from orchestrator.netcat import NetcatFlavour, build_nc_send_argv
 from orchestrator.pi.camera import build_camera_argv
 from orchestrator.pi.host import LocalHost
+from orchestrator.resolve import plan_fleet
 from orchestrator.settings import CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 from orchestrator.sim.camera import RUNNING_PREFIX, RUNS_FILE
 from orchestrator.sim.stand_in import install_stand_ins

@@ -73,6 +73,29 @@ def test_one_pi_failing_does_not_stop_the_other(tmp_path: Path) -> None:
         second.server.stop()
 
 
+def test_a_pi_that_cannot_be_reached_fails_alone(tmp_path: Path) -> None:
+    # Every Pi's connection begins at once, before the recorder is imported: cam2's sshd is gone, so its
+    # connection is refused from the start; cam1 records to the end all the same.
+    first, second, config = two_pis(tmp_path)
+    second.server.stop()
+    try:
+        out = tmp_path / "recv"
+        result = run_piorch(piorch_env(tmp_path, config), "record", "--pi", "cam1", "--pi", "cam2", "--seconds", "2",
+                            "--bitrate", "2000000", "--container", "h264", "--out", str(out), "--port", "0")
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert any(line.startswith("piorch: cam2: ") for line in result.stderr.splitlines()), result.stderr
+        assert not any(line.startswith("piorch: cam1: ") for line in result.stderr.splitlines())
+        (run,) = first.runs()
+        (video,) = (out / "cam1").glob("*.h264")
+        assert hashlib.sha256(video.read_bytes()).hexdigest() == run["sha256"]
+        (session_file,) = out.glob("session-*.json")
+        states = {p["pi"]: p["state"] for p in json.loads(session_file.read_text())["pis"]}
+        assert states == {"cam1": "done", "cam2": "failed"}
+    finally:
+        first.server.stop()
+
+
 def test_ctrl_c_stops_every_pi(tmp_path: Path) -> None:
     first, second, config = two_pis(tmp_path)
     try:
@@ -108,7 +131,7 @@ def test_same_pi_twice_is_refused(tmp_path: Path) -> None:
 
 
 def test_ports_per_pi_from_the_config(tmp_path: Path) -> None:
-    from orchestrator.jobs.fleet import plan_fleet
+    from orchestrator.resolve import plan_fleet
     from orchestrator.settings import CameraSettings, ReceiveSettings, RecordSettings
 
     base = RecordSettings(camera=CameraSettings(), receive=ReceiveSettings(port=10401, out_dir=tmp_path))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.pi.mux import find_master, open_master_host
+from orchestrator.pi.mux import MuxHost, find_master, open_master_host
+from orchestrator.pi.ssh import PendingHost
 from orchestrator.settings import SshSettings
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
@@ -57,6 +58,17 @@ def test_a_master_is_found_from_the_config_and_its_socket(tmp_path: Path, unix_s
     assert find_master(SshSettings(target="cam2", ssh_config=config)) is None
     assert find_master(SshSettings(target="cam1", ssh_config=config, use_controlmaster=False)) is None
     assert find_master(SshSettings(target="cam1", ssh_config=None)) is None
+
+
+def test_a_connection_begun_early_goes_through_the_master_too(tmp_path: Path, unix_socket: Path) -> None:
+    # record's PendingHost asks `ssh -G` on its own thread, while the recorder is imported; what it hands
+    # back is the master, as connect_pi would, and no paramiko connection (this "master" is a bare socket).
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket)
+    host = PendingHost(SshSettings(target="cam1", ssh_config=config)).result()
+    assert isinstance(host, MuxHost)
+    assert host.master.control_path == unix_socket
+    host.close()
 
 
 def test_no_socket_no_master(tmp_path: Path) -> None:

@@ -109,6 +109,26 @@ def ssh_connections_to(port: int) -> int:
                if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED)
 
 
+# -- the ssh_config ------------------------------------------------------------------------------------------
+
+def test_an_ssh_config_that_cannot_be_read_is_one_line_exit_3_for_one_pi_and_for_each_of_several(
+        tmp_path: Path) -> None:
+    # The connection begins on a thread of its own (PendingHost) while the recorder is imported: what
+    # reading the config raised is still said in the command's words, once, and nothing is left waiting.
+    config = tmp_path / "ssh_config"
+    config.write_text("Host cam1 cam2\n    Match bogus\n")
+    alone = run_piorch(env_for(tmp_path, config), *record_args(tmp_path, "cam1"), timeout=30)
+    assert alone.returncode == 3
+    assert one_line(alone.stderr) == (f"piorch: error: cannot read SSH config {config} (Missing parameter to Match "
+                                      "'bogus' keyword): fix that file or point ssh_config elsewhere")
+    fleet = run_piorch(env_for(tmp_path, config), *record_args(tmp_path, "cam1"), "--pi", "cam2", timeout=30)
+    assert fleet.returncode == 1
+    assert "Traceback" not in fleet.stderr
+    for pi in ("cam1", "cam2"):
+        assert f"piorch: {pi}: cannot read SSH config {config}" in fleet.stderr
+    assert fleet.stderr.splitlines()[-1] == "piorch: error: 2 of 2 Pis failed: see the lines above"
+
+
 # -- Ctrl+C ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -21,7 +21,7 @@ from orchestrator.commands.options import (
 )
 from orchestrator.config import Config, check_pi_target
 from orchestrator.errors import PiorchError, UsageError
-from orchestrator.resolve import RecordChoices, build_record_settings, duration_ms, segment_seconds
+from orchestrator.resolve import RecordChoices, build_record_settings, duration_ms, plan_fleet, segment_seconds
 from orchestrator.settings import RecordSettings, SshSettings
 
 RESUME_CONNECT_TIMEOUT_S = 1.5
@@ -145,18 +145,31 @@ def record(
 
 def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings, values: Config) -> None:
     """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
-    from orchestrator.commands.common import fleet_display, stop_on_signals
+    from orchestrator.commands.common import stop_on_signals
     from orchestrator.config import parse_pi_ports
-    from orchestrator.events import State
-    from orchestrator.jobs.fleet import plan_fleet, run_fleet
-    from orchestrator.pi.ssh import connect_pi
-    from orchestrator.ui.summary import render_summary
+    from orchestrator.pi.ssh import PendingHost, connect_pi
 
     plan = plan_fleet(targets, settings, parse_pi_ports(values["pi_ports"]))
-    display = fleet_display(targets)
-    with stop_on_signals() as stop, display.running():
-        result = run_fleet(plan, lambda target: connect_pi(replace(ssh, target=target), stop), display, stop,
-                           lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
+    with stop_on_signals() as stop:
+        # Every Pi answers over the network while this process imports the recorder and builds the display.
+        pending: dict[str, PendingHost] = {}
+        try:
+            for target, _ in plan:
+                pending[target] = PendingHost(replace(ssh, target=target), stop)
+            from orchestrator.commands.common import fleet_display
+            from orchestrator.jobs.fleet import run_fleet
+
+            display = fleet_display(targets)
+        except BaseException:
+            for waiting in pending.values():
+                waiting.abandon()
+            raise
+        with display.running():
+            result = run_fleet(plan, lambda target: pending.pop(target).result(), display, stop,
+                               lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
+    from orchestrator.events import State
+    from orchestrator.ui.summary import render_summary
+
     if result.files:
         render_summary(result.files, stdout_console())
     failed = [o for o in result.outcomes if o.state is State.FAILED]

@@ -4,11 +4,10 @@ the top of the output folder ties the runs together with their common start time
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import Interrupted, PiorchError
@@ -60,35 +59,6 @@ class FleetResult:
     @property
     def files(self) -> tuple[FileFinished, ...]:
         return tuple(f for outcome in self.outcomes if outcome.result for f in outcome.result.files)
-
-
-def build_pi_folder_name(target: str) -> str:
-    """`pi@192.168.50.2:2222` -> `pi_192.168.50.2_2222`: a folder name that is safe everywhere (pure)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", target).strip("._") or "pi"
-    return name[:64]
-
-
-def plan_fleet(targets: list[str], base: RecordSettings,
-               ports: dict[str, int] | None = None) -> list[tuple[str, RecordSettings]]:
-    """Per Pi: its own folder under OUT and its own port: set in the config (`ports`), else counted up from
-    the base port (0: any free)."""
-    ports = ports or {}
-    if len(set(targets)) != len(targets):
-        raise PiorchError("the same Pi is given twice", "give each --pi once")
-    names = [build_pi_folder_name(target) for target in targets]
-    if len(set(names)) != len(names):
-        raise PiorchError("two Pis would share an output folder", "give them distinct names or aliases")
-    plan = []
-    for index, (target, name) in enumerate(zip(targets, names, strict=True)):
-        port = ports.get(target, base.receive.port + index if base.receive.port else 0)
-        if port > 65535:
-            raise PiorchError(f"no port left for {target} above {base.receive.port}", "pick a lower --port")
-        receive = replace(base.receive, port=port, out_dir=base.receive.out_dir / name)
-        plan.append((target, replace(base, receive=receive)))
-    taken = [settings.receive.port for _, settings in plan if settings.receive.port]
-    if len(set(taken)) != len(taken):
-        raise PiorchError("two Pis would receive on the same port", "fix pi_ports in the config or --port")
-    return plan
 
 
 def run_fleet(

@@ -117,11 +117,18 @@ def _config_args(settings: SshSettings) -> list[str]:
     return [] if own is None else ["-F", str(own)]
 
 
+def may_have_master(settings: SshSettings) -> bool:
+    """Whether find_master has to ask `ssh -G` at all: an OpenSSH client, master use on, and a config
+    that names a ControlPath or ControlMaster. Reads files only (no process)."""
+    # No ssh_config at all (an empty `ssh_config` setting): piorch reads none, so it looks for no master.
+    return (settings.ssh_config is not None and settings.use_controlmaster and shutil.which("ssh") is not None
+            and _mentions_master(settings))
+
+
 def find_master(settings: SshSettings) -> Master | None:
     """The user's open ControlMaster for this Pi, or None (no ssh, no ControlPath, no socket there)."""
     ssh = shutil.which("ssh")
-    # No ssh_config at all (an empty `ssh_config` setting): piorch reads none, so it looks for no master.
-    if ssh is None or settings.ssh_config is None or not settings.use_controlmaster or not _mentions_master(settings):
+    if ssh is None or not may_have_master(settings):
         return None
     try:
         result = subprocess.run([ssh, *_config_args(settings), "-G", *_ssh_target_args(settings.target)],

@@ -12,16 +12,18 @@ it costs about 250 ms, and `piorch --help` must stay instant.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.errors import ConnectError, HostKeyError, Interrupted
+from orchestrator.errors import ConnectError, HostKeyError, Interrupted, PiorchError
 from orchestrator.pi.host import CommandResult, Host, Process, run_to_end
 from orchestrator.pi.hostkey import HostKeyCheck, check_host_key, fingerprint, read_known_hosts, record_host_key
-from orchestrator.pi.mux import open_master_host
+from orchestrator.pi.mux import may_have_master, open_master_host
 from orchestrator.pi.proxy import ProxyProcess
 from orchestrator.pi.target import SshTarget, resolve_target
 from orchestrator.settings import SshSettings
@@ -394,28 +396,36 @@ def connect_pi(settings: SshSettings, stop: threading.Event | None = None, verif
 
 class PendingHost:
     """A connection begun now on a thread of its own, so the caller can do other work (imports, the display)
-    while the Pi answers; `result()` waits for the host or raises what connecting raised.
+    while the Pi answers; `result()` waits for the host or raises what connecting raised (a bad ssh_config
+    too: nothing raises before `result()`).
 
     The ssh_config lookup (and with it paramiko's import) happens first, in the caller's thread: it is CPU
     work, which a thread would only share with the caller's imports under the GIL, delaying the connection
     by as much. Started right after it, the connection's waits (TCP, key exchange, authentication) then
-    overlap the caller's imports: about 70 ms sooner to the first byte here (benchmarks/startup.py)."""
+    overlap the caller's imports: about 70 ms sooner to the first byte here (benchmarks/startup.py). Where
+    the config may name a ControlMaster, the thread asks `ssh -G` for it (a process to wait for) and
+    connects as connect_pi does."""
 
     def __init__(self, settings: SshSettings, stop: threading.Event | None = None) -> None:
         self._outcome: list[Host | BaseException] = []
         self._thread: threading.Thread | None = None
-        master = open_master_host(settings)
-        if master is not None:
-            self._outcome.append(master)  # nothing to wait for: the user's master is open
-            return
-        target = resolve_target(settings.target, settings.ssh_config)
-        self._thread = threading.Thread(target=self._connect, args=(target, settings, stop), daemon=True,
+        work: Callable[[], Host]
+        if may_have_master(settings):
+            work = functools.partial(connect_pi, settings, stop)
+        else:
+            try:
+                target = resolve_target(settings.target, settings.ssh_config)
+            except PiorchError as exc:
+                self._outcome.append(exc)
+                return
+            work = functools.partial(open_host, target, settings, stop)
+        self._thread = threading.Thread(target=self._connect, args=(work,), daemon=True,
                                         name=f"piorch-pending-{settings.target}")
         self._thread.start()
 
-    def _connect(self, target: SshTarget, settings: SshSettings, stop: threading.Event | None) -> None:
+    def _connect(self, work: Callable[[], Host]) -> None:
         try:
-            self._outcome.append(open_host(target, settings, stop))
+            self._outcome.append(work())
         except BaseException as exc:  # raised in the caller's thread by result()
             self._outcome.append(exc)
 
