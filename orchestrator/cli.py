@@ -75,24 +75,45 @@ def root(
     """
 
 
-# Every command, in the order `piorch --help` lists them; each lives in orchestrator/commands/<name>.py as
-# a function of the same name (dashes as underscores).
-COMMANDS = ("record", "listen", "demo", "trust", "recover", "setup-link", "doctor", "bootstrap", "snap")
+# Every command, in the order `piorch --help` lists them, with the line it is listed with; each lives in
+# orchestrator/commands/<name>.py as a function of the same name (dashes as underscores).
+COMMANDS: dict[str, str] = {
+    "record": "Record the Pi's camera into files on this laptop.",
+    "listen": "Receive every connection into its own file, with a manifest.",
+    "demo": "Record from a built-in simulated Pi: no Pi, no network needed.",
+    "trust": "Fetch the Pi's SSH host key and record it once you confirm.",
+    "recover": "Finish the .tmp files that a killed run left behind.",
+    "setup-link": "Give the direct cable static addresses on both ends.",
+    "doctor": "Check everything a recording needs, each with a one-line fix.",
+    "bootstrap": "Get a Pi ready for `piorch record`; safe to run again.",
+    "snap": "Take a picture (or a timelapse) with the Pi's still camera.",
+}
 
 
-def register(names: tuple[str, ...] = COMMANDS) -> None:
+def register(names: tuple[str, ...]) -> None:
     """Add `names` to the app. A run of one command imports and builds only that one: the others' modules
-    and typer's conversion of their options are a quarter of the start-up that precedes the SSH connect."""
+    and typer's conversion of their options are a quarter of the start-up that precedes the SSH connect.
+    No names: every command is listed (`piorch --help`, a mistyped command) but none is built, as none of
+    them can run then."""
     for name in names:
         attribute = name.replace("-", "_")
         module = importlib.import_module(f"orchestrator.commands.{attribute}")
-        app.command(name)(reports_errors(getattr(module, attribute)))
+        app.command(name, short_help=COMMANDS[name])(reports_errors(getattr(module, attribute)))
+    if not names:
+        for name, line in COMMANDS.items():
+            app.command(name, short_help=line)(_listed_only)
+
+
+def _listed_only() -> None:
+    # commands_for builds the command that a command line names, so click never runs one of these.
+    raise AssertionError("a command was run without being built")
 
 
 def commands_for(argv: list[str]) -> tuple[str, ...]:
-    """The commands a command line needs: the one it names first, or all of them (`piorch --help`,
-    `--version`, a mistyped command: typer lists them or says which exist)."""
-    return (argv[0],) if argv and argv[0] in COMMANDS else COMMANDS
+    """The command a command line runs (the first word, or the one after `--`), alone; none where it runs
+    none (`piorch --help`, `--version`, a mistyped command: click lists them or says which exist)."""
+    words = argv[1:] if argv[:1] == ["--"] else argv
+    return (words[0],) if words and words[0] in COMMANDS else ()
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.e2e_helpers import piorch_argv
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIORCH_CONFIG": os.devnull, "COLUMNS": "100"}
+    env = {**os.environ, "PIORCH_CONFIG": os.devnull, "COLUMNS": "200"}
     return subprocess.run(piorch_argv(*args), env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -20,12 +21,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     (["record", "--pi", "pi"], ("record",)),
     (["setup-link", "--help"], ("setup-link",)),
     (["snap"], ("snap",)),
-    ([], COMMANDS),
-    (["--help"], COMMANDS),
-    (["--version"], COMMANDS),
-    (["recrod"], COMMANDS),
-    (["--pi", "record"], COMMANDS),
-    (["setup_link"], COMMANDS),
+    (["--", "snap"], ("snap",)),
+    ([], ()),
+    (["--help"], ()),
+    (["--version"], ()),
+    (["recrod"], ()),
+    (["--pi", "record"], ()),
+    (["setup_link"], ()),
 ])
 def test_commands_for(argv: list[str], expected: tuple[str, ...]) -> None:
     assert commands_for(argv) == expected
@@ -34,8 +36,25 @@ def test_commands_for(argv: list[str], expected: tuple[str, ...]) -> None:
 def test_help_lists_every_command_in_order() -> None:
     result = run("--help")
     assert result.returncode == 0, result.stderr
-    listed = [line.split()[0] for line in result.stdout.split("Commands:", 1)[1].splitlines() if line.strip()]
-    assert listed == list(COMMANDS)
+    listing = result.stdout.split("Commands:", 1)[1].splitlines()
+    assert [line.split(maxsplit=1) for line in listing if line.strip()] == [[n, line] for n, line in COMMANDS.items()]
+
+
+def test_help_imports_no_command() -> None:
+    # The listing comes from COMMANDS: `piorch --help` imports no command's module (nor what they import).
+    code = ("import sys; from orchestrator.cli import main; sys.argv = ['piorch', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('orchestrator.commands.')), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PIORCH_CONFIG": os.devnull, "COLUMNS": "200"})
+    assert result.stderr.strip() == "[]", result.stderr
+    assert "Commands:" in result.stdout
+
+
+def test_a_command_after_double_dash_runs() -> None:
+    result = run("--", "recover", "--help")
+    assert result.returncode == 0, result.stderr
+    assert " recover [OPTIONS]" in result.stdout.splitlines()[0]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
