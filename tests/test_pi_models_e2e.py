@@ -118,6 +118,7 @@ def test_pi5_lite_refuses_h264_before_the_camera_starts(tmp_path: Path, need_ssh
         assert "mjpeg" in run["argv"] and "-b" not in run["argv"]  # rpicam-vid's MJPEG ignores -b
         (manifest,) = manifests(out)
         assert manifest["status"] == "complete" and manifest["settings"]["board"] == PI5_LITE.board
+        assert manifest["container"] == "mjpeg" and manifest["file"].endswith(".mjpeg")
     finally:
         pi.server.stop()
 

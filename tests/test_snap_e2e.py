@@ -81,6 +81,7 @@ def test_every_format_yields_a_file_of_that_format(
         assert sha256(picture) == run["sha256"] and picture.stat().st_size == run["bytes"]
         (manifest,) = manifests(out)
         assert manifest["status"] == "complete" and manifest["file"] == picture.name
+        assert manifest["container"] == picture.suffix.lstrip(".")  # what it is, not the video default
         assert manifest["id"] == picture.stem and manifest["sha256"] == run["sha256"]
         assert manifest["tool"] == expected_tool and manifest["remote_argv"] == run["argv"]
         assert pi.camera_free() and not pi.cameras_running()

@@ -19,7 +19,7 @@ import pytest
 import orchestrator.sim
 from orchestrator.events import Ending, Event, FileFinished, FileStatus, RawLayout
 from orchestrator.stream.finishing import finish_received_file
-from orchestrator.stream.manifest import read_placeholder
+from orchestrator.stream.manifest import read_placeholder, stream_container
 from orchestrator.stream.raw import unpad
 from orchestrator.stream.recovery import recover_leftovers
 from orchestrator.stream.writer import FileWriter
@@ -148,6 +148,7 @@ def test_recover_finalises_a_frame_folder(tmp_path: Path) -> None:
     assert b"".join(p.read_bytes() for p in sorted(folder.iterdir())) == three
     manifest = manifest_of(out, file_id)
     assert manifest["status"] == "recovered" and manifest["frames"] == 3 and manifest["partial_frames"] == 0
+    assert manifest["container"] == "frames"
     assert manifest["sha256"] == hashlib.sha256(three).hexdigest() and manifest["started_utc"] == said["started_utc"]
     assert [entry["file"] for entry in manifest["frame_list"]] == [  # type: ignore[union-attr]
         "frame_000001.jpg", "frame_000002.jpg", "frame_000003.jpg"]
@@ -297,4 +298,14 @@ def test_a_killed_snap_picture_is_recovered(tmp_path: Path, suffix: str) -> None
     file_id = killed_raw_recording(out, data, None, suffix)
     (finished,) = recover_leftovers(out, lambda event: None)
     assert finished.status is FileStatus.RECOVERED and (out / f"{file_id}{suffix}").read_bytes() == data
-    assert manifest_of(out, file_id)["sha256"] == hashlib.sha256(data).hexdigest()
+    manifest = manifest_of(out, file_id)
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest() and manifest["container"] == suffix[1:]
+
+
+@pytest.mark.parametrize(("name", "container"), [
+    ("id.h264", "h264"), ("id.h264.tmp", "h264"), ("id.mjpeg", "mjpeg"), ("id.yuv.tmp", "yuv"), ("id.mp4", "mp4"),
+    ("id.mkv", "mkv"), ("id.jpg", "jpg"), ("garden_0001.png", "png"), ("id.rgba.tmp", "rgba"), ("id", "frames"),
+    ("id.tmp", "frames"),
+])
+def test_a_manifest_says_what_its_file_is(name: str, container: str) -> None:
+    assert stream_container(Path("/recv") / name) == container

@@ -257,6 +257,7 @@ def test_split_mjpeg_frames_each_carry_their_camera_time(tmp_path: Path, need_ss
         assert [frame["pts_ms"] for frame in manifest["frame_list"]] == camera_ms
         assert len(list((out / entry["id"]).glob("frame_*.jpg"))) == len(camera_ms)
         assert manifest["frames_dropped"] == 2
+        assert manifest["container"] == "frames"  # a folder of JPEG frames
     finally:
         pi.server.stop()
 

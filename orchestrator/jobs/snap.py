@@ -52,6 +52,7 @@ from orchestrator.pi.stack import CameraStack
 from orchestrator.pi.still import build_still_argv, check_still_to_stdout, choose_still_tool, explain_still_failure
 from orchestrator.settings import Backend, ImageFormat, PictureFormat, RawFormat, SnapSettings, StillTool
 from orchestrator.stream.finishing import finish_received_file
+from orchestrator.stream.manifest import stream_container
 from orchestrator.stream.raw import amend_manifest, convert_received, require_scaler
 from orchestrator.stream.receiver import Receiver, make_receiver, wait_until_listening
 from orchestrator.stream.recovery import recover_leftovers
@@ -362,7 +363,8 @@ def _snap(settings: SnapSettings, names: tuple[str, ...] | None, host: Host, pro
                     on_event(Notice("warning", f"{names[index]} appeared during the snap: the picture is kept "
                                                f"as {item.path.name}"))
             done = finish_received_file(item, interrupted=stopped, failure=reason, discard_partial=False,
-                                        context=context, on_event=on_event)
+                                        context={**context, "container": stream_container(item.path)},
+                                        on_event=on_event)
             if raw_plan is not None and done.manifest is not None:
                 # What the file holds: the converted picture, or (also when cut short) the camera's own bytes.
                 amend_manifest(done.manifest, {"raw": raw or raw_plan.camera.describe()})

@@ -70,6 +70,13 @@ class Manifest:
     piorch_version: str = __version__
 
 
+def stream_container(path: Path) -> str:
+    """What a manifest's `container` says of the file it names: its kind by its suffix (`.tmp` aside): h264,
+    mjpeg or yuv as the stream arrived, mp4 or mkv once remuxed, a picture's jpg, png, gif, bmp, rgb, ...;
+    `frames` for an MJPEG stream kept as a folder of frames (named by its id alone)."""
+    return Path(path.name.removesuffix(".tmp")).suffix.lstrip(".") or "frames"
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """temp file + fsync + rename + fsync of the folder: the old file or the whole new one, never half."""
     tmp = path.with_name(path.name + ".piorch-tmp")

@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.events import EventSink, FileFinished, FileStatus, Notice, RawLayout
 from orchestrator.settings import ImageFormat, RawFormat
-from orchestrator.stream.manifest import Manifest, read_placeholder, utc_at, write_manifest
+from orchestrator.stream.manifest import Manifest, read_placeholder, stream_container, utc_at, write_manifest
 from orchestrator.stream.raw import finish_raw_video
 
 # Data files only; a half-written manifest (`<uuid>.json.tmp`) is rewritten from the data file instead.
@@ -194,7 +194,7 @@ def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) ->
     problem = write_manifest(manifest_path, Manifest(
         id=leftover.id, file=data.name, status=FileStatus.RECOVERED.value, bytes=size, sha256=sha256,
         started_utc=started, ended_utc=ended, peer=str(said.get("peer") or "unknown"), reason=how,
-        container=data.suffix.lstrip(".") if data.suffix in (".mp4", ".mkv", ".yuv") else "h264",
+        container=stream_container(data),
         frames=(sum(frame["complete"] for frame in frame_list) if frame_list is not None
                 else size // layout.frame_bytes if layout is not None else None),
         frame_list=frame_list,

@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator.events import Ending, EventSink, FileFinished, FileStatus, Notice
 from orchestrator.stream.finishing import finish_received_file
 from orchestrator.stream.frame_times import FileTimes
-from orchestrator.stream.manifest import utc_now, write_json_atomically, write_text_atomically
+from orchestrator.stream.manifest import stream_container, utc_now, write_json_atomically, write_text_atomically
 from orchestrator.stream.remux import Remuxer, RemuxResult
 from orchestrator.stream.timecodes import build_timecode_text
 from orchestrator.stream.writer import ReceivedFile
@@ -143,7 +143,7 @@ class SessionFiles:
         # Gaps and clock offsets belong to the session manifest: a file finished at a gap cannot know when
         # it ends, and the offset is the Pi's, not the file's.
         context = {k: v for k, v in {**self.context, **(extra or {})}.items() if k not in SESSION_ONLY}
-        context["container"] = "h264"
+        context["container"] = stream_container(item.path)
         times = self._file_times(item)
         item = self._add_frame_times(item, times, context)
         job = _Remux(item, interrupted, failure, context)
@@ -213,7 +213,7 @@ class SessionFiles:
         """The playable file replaces the raw one unless --keep-raw; without it the raw file is the file."""
         item = job.item
         extra = {
-            "container": self._container if result else "h264",
+            "container": self._container if result else stream_container(item.path),
             "duration_s": round(result.duration_s, 3) if result else None,
             "remux_error": error,
             "raw_file": item.path.name if result is None or self._keep_raw else None,
