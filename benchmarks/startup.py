@@ -439,7 +439,8 @@ def main() -> int:
     parser.add_argument("--modes", default="A,B,F,T,AM,BM,A8,B8", help="which of A,B,F,T,AM,BM,A8,B8 (default all)")
     parser.add_argument("--other-piorch", metavar="PATH", action="append", default=[],
                         help="modes C1, C2, ...: `piorch record` run by this piorch (another venv's: other "
-                             "dependency versions, a non-editable install); may be given several times")
+                             "dependency versions, a non-editable install; with B8, C1x8... too); may be "
+                             "given several times")
     parser.add_argument("--editable", action="store_true",
                         help="measure this checkout's own (editable) install, not an installed copy of it")
     parser.add_argument("--loopback", action="store_true", help="sshd on 127.0.0.1 even where netns would work")
@@ -452,6 +453,9 @@ def main() -> int:
     others = {f"C{n}": path for n, path in enumerate(args.other_piorch, 1)}
     at = modes.index("B") + 1 if "B" in modes else 0
     modes[at:at] = list(others)
+    if "B8" in modes:  # the other piorch's start of as many Pis too: C1x8 against B8
+        at = modes.index("B8") + 1
+        modes[at:at] = [f"{mode}x8" for mode in others]
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-startup-")))
         base_env = piorch_env(Lab("", "", [], scratch / "none"), scratch)
@@ -503,6 +507,8 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
     run_piorch(lab, many, scratch / "warm-b8", scratch, install)
     for mode, path in others.items():
         run_piorch(lab, one, scratch / f"warm-{mode}", scratch, install, piorch=path)
+        if f"{mode}x8" in modes:
+            run_piorch(lab, many, scratch / f"warm-{mode}x8", scratch, install, piorch=path)
     samples: list[Sample] = []
     for index in range(args.rounds):
         for mode in modes:
@@ -512,8 +518,9 @@ def measure_on_fake_pis(stack: ExitStack, scratch: Path, args: argparse.Namespac
             if mode in ("A", "A8", "AM"):
                 seen = run_by_hand(lab, many if mode == "A8" else one, folder, master if mode == "AM" else None)
             else:
-                seen, marks, cpu = run_piorch(lab, many if mode == "B8" else one, folder, scratch, install,
-                                              traced=mode == "T", piorch=others.get(mode), fresh=mode == "F",
+                seen, marks, cpu = run_piorch(lab, many if mode == "B8" or mode.endswith("x8") else one, folder,
+                                              scratch, install, traced=mode == "T",
+                                              piorch=others.get(mode.removesuffix("x8")), fresh=mode == "F",
                                               ssh_config=mux_config if mode == "BM" else None)
             samples.append(Sample(mode, index, max(seen.values()), seen,
                                   {name: wall for name, (wall, _) in marks.items()},

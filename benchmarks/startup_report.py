@@ -109,7 +109,8 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
               "AM": "AM by hand through an open ControlMaster", "BM": "BM piorch record through that ControlMaster",
               **{f"C{n}": f"C{n} piorch record by {path}" for n, path in enumerate(others, 1)},
               "T": "T  piorch record, traced (breakdown)", "A8": f"A{pis} by hand, {pis} Pis (last first byte)",
-              "B8": f"B{pis} piorch record, {pis} Pis (last first byte)"}
+              "B8": f"B{pis} piorch record, {pis} Pis (last first byte)",
+              **{f"C{n}x8": f"C{n}x{pis} {pis} Pis by C{n}" for n in range(1, len(others) + 1)}}
     out.append("\ntime to first byte" if first else "")
     for mode, label in labels.items():
         if mode in first:
@@ -130,6 +131,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
     for n in range(1, len(others) + 1):
         pairs += [(f"C{n}/A", f"C{n}", "A", TARGET_RATIO), (f"C{n}/B", f"C{n}", "B", None)]
     pairs += [(f"C{n}/C1", f"C{n}", "C1", None) for n in range(2, len(others) + 1)]
+    pairs += [(f"C{n}x{pis}/B{pis}", f"C{n}x8", "B8", None) for n in range(1, len(others) + 1)]
     for name, top, bottom, target in (*pairs, (f"B{pis}/B", "B8", "B", TARGET_FLEET),
                                       (f"A{pis}/A (this machine's own share)", "A8", "A", None)):
         pair = ratio(top, bottom)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import time
@@ -73,11 +74,16 @@ def test_one_pi_failing_does_not_stop_the_other(tmp_path: Path) -> None:
         second.server.stop()
 
 
-def test_a_pi_that_cannot_be_reached_fails_alone(tmp_path: Path) -> None:
-    # Every Pi's connection begins at once, before the recorder is imported: cam2's sshd is gone, so its
-    # connection is refused from the start; cam1 records to the end all the same.
+@pytest.mark.parametrize("how", ["sshd-gone", "bad-port"])
+def test_a_pi_that_cannot_be_reached_fails_alone(tmp_path: Path, how: str) -> None:
+    # Every Pi's connection begins at once, before the recorder is imported: cam2's sshd is gone (its
+    # connection is refused from the start), or its Host block's Port is no number; cam1 records to the end
+    # all the same, and cam2's failure is one line of its own.
     first, second, config = two_pis(tmp_path)
     second.server.stop()
+    if how == "bad-port":
+        head, _, cam2 = config.read_text().partition("Host cam2")
+        config.write_text(head + "Host cam2" + re.sub(r"(?m)^(\s*)Port \d+$", r"\1Port abc", cam2))
     try:
         out = tmp_path / "recv"
         result = run_piorch(piorch_env(tmp_path, config), "record", "--pi", "cam1", "--pi", "cam2", "--seconds", "2",
@@ -85,6 +91,8 @@ def test_a_pi_that_cannot_be_reached_fails_alone(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr
         assert any(line.startswith("piorch: cam2: ") for line in result.stderr.splitlines()), result.stderr
+        if how == "bad-port":
+            assert "(Port 'abc' for cam2 is no port number): fix that file" in result.stderr
         assert not any(line.startswith("piorch: cam1: ") for line in result.stderr.splitlines())
         (run,) = first.runs()
         (video,) = (out / "cam1").glob("*.h264")

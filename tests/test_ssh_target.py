@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.errors import ConnectError
-from orchestrator.pi.target import SshTarget, parse_target
+from orchestrator.pi.target import SshTarget, parse_target, resolve_target
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
@@ -36,3 +38,12 @@ def test_jump_hops(proxy_jump: str | None, hops: tuple[str, ...]) -> None:
     assert target.jump_hops == hops
     for hop in hops:
         parse_target(hop)  # each one reads as a target
+
+
+def test_an_ssh_config_port_that_is_no_number_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host cam1\n    HostName 10.0.0.2\n    Port abc\nHost cam2\n    Port 70000\n")
+    for alias, port in (("cam1", "abc"), ("cam2", "70000")):
+        with pytest.raises(ConnectError, match=f"Port '{port}' for {alias} is no port number"):
+            resolve_target(alias, config)
+    assert resolve_target("cam1:2222", config).port == 2222  # a port given with the Pi wins, as in OpenSSH

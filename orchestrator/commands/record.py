@@ -164,9 +164,13 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
             for waiting in pending.values():
                 waiting.abandon()
             raise
-        with display.running():
-            result = run_fleet(plan, lambda target: pending.pop(target).result(), display, stop,
-                               lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
+        try:
+            with display.running():
+                result = run_fleet(plan, lambda target: pending.pop(target).result(), display, stop,
+                                   lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
+        finally:
+            for waiting in pending.values():  # those no recording took (each takes its own at its start)
+                waiting.abandon()
     from orchestrator.events import State
     from orchestrator.ui.summary import render_summary
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.errors import ConnectError, HostKeyError, Interrupted, PiorchError
+from orchestrator.errors import ConnectError, HostKeyError, Interrupted
 from orchestrator.pi.host import CommandResult, Host, Process, run_to_end
 from orchestrator.pi.hostkey import HostKeyCheck, check_host_key, fingerprint, read_known_hosts, record_host_key
 from orchestrator.pi.mux import may_have_master, open_master_host
@@ -409,13 +409,14 @@ class PendingHost:
     def __init__(self, settings: SshSettings, stop: threading.Event | None = None) -> None:
         self._outcome: list[Host | BaseException] = []
         self._thread: threading.Thread | None = None
+        self._stop = stop
         work: Callable[[], Host]
         if may_have_master(settings):
             work = functools.partial(connect_pi, settings, stop)
         else:
             try:
                 target = resolve_target(settings.target, settings.ssh_config)
-            except PiorchError as exc:
+            except Exception as exc:  # said by result(), where one Pi's failure is that Pi's alone
                 self._outcome.append(exc)
                 return
             work = functools.partial(open_host, target, settings, stop)
@@ -439,7 +440,10 @@ class PendingHost:
         return outcome
 
     def abandon(self) -> None:
-        """The caller gave up first: close the connection once it is there (the stop event ends the wait)."""
+        """The caller gave up first: the stop event is set (it ends the connection's waits), and the connection
+        is closed once it is there."""
+        if self._stop is not None:
+            self._stop.set()
         if self._thread is not None:
             self._thread.join(ABORT_JOIN_S)
         if self._outcome and not isinstance(self._outcome[0], BaseException):

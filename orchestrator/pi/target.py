@@ -114,13 +114,21 @@ def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
         except Exception as exc:  # paramiko raises several unrelated types for a bad file
             raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
                                "fix that file or point ssh_config elsewhere") from None
-    known = tuple(Path(p).expanduser() for p in str(looked.get("userknownhostsfile", "")).split() if p)
-    identities = tuple(Path(p).expanduser() for p in looked.get("identityfile", []))
+    try:
+        known = tuple(Path(p).expanduser() for p in str(looked.get("userknownhostsfile", "")).split() if p)
+        identities = tuple(Path(p).expanduser() for p in looked.get("identityfile", []))
+    except RuntimeError as exc:  # `~someone/...` for a user this laptop does not have
+        raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
+                           "fix that file or point ssh_config elsewhere") from None
+    given_port = str(looked.get("port", 22))
+    if port is None and not (given_port.isdigit() and 0 < int(given_port) < 65536):
+        raise ConnectError(f"cannot read SSH config {ssh_config} (Port {given_port!r} for {host} is no port number)",
+                           "fix that file or point ssh_config elsewhere")
     jump = looked.get("proxyjump")
     return SshTarget(
         alias=text,
         hostname=str(looked.get("hostname", host)),
-        port=port or int(looked.get("port", 22)),
+        port=port or int(given_port),
         user=user or looked.get("user"),
         identity_files=identities,
         identities_only=str(looked.get("identitiesonly", "no")).lower() == "yes",

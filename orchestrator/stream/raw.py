@@ -171,7 +171,7 @@ def finish_raw_video(files: Sequence[FileFinished], layout: RawLayout, y4m: bool
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 on_event(Notice("error", f"could not write {target.name} ({reason}); {finished.path.name} is kept"))
         try:
-            # `container`: the file is raw I420 (the session names every unremuxed file h264).
+            # `container`: the file is raw I420 (as its suffix says), with the layout that reads it.
             amend_manifest(finished.manifest, {"container": "yuv", "raw": {
                 **layout.describe(), "frames": frames, "trailing_bytes": trailing, "y4m": twin}})
         except (OSError, ValueError) as exc:

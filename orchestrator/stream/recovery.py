@@ -150,6 +150,7 @@ def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) ->
     if leftover.data is None:
         return _gone(leftover, on_event)
     data = leftover.data
+    container = stream_container(data)  # by the name it was received under (a kept twin's says `.recovered`)
     if data.name.endswith(".tmp"):
         final = data.with_name(data.name.removesuffix(".tmp"))
         if final.exists():
@@ -194,7 +195,7 @@ def recover_file(leftover: Leftover, on_event: EventSink, twins: bool = True) ->
     problem = write_manifest(manifest_path, Manifest(
         id=leftover.id, file=data.name, status=FileStatus.RECOVERED.value, bytes=size, sha256=sha256,
         started_utc=started, ended_utc=ended, peer=str(said.get("peer") or "unknown"), reason=how,
-        container=stream_container(data),
+        container=container,
         frames=(sum(frame["complete"] for frame in frame_list) if frame_list is not None
                 else size // layout.frame_bytes if layout is not None else None),
         frame_list=frame_list,
@@ -237,6 +238,7 @@ def _gone(leftover: Leftover, on_event: EventSink) -> FileFinished:
     problem = write_manifest(manifest_path, Manifest(
         id=leftover.id, file=name, status=FileStatus.FAILED.value, bytes=0, sha256="", started_utc=started,
         ended_utc=started, peer=str(said.get("peer") or "unknown"),
+        container=stream_container(Path(name)) if said.get("file") else Manifest.container,
         reason=f"left unfinished by a piorch run that was killed, and its data ({name}) is gone",
     ))
     if problem:
