@@ -149,26 +149,38 @@ def test_recover_finalises_a_frame_folder(tmp_path: Path) -> None:
     manifest = manifest_of(out, file_id)
     assert manifest["status"] == "recovered" and manifest["frames"] == 3 and manifest["partial_frames"] == 0
     assert manifest["container"] == "frames"
+
+    # Killed again while a frames folder of the same id was there: the leftover is kept beside it, as
+    # `<id>.recovered`, and is still a folder of frames.
+    twin = out / f"{file_id}.tmp"
+    twin.mkdir()
+    (twin / "frame_000001.jpg").write_bytes(three[: starts[1]])
+    (out / f"{file_id}.json").write_text(json.dumps(said))  # its placeholder, as a killed run leaves it
+    (again,) = recover_leftovers(out, lambda event: None)
+    assert again.path == out / f"{file_id}.recovered" and again.path.is_dir()
+    assert json.loads((out / f"{file_id}.json").read_text())["container"] == "frames"
     assert manifest["sha256"] == hashlib.sha256(three).hexdigest() and manifest["started_utc"] == said["started_utc"]
     assert [entry["file"] for entry in manifest["frame_list"]] == [  # type: ignore[union-attr]
         "frame_000001.jpg", "frame_000002.jpg", "frame_000003.jpg"]
 
 
-def test_a_placeholder_whose_data_is_gone_is_finished_as_failed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".h264", ".mjpeg", ".jpg"])
+def test_a_placeholder_whose_data_is_gone_is_finished_as_failed(tmp_path: Path, suffix: str) -> None:
     out = tmp_path / "recv"
     out.mkdir()
     data = tmp_path / "clip.h264"
     data.write_bytes(CLIP)
     killed_python(f"from orchestrator.stream.writer import FileWriter\n"
-                  f"FileWriter(Path(sys.argv[1]), '.h264', {PEER!r}).write(Path(sys.argv[2]).read_bytes())",
+                  f"FileWriter(Path(sys.argv[1]), {suffix!r}, {PEER!r}).write(Path(sys.argv[2]).read_bytes())",
                   str(out), str(data))
-    (leftover,) = out.glob("*.h264.tmp")
+    (leftover,) = out.glob(f"*{suffix}.tmp")
     leftover.unlink()  # the user cleaned the folder by hand
     file_id = leftover.name.split(".")[0]
     (finished,) = recover_leftovers(out, lambda event: None)
     assert finished.status is FileStatus.FAILED
     manifest = manifest_of(out, file_id)
     assert manifest["status"] == "failed" and "is gone" in str(manifest["reason"]) and manifest["peer"] == PEER
+    assert manifest["container"] == suffix[1:]  # what the placeholder said was received
 
 
 def test_recover_never_touches_a_file_whose_manifest_is_still_being_written(tmp_path: Path) -> None:
