@@ -3,10 +3,12 @@ for real against the local host (offset ~0, uncertainty half a real round trip).
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from orchestrator.pi.clock import best_offset, measure_clock_offset, parse_pi_time
-from orchestrator.pi.host import LocalHost
+from orchestrator.pi.clock import CLOCK_LOOP, best_offset, measure_clock_offset, parse_pi_time
+from orchestrator.pi.host import LocalHost, Process
 from orchestrator.stream.timecodes import (
     HEADER,
     IntegrityCounter,
@@ -70,7 +72,48 @@ def test_pi_time(text: str, value: float | None) -> None:
     assert parse_pi_time(text) == value
 
 
+class CountingHost(LocalHost):
+    """The local shell, counting the commands started on it."""
+
+    def __init__(self) -> None:
+        super().__init__("laptop")
+        self.commands: list[str] = []
+
+    def start(self, command: str) -> Process:
+        self.commands.append(command)
+        return super().start(command)
+
+
 def test_offset_measured_against_this_machine_is_near_zero() -> None:
-    offset = measure_clock_offset(LocalHost("laptop"))
+    host = CountingHost()
+    offset = measure_clock_offset(host)
     assert offset is not None and offset.samples == 5
     assert abs(offset.offset_s) <= offset.uncertainty_s + 0.001
+    # Every sample through one command (on a Pi: one channel, one shell), not one command a sample.
+    assert host.commands == [CLOCK_LOOP]
+
+
+def test_a_date_without_subseconds_gives_no_offset_and_ends_the_loop() -> None:
+    # busybox's `date` prints `%N` as is: no offset, and the loop command is still closed at the end.
+    class NoNanoseconds(CountingHost):
+        def start(self, command: str) -> Process:
+            return super().start(command.replace("%N", "N"))
+
+    host = NoNanoseconds()
+    assert measure_clock_offset(host) is None
+    assert len(host.commands) == 1
+
+
+def test_a_command_that_takes_no_input_gives_no_offset_at_once() -> None:
+    class Deaf(CountingHost):
+        def start(self, command: str) -> Process:
+            process = super().start(command)
+            return Process(lambda size: b"", lambda size: b"", lambda timeout: 0, process.close)
+
+    assert measure_clock_offset(Deaf()) is None
+
+
+def test_a_stop_ends_the_sampling() -> None:
+    stop = threading.Event()
+    stop.set()
+    assert measure_clock_offset(CountingHost(), stop=stop) is None

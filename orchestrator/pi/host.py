@@ -36,7 +36,8 @@ class Process:
     """A running command whose output is pumped by two daemon threads.
 
     `read_out`/`read_err` return b"" at end of stream; `exit_status` waits up to its timeout and returns
-    None while the command still runs. The pumps never block the caller.
+    None while the command still runs. The pumps never block the caller. `write`, where given, sends bytes
+    to the command's standard input (`send`).
     """
 
     def __init__(
@@ -45,9 +46,11 @@ class Process:
         read_err: Callable[[int], bytes],
         exit_status: Callable[[float], int | None],
         close: Callable[[], None],
+        write: Callable[[bytes], None] | None = None,
     ) -> None:
         self._exit_status = exit_status
         self._close = close
+        self._write = write
         # Lines go over in batches, one a read: a camera's timestamps are a line a frame, and a queue
         # operation a line would cost more than the line. `_ready` is the consumer's own.
         self._lines: queue.Queue[list[str] | None] = queue.Queue()
@@ -102,6 +105,16 @@ class Process:
             return None
         self._ready.extend(batch)
         return self._ready.popleft()
+
+    def send(self, data: bytes) -> bool:
+        """Write `data` to the command's standard input; False when it takes none or its input is closed."""
+        if self._write is None:
+            return False
+        try:
+            self._write(data)
+        except OSError:
+            return False
+        return True
 
     def stderr_text(self) -> str:
         with self._stderr_lock:
@@ -198,8 +211,12 @@ def start_process(argv: list[str], env: Mapping[str, str] | None = None) -> Proc
         out.close()
         err.close()
 
+    def write(data: bytes) -> None:
+        keep_open.write(data)
+        keep_open.flush()
+
     # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
-    return Process(out.read1, err.read1, exit_status, close)  # type: ignore[attr-defined]
+    return Process(out.read1, err.read1, exit_status, close, write)  # type: ignore[attr-defined]
 
 
 class LocalHost:

@@ -341,7 +341,13 @@ class SshHost:
                 return None
             return channel.exit_status
 
-        return Process(read_out, read_err, exit_status, channel.close)
+        def write(data: bytes) -> None:
+            try:
+                channel.sendall(data)
+            except (paramiko.SSHException, EOFError) as exc:  # the channel is closed
+                raise OSError(str(exc)) from None
+
+        return Process(read_out, read_err, exit_status, channel.close, write)
 
     def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
         return run_to_end(self, command, timeout, stop)
