@@ -8,6 +8,7 @@ would refuse that Pi (exit 3), so a recording that works went through the master
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -161,10 +162,14 @@ def pi_behind_master(tmp_path: Path) -> Iterator[tuple[FakePi, Path]]:
 def test_record_and_snap_go_through_the_users_master(tmp_path: Path, pi_behind_master: tuple[FakePi, Path]) -> None:
     pi, config = pi_behind_master
     env = piorch_env(tmp_path, config)
-    result = run_piorch(env, "record", "--pi", pi.info.alias, "--seconds", "1", "--out", str(tmp_path / "v"), *SHORT)
+    result = run_piorch(env, "record", "--pi", pi.info.alias, "--seconds", "2", "--out", str(tmp_path / "v"), *SHORT)
     assert result.returncode == 0, result.stderr
     (manifest,) = manifests(tmp_path / "v")
     assert manifest["status"] == "complete" and int(str(manifest["bytes"])) > 0
+    # The clock offset's samples went through the master too: one `ssh -S` command, a line in per sample.
+    (session,) = (tmp_path / "v").glob("session-*.json")
+    clock = json.loads(session.read_text())
+    assert abs(clock["clock_offset_s"]) <= clock["clock_uncertainty_s"] + 0.05
     # Its own connection would have refused the Pi: the known_hosts piorch reads does not know it.
     refused = run_piorch({**env, "PIORCH_USE_CONTROLMASTER": "false"}, "record", "--pi", pi.info.alias,
                          "--seconds", "1", "--out", str(tmp_path / "w"), *SHORT)
