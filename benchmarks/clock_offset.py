@@ -6,8 +6,8 @@ One fake Pi (the tests' real OpenSSH sshd on 127.0.0.1, its own keys) and one pa
 Each round measures the offset both ways, alternating which goes first, so machine noise hits both alike:
 - per command, the baseline (piorch before this benchmark): `date +%s.%N` as its own command per sample,
   each on a new channel with its own shell on the Pi, timed around the whole command;
-- one loop (pi/clock.py): one command, `while read -r _; do date +%s.%N; done`, a line sent and its answer
-  read per sample.
+- one loop (pi/clock.py): one command, `while read -r n; do echo "piorch-clock $n $(date +%s.%N)"; done`,
+  a numbered line sent and its answer read per sample.
 For each: the uncertainty (half the tightest round trip, what the session manifest says), the wall time of
 the whole measurement, and this process's CPU time for it (every thread: paramiko's too). Medians; the
 ratios are per-command over one-loop. Exit status 0 when every measurement gave an offset, 1 otherwise; the

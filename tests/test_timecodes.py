@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from orchestrator.pi.clock import CLOCK_LOOP, best_offset, measure_clock_offset, parse_pi_time
+from orchestrator.pi.clock import CLOCK_LOOP, CLOCK_MARK, best_offset, measure_clock_offset, parse_pi_time
 from orchestrator.pi.host import LocalHost, Process
 from orchestrator.stream.timecodes import (
     HEADER,
@@ -102,6 +102,17 @@ def test_a_date_without_subseconds_gives_no_offset_and_ends_the_loop() -> None:
     host = NoNanoseconds()
     assert measure_clock_offset(host) is None
     assert len(host.commands) == 1
+
+
+def test_what_the_login_prints_is_no_answer() -> None:
+    # A .bashrc that echoes, even a line that looks like an answer to a later sample: passed over.
+    class Chatty(CountingHost):
+        def start(self, command: str) -> Process:
+            return super().start(f'echo "welcome"; echo "{CLOCK_MARK} 2 1.5"; {command}')
+
+    offset = measure_clock_offset(Chatty())
+    assert offset is not None and offset.samples == 5
+    assert abs(offset.offset_s) <= offset.uncertainty_s + 0.001
 
 
 def test_a_command_that_takes_no_input_gives_no_offset_at_once() -> None:

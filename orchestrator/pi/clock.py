@@ -21,8 +21,11 @@ from orchestrator.pi.host import STOP_POLL_S, Host, Process
 
 SAMPLES = 5
 CLOCK_COMMAND = "date +%s.%N"
-# Ends when its input does: piorch closes the channel once it has its samples.
-CLOCK_LOOP = f"while read -r _; do {CLOCK_COMMAND}; done"
+# Each answer carries the number of the line it answers: whatever else the login prints (a .bashrc that
+# echoes) is no answer, and a late answer is never taken for the next sample's. Ends when its input does:
+# piorch closes the channel once it has its samples.
+CLOCK_MARK = "piorch-clock"
+CLOCK_LOOP = f'while read -r n; do echo "{CLOCK_MARK} $n $({CLOCK_COMMAND})"; done'
 # How long one answer may take (a command per sample was given as long).
 ANSWER_TIMEOUT_S = 5.0
 
@@ -64,17 +67,17 @@ def measure_clock_offset(host: Host, samples: int = SAMPLES, clock: Callable[[],
         return None
     triples = []
     try:
-        for _ in range(samples):
+        for number in range(1, samples + 1):
             if stop is not None and stop.is_set():
                 break
             before = clock()
-            if not process.send(b"\n"):
+            if not process.send(f"{number}\n".encode()):
                 break
-            line = _answer(process, stop)
+            answer = _answer(process, number, stop)
             after = clock()
-            if not line:
+            if answer is None:
                 break  # no answer in time, the loop ended, or stopped
-            pi = parse_pi_time(line)
+            pi = parse_pi_time(answer)
             if pi is not None:
                 triples.append((before, pi, after))
     finally:
@@ -82,11 +85,16 @@ def measure_clock_offset(host: Host, samples: int = SAMPLES, clock: Callable[[],
     return best_offset(triples)
 
 
-def _answer(process: Process, stop: threading.Event | None) -> str | None:
-    """The loop's next line; "" or None when none comes in time, the loop ended, or `stop` was set."""
+def _answer(process: Process, number: int, stop: threading.Event | None) -> str | None:
+    """What the loop printed for line `number` (the Pi's time, as `date` wrote it); None when it did not come
+    in time, the loop ended, or `stop` was set. Other lines are passed over."""
     deadline = time.monotonic() + ANSWER_TIMEOUT_S
     while (left := deadline - time.monotonic()) > 0 and not (stop is not None and stop.is_set()):
         line = process.next_line(min(STOP_POLL_S, left))
-        if line != "":
-            return line
+        if line is None:
+            return None
+        mark, _, rest = line.partition(" ")
+        said, _, pi_time = rest.partition(" ")
+        if mark == CLOCK_MARK and said == str(number):
+            return pi_time
     return None
