@@ -4,6 +4,7 @@ for real against the local host (offset ~0, uncertainty half a real round trip).
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -115,13 +116,32 @@ def test_what_the_login_prints_is_no_answer() -> None:
     assert abs(offset.offset_s) <= offset.uncertainty_s + 0.001
 
 
-def test_a_command_that_takes_no_input_gives_no_offset_at_once() -> None:
+def test_a_host_whose_commands_take_no_input_is_sampled_a_command_at_a_time() -> None:
+    # A Host of someone else's making (its Process has no writer): one `date` command a sample, as before.
     class Deaf(CountingHost):
         def start(self, command: str) -> Process:
             process = super().start(command)
-            return Process(lambda size: b"", lambda size: b"", lambda timeout: 0, process.close)
+            if command != CLOCK_LOOP:
+                return process
+            process.close()
+            return Process(lambda size: b"", lambda size: b"", lambda timeout: 0, lambda: None)
 
-    assert measure_clock_offset(Deaf()) is None
+    host = Deaf()
+    offset = measure_clock_offset(host)
+    assert offset is not None and offset.samples == 5
+    assert host.commands == [CLOCK_LOOP] + ["date +%s.%N"] * 5
+
+
+def test_a_loop_that_has_already_ended_gives_no_offset_and_no_traceback() -> None:
+    # The command is gone before the first line (a ControlMaster that just died): its input is a broken
+    # pipe; sending says so, and closing it raises nothing.
+    class Gone(CountingHost):
+        def start(self, command: str) -> Process:
+            process = super().start("exit 255")
+            time.sleep(0.2)
+            return process
+
+    assert measure_clock_offset(Gone()) is None
 
 
 def test_a_stop_ends_the_sampling() -> None:

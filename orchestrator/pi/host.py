@@ -8,6 +8,7 @@ started command is a `Process`: its stdout arrives as lines (status marks), its 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import queue
 import subprocess
@@ -105,6 +106,11 @@ class Process:
             return None
         self._ready.extend(batch)
         return self._ready.popleft()
+
+    @property
+    def takes_input(self) -> bool:
+        """Whether `send` can reach the command at all (a Process made without `write` cannot)."""
+        return self._write is not None
 
     def send(self, data: bytes) -> bool:
         """Write `data` to the command's standard input; False when it takes none or its input is closed."""
@@ -207,13 +213,14 @@ def start_process(argv: list[str], env: Mapping[str, str] | None = None) -> Proc
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-        keep_open.close()
+        with contextlib.suppress(OSError):  # a pipe the process closed
+            keep_open.close()
         out.close()
         err.close()
 
     def write(data: bytes) -> None:
-        keep_open.write(data)
-        keep_open.flush()
+        # Past the buffer: a write that fails (the process has gone) must leave nothing for close() to flush.
+        os.write(keep_open.fileno(), data)
 
     # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
     return Process(out.read1, err.read1, exit_status, close, write)  # type: ignore[attr-defined]
