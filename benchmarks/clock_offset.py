@@ -27,24 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.pi.clock import CLOCK_COMMAND, ClockOffset, best_offset, measure_clock_offset, parse_pi_time
+from orchestrator.pi.clock import ClockOffset, measure_clock_offset, sample_by_commands
 from orchestrator.pi.host import Host
 from orchestrator.pi.ssh import SshHost
 from orchestrator.settings import SshSettings
 from tests.e2e_helpers import start_fake_pi
-
-
-def per_command(host: Host, samples: int) -> ClockOffset | None:
-    """The baseline: one command a sample, timed around the whole command."""
-    triples = []
-    for _ in range(samples):
-        before = time.time()
-        result = host.run(CLOCK_COMMAND, timeout=5)
-        after = time.time()
-        pi = parse_pi_time(result.stdout)
-        if pi is not None:
-            triples.append((before, pi, after))
-    return best_offset(triples)
 
 
 def main() -> int:
@@ -54,7 +41,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     args = parser.parse_args()
     ways: dict[str, Callable[[Host, int], ClockOffset | None]] = {
-        "per command": per_command,
+        "per command": lambda host, samples: sample_by_commands(host, samples, time.time, None),
         "one loop": lambda host, samples: measure_clock_offset(host, samples),
     }
     figures: dict[str, dict[str, list[float]]] = {name: {"uncertainty": [], "wall": [], "cpu": []} for name in ways}

@@ -67,7 +67,7 @@ def measure_clock_offset(host: Host, samples: int = SAMPLES, clock: Callable[[],
         return None
     if not process.takes_input:  # a Host of someone else's making: a command a sample, as piorch did before
         process.close()
-        return _sample_each(host, samples, clock, stop)
+        return sample_by_commands(host, samples, clock, stop)
     triples = []
     try:
         for number in range(1, samples + 1):
@@ -88,7 +88,7 @@ def measure_clock_offset(host: Host, samples: int = SAMPLES, clock: Callable[[],
     return best_offset(triples)
 
 
-def _sample_each(host: Host, samples: int, clock: Callable[[], float],
+def sample_by_commands(host: Host, samples: int, clock: Callable[[], float],
                  stop: threading.Event | None) -> ClockOffset | None:
     """One `date` command a sample, timed around the whole command (a channel and a shell each time)."""
     triples = []
