@@ -89,8 +89,9 @@ def measure_clock_offset(host: Host, samples: int = SAMPLES, clock: Callable[[],
 
 
 def sample_by_commands(host: Host, samples: int, clock: Callable[[], float],
-                 stop: threading.Event | None) -> ClockOffset | None:
-    """One `date` command a sample, timed around the whole command (a channel and a shell each time)."""
+                       stop: threading.Event | None) -> ClockOffset | None:
+    """One `date` command a sample, timed around the whole command (a channel and a shell each time): for a
+    Host whose commands take no input, and benchmarks/clock_offset.py's baseline."""
     triples = []
     for _ in range(samples):
         if stop is not None and stop.is_set():
