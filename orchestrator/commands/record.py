@@ -160,11 +160,6 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
             from orchestrator.jobs.fleet import run_fleet
 
             display = fleet_display(targets)
-        except BaseException:
-            for waiting in pending.values():
-                waiting.abandon()
-            raise
-        try:
             with display.running():
                 result = run_fleet(plan, lambda target: pending.pop(target).result(), display, stop,
                                    lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
