@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -101,3 +102,25 @@ def run_piorch(env: dict[str, str], *args: str, timeout: float = 60) -> subproce
 def manifests(out: Path) -> list[dict[str, object]]:
     """The per-file manifests (not the session manifest)."""
     return [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if not p.name.startswith("session-")]
+
+
+def wait_for_bytes(out: Path, minimum: int, timeout: float) -> None:
+    """Until a file being received in `out` (`*.tmp`) holds `minimum` bytes, or the test fails saying so."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sizes = [p.stat().st_size for p in out.glob("*.tmp")] if out.exists() else []
+        if sizes and max(sizes) >= minimum:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {minimum} bytes arrived in {out} within {timeout} s")
+
+
+def kill_once_bytes_arrive(proc: subprocess.Popen[bytes], out: Path, minimum: int, timeout: float = 20) -> None:
+    """SIGKILL a running `piorch record` once `minimum` bytes are in `out`: killed outright, no handler runs."""
+    try:
+        wait_for_bytes(out, minimum, timeout)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
-from tests.test_record_e2e import _wait_for_bytes
+from tests.e2e_helpers import kill_once_bytes_arrive, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +28,7 @@ def test_sigkill_frees_the_camera_and_recover_keeps_the_bytes(tmp_path: Path, ig
         proc = subprocess.Popen(piorch_argv("record", "--pi", pi.info.alias, "--out", str(out), "--port", "0",
                                             "--bitrate", "4000000"),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_for_bytes(out, 300_000, timeout=20)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        kill_once_bytes_arrive(proc, out, 300_000)
         # The Pi notices on its own: its watchdog sees the SSH channel close and stops the whole group.
         pi.wait_until_freed(10, "piorch was killed")
         (leftover,) = out.glob("*.h264.tmp")

@@ -22,9 +22,8 @@ from orchestrator.pi.mux import MuxHost, find_master, open_master_host
 from orchestrator.pi.ssh import PendingHost
 from orchestrator.settings import SshSettings
 from orchestrator.sim.stand_in import install_stand_ins
-from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi, wait_for_bytes
 from tests.system_tools import require_tool
-from tests.test_record_e2e import _wait_for_bytes
 
 SHORT = ("--width", "640", "--height", "480", "--fps", "15", "--container", "h264", "--port", "0")
 
@@ -189,7 +188,7 @@ def test_a_killed_piorch_frees_the_camera_through_the_master(tmp_path: Path,
     proc = subprocess.Popen(piorch_argv("record", "--pi", pi.info.alias, "--out", str(out), *SHORT),
                             env=piorch_env(tmp_path, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for_bytes(out, 20_000, timeout=30)
+        wait_for_bytes(out, 20_000, timeout=30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 15  # the watchdog's TERM, at most 3 s to its KILL: well within

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.sim.options import effective_legacy_bitrate, parse_args
-from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch
+from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, wait_for_bytes
 from tests.pi_models import MODELS, PI4_LEGACY, PI4_RPICAM, PI5_LITE, PI5_RPICAM, PiModel, start_pi
 from tests.test_doctor import doctor_env
-from tests.test_record_e2e import _wait_for_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -303,7 +302,7 @@ def test_a_camera_that_ignores_term_is_gone(tmp_path: Path, need_sshd: None, how
                                             "--container", "h264", *SIZE),
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_for_bytes(out, 50_000, timeout=30)
+            wait_for_bytes(out, 50_000, timeout=30)
             proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
             _, stderr = proc.communicate(timeout=30)
         finally:

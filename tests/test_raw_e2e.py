@@ -18,9 +18,16 @@ import pytest
 
 from orchestrator.events import RawLayout
 from orchestrator.stream.raw import unpad
-from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.e2e_helpers import (
+    FakePi,
+    kill_once_bytes_arrive,
+    manifests,
+    piorch_argv,
+    piorch_env,
+    run_piorch,
+    start_fake_pi,
+)
 from tests.sshd_server import SshServerInfo
-from tests.test_record_e2e import _wait_for_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -292,13 +299,7 @@ def test_sigkill_leaves_raw_video_that_recover_finishes_with_its_y4m(tmp_path: P
     proc = subprocess.Popen(piorch_argv("record", "--pi", pi.info.alias, "--out", str(out), "--codec", "yuv420",
                                         "--port", "0", "--width", "640", "--height", "480", "--fps", "15"),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_bytes(out, 3 * 460_800, timeout=20)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_once_bytes_arrive(proc, out, 3 * 460_800)
     pi.wait_until_freed(10, "piorch was killed")
     (leftover,) = out.glob("*.yuv.tmp")
     kept = leftover.read_bytes()

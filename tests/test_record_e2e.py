@@ -6,13 +6,12 @@ import fcntl
 import hashlib
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi, wait_for_bytes
 from tests.system_tools import require_tool
 
 pytestmark = pytest.mark.e2e
@@ -95,16 +94,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_bytes(out: Path, minimum: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sizes = [p.stat().st_size for p in out.glob("*.tmp")] if out.exists() else []
-        if sizes and max(sizes) >= minimum:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no {minimum} bytes arrived in {out} within {timeout} s")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_frees_camera_and_keeps_partial(tmp_path: Path, fake_pi: FakePi, sig: signal.Signals) -> None:
     out = tmp_path / "recv"
@@ -113,7 +102,7 @@ def test_interrupt_frees_camera_and_keeps_partial(tmp_path: Path, fake_pi: FakeP
                                         "--port", "0", "--bitrate", "4000000", "--container", "h264"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_bytes(out, 200_000, timeout=20)
+        wait_for_bytes(out, 200_000, timeout=20)
         assert not fake_pi.camera_free()  # the simulated camera is really held while recording
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
@@ -145,7 +134,7 @@ def test_discard_partial_removes_interrupted_file(tmp_path: Path, fake_pi: FakeP
                                         "--discard-partial"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_bytes(out, 100_000, timeout=20)
+        wait_for_bytes(out, 100_000, timeout=20)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     finally:

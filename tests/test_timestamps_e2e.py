@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from orchestrator.stream.timecodes import HEADER
-from tests.e2e_helpers import FakePi, piorch_argv, piorch_env, run_piorch, start_fake_pi
+from tests.e2e_helpers import FakePi, piorch_argv, piorch_env, run_piorch, start_fake_pi, wait_for_bytes
 from tests.pi_models import PI4_RPICAM, PI5_RPICAM, PiModel, start_pi
-from tests.test_record_e2e import _wait_for_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -274,7 +273,7 @@ def test_every_ending_frees_the_camera_and_removes_the_named_pipes(tmp_path: Pat
                                             "--width", "640", "--height", "360", "--bitrate", "4000000"),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_for_bytes(out, 200_000, timeout=30)
+            wait_for_bytes(out, 200_000, timeout=30)
             assert len(leftovers(tmp_path)) == 1  # the pipes exist while it records
             proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
             proc.wait(30)
