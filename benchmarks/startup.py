@@ -16,8 +16,10 @@ on loopback, and the output says which). Modes, interleaved round after round (A
 - B: `piorch record --pi pi1 --seconds 3 --out DIR --container h264` (same camera options), timed from
   the process start.
 - F: B on a Pi piorch has not seen yet: an empty memory (XDG_CACHE_HOME) for each run, so it probes the
-  Pi before starting the camera. B, T, B8 and C* share one memory, filled by an untimed run first: from
+  Pi before starting the camera. B, T and B8 share one memory, filled by an untimed run first: from
   the second run on, piorch starts the camera from what it remembers (orchestrator/pi/probe_memory.py).
+  Each C* keeps its own (another version may stamp the Pi another way: sharing, each would find the other's
+  stamp stale and probe again at every run).
 - AM / BM: A and B through an OpenSSH ControlMaster already open to pi1 (a user's `ControlMaster auto` with
   ControlPersist): `ssh -S` by hand, and piorch given a config whose ControlPath names it (pi/mux.py).
 - T: B again under startup_trace.py, which timestamps every step: the breakdown table. Its own first byte
@@ -61,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -279,7 +282,8 @@ def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install
             "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
             "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
     env = piorch_env(lab, scratch)
-    env["XDG_CACHE_HOME"] = str(folder / "cache" if fresh else scratch / "cache")
+    memory = scratch / "cache" if piorch is None else scratch / f"cache-{zlib.crc32(piorch.encode()):08x}"
+    env["XDG_CACHE_HOME"] = str(folder / "cache" if fresh else memory)
     if ssh_config is not None:
         env["PIORCH_SSH_CONFIG"] = str(ssh_config)
     marks_file = folder / "marks.txt"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import ConnectError
-from orchestrator.pi.target import SshTarget, parse_target, resolve_target
+from orchestrator.pi.target import SshTarget, installed_version, parse_target, resolve_target
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
@@ -47,3 +50,58 @@ def test_an_ssh_config_port_that_is_no_number_is_a_one_line_error(tmp_path: Path
         with pytest.raises(ConnectError, match=f"Port '{port}' for {alias} is no port number"):
             resolve_target(alias, config)
     assert resolve_target("cam1:2222", config).port == 2222  # a port given with the Pi wins, as in OpenSSH
+
+
+def _imports_after_loading(tmp_path: Path, config_text: str | None) -> dict[str, object]:
+    """load_paramiko in a fresh interpreter: which of the left-out modules it imported, and the version."""
+    config = tmp_path / "ssh_config"
+    if config_text is not None:
+        config.write_text(config_text)
+    code = (
+        "import json, sys; from pathlib import Path; from orchestrator.pi.target import load_paramiko; "
+        f"paramiko = load_paramiko(Path({str(config)!r})); "
+        "seen = {name: name in sys.modules for name in ('invoke', 'importlib.metadata')}; "
+        "seen['version'] = paramiko.__version__; "
+        "import importlib.metadata; seen['real_version'] = importlib.metadata.version('paramiko'); "
+        "seen['metadata_is_real'] = importlib.metadata.distribution('paramiko').metadata['Name'].lower(); "
+        "print(json.dumps(seen))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout))
+
+
+def test_paramiko_is_loaded_without_invoke_or_importlib_metadata(tmp_path: Path) -> None:
+    seen = _imports_after_loading(tmp_path, "Host cam1\n  HostName 10.0.0.2\n")
+    assert seen["invoke"] is False
+    assert seen["importlib.metadata"] is False
+    # paramiko's own version is still right, and importlib.metadata works as usual afterwards.
+    assert seen["version"] == seen["real_version"]
+    assert seen["metadata_is_real"] == "paramiko"
+
+
+def test_a_config_with_match_exec_gets_invoke(tmp_path: Path) -> None:
+    pytest.importorskip("invoke")
+    seen = _imports_after_loading(tmp_path, "Match exec \"true\"\n  User pi\n")
+    assert seen["invoke"] is True
+
+
+def _fake_package(root: Path, name: str, versions: tuple[str, ...]) -> None:
+    (root / name).mkdir(parents=True)
+    (root / name / "__init__.py").write_text("")
+    for version in versions:
+        info = root / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\nText.\n")
+
+
+def test_installed_version_reads_the_one_dist_info_beside_the_package(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_package(tmp_path / "one", "fakepkg", ("1.2.3",))
+    _fake_package(tmp_path / "two", "otherpkg", ("1.0", "2.0"))  # two installs' leftovers: not plain
+    (tmp_path / "none" / "barepkg").mkdir(parents=True)
+    (tmp_path / "none" / "barepkg" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path / "none")])
+    assert installed_version("fakepkg") == "1.2.3"
+    assert installed_version("otherpkg") is None
+    assert installed_version("barepkg") is None
+    assert installed_version("notinstalled") is None

@@ -7,6 +7,7 @@ supported by it). paramiko is imported here, the first thing a connection needs 
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -21,22 +22,79 @@ _NEEDS_INVOKE = re.compile(r"^\s*(?:match\b.*\bexec\b|include\b)", re.IGNORECASE
 
 
 def load_paramiko(ssh_config: Path | None) -> ModuleType:
-    """paramiko, imported without `invoke` when the OpenSSH config cannot need it.
+    """paramiko, imported without the two imports of its own that piorch's connections never use.
 
-    paramiko.config imports invoke at import time (60-140 ms of piorch's start) only to run `Match exec`
-    lines. When the config has none, invoke's import is made to fail fast for paramiko's own import (paramiko
-    then keeps None, as when invoke is not installed); a later `import invoke` elsewhere works as usual.
+    - paramiko.config imports invoke at import time (60-140 ms of piorch's start) only to run `Match exec`
+      lines. When the config has none, invoke's import is made to fail fast for paramiko's own import
+      (paramiko then keeps None, as when invoke is not installed).
+    - paramiko 4 and newer read their own version at import time with `importlib.metadata.version`, and
+      importing importlib.metadata (email, zipfile, csv) costs 10-16 ms of the start (benchmarks/startup.py).
+      The version is read from paramiko's dist-info beside it instead (`installed_version`); any other use
+      of that module, or a version not plainly there, gets the real importlib.metadata.
+
+    Both stand-ins are only in place during paramiko's own import: a later `import invoke` or `import
+    importlib.metadata` elsewhere works as usual.
     """
-    if "paramiko" not in sys.modules and "invoke" not in sys.modules and not _may_need_invoke(ssh_config):
-        sys.modules["invoke"] = None  # type: ignore[assignment]
+    if "paramiko" not in sys.modules:
+        stand_ins: dict[str, ModuleType | None] = {}
+        if "invoke" not in sys.modules and not _may_need_invoke(ssh_config):
+            stand_ins["invoke"] = None
+        if "importlib.metadata" not in sys.modules and (version := installed_version("paramiko")) is not None:
+            stand_ins["importlib.metadata"] = _metadata_knowing("paramiko", version)
+        sys.modules.update(stand_ins)  # type: ignore[arg-type]
         try:
             import paramiko
         finally:
-            if "invoke" in sys.modules and sys.modules["invoke"] is None:
-                del sys.modules["invoke"]
+            for name, module in stand_ins.items():
+                if name in sys.modules and sys.modules[name] is module:
+                    del sys.modules[name]
     import paramiko
 
     return paramiko
+
+
+def installed_version(name: str) -> str | None:
+    """The `Version:` of package `name`'s one dist-info beside it on sys.path, as importlib.metadata would
+    find it; None where that is not plain (no such folder, two of them, an unreadable METADATA)."""
+    prefix = f"{name}-"
+    for entry in sys.path:
+        folder = Path(entry or ".")
+        if not (folder / name / "__init__.py").is_file():
+            continue
+        try:
+            found = [item for item in os.listdir(folder) if item.startswith(prefix) and item.endswith(".dist-info")]
+            if len(found) != 1:
+                return None
+            with open(folder / found[0] / "METADATA", encoding="utf-8") as metadata:
+                for line in metadata:
+                    if line.startswith("Version:"):
+                        return line[len("Version:"):].strip() or None
+                    if not line.strip():  # the end of the headers
+                        return None
+        except OSError:
+            return None
+        return None
+    return None
+
+
+def _metadata_knowing(name: str, version: str) -> ModuleType:
+    """A stand-in for importlib.metadata that answers `version(name)` and hands everything else to the real
+    module (imported then, with the stand-in out of the way)."""
+    stand_in = ModuleType("importlib.metadata")
+
+    def real() -> ModuleType:
+        if sys.modules.get("importlib.metadata") is stand_in:
+            del sys.modules["importlib.metadata"]
+        import importlib.metadata
+
+        return importlib.metadata
+
+    def answer(distribution: str) -> str:
+        return version if distribution == name else str(real().version(distribution))
+
+    stand_in.version = answer  # type: ignore[attr-defined]
+    stand_in.__getattr__ = lambda attribute: getattr(real(), attribute)  # type: ignore[method-assign]
+    return stand_in
 
 
 def _may_need_invoke(ssh_config: Path | None) -> bool:
