@@ -140,6 +140,31 @@ def _make_policy(target: SshTarget, accept_new: bool, jump: bool) -> Any:
     return RecordOrRefuse()
 
 
+class PromptSocket(socket.socket):
+    """A TCP connection to an sshd on which no SSH message waits for a timer: each is sent at once
+    (TCP_NODELAY, set by `_dial`) and each arrival is acknowledged at once (TCP_QUICKACK after every read;
+    Linux clears it by itself, so it is set again each time).
+
+    An SSH login is a string of small messages, each answering the last. Left to TCP's defaults, two of
+    them waited ~40 ms each for a delayed acknowledgement (benchmarks/startup.py, `authentication` and the
+    pipeline's start): the login request behind the unacknowledged NEWKEYS (Nagle's algorithm here), and
+    the sshd's answer to the session's CHANNEL_OPEN behind its own unacknowledged post-login messages
+    (hostkeys-00@openssh.com, the authorized_keys debug lines; sshd turns Nagle off only once a session
+    runs). OpenSSH's own client waits for both too. The reads are few: status lines, not the video.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if _QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return data
+
+
+# Linux only; elsewhere the acknowledgements keep the system's timing.
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
 def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> socket.socket:
     """A TCP connection to the target's sshd, trying each address its name has (IPv6 and IPv4)."""
     who = _named(target, jump)
@@ -150,7 +175,8 @@ def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> soc
         raise ConnectError(f"cannot reach {who} ({_reason(exc, timeout)})", fix) from None
     failure: OSError | None = None
     for family, kind, proto, _, address in addresses:
-        sock = opened.add(socket.socket(family, kind, proto))
+        sock = opened.add(PromptSocket(family, kind, proto))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         try:
             sock.connect(address)
