@@ -9,7 +9,7 @@ CPU time was waiting (for the Pi, the network), and other work could overlap it;
 CPU column is also the steadier of the two.
 
 Nothing in piorch is changed: functions are wrapped by name at run time. The names are today's
-(orchestrator.pi.ssh.open_client, orchestrator.pi.capture.probe_pi, ...); a name that has moved is listed on
+(orchestrator.pi.ssh.open_host, orchestrator.pi.capture.probe_pi, ...); a name that has moved is listed on
 stderr as `startup_trace: not found: ...` and its rows stay empty, the run itself goes on untouched.
 
 Why the order of imports is not quite piorch's own: orchestrator.pi.ssh and orchestrator.jobs.record are
@@ -132,11 +132,12 @@ def instrument() -> None:
         wrap(record, "build_record_settings", "settings")
     mark("late_imports_begin")
     ssh = module("orchestrator.pi.ssh")
+    mark("recorder_import_begin")  # piorch imports the recorder after the connection has begun
     recording = module("orchestrator.jobs.record")
     mark("late_imports_end")
     if ssh is not None:
         wrap(ssh, "resolve_target", "resolve_target")
-        wrap(ssh, "open_client", "open_client")
+        wrap(ssh, "open_host", "open_host")
         host_class = getattr(ssh, "SshHost", None)
         if host_class is None:
             MISSING.append("orchestrator.pi.ssh.SshHost")

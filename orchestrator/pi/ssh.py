@@ -150,7 +150,7 @@ class PromptSocket(socket.socket):
     pipeline's start): the login request behind the unacknowledged NEWKEYS (Nagle's algorithm here), and
     the sshd's answer to the session's CHANNEL_OPEN behind its own unacknowledged post-login messages
     (hostkeys-00@openssh.com, the authorized_keys debug lines; sshd turns Nagle off only once a session
-    runs). OpenSSH's own client waits for both too. The reads are few: status lines, not the video.
+    runs). OpenSSH's own client waits for the second too. The reads are few: status lines, not the video.
     """
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
