@@ -31,6 +31,9 @@ PACKAGES = {
     "ffprobe": "ffmpeg",
     "ip": "iproute2",
     "tc": "iproute2",
+    # The shells a Pi's login may run piorch's scripts under, beside bash: Debian's sh, and busybox's ash.
+    "dash": "dash",
+    "busybox": "busybox",
 }
 
 # sshd and ip live in sbin, which a normal user's PATH often lacks; the programs are still there to run.

@@ -100,20 +100,36 @@ def test_the_guard_runs_the_script_only_for_the_stamp_it_was_given(tmp_path: Pat
     assert (other.stdout.strip(), other.returncode) == (STALE_MARK, 0) and not marker.exists()
 
 
-@needs_dash
-def test_the_stamp_changes_with_a_new_tool_the_environment_and_not_with_the_login(tmp_path: Path) -> None:
+def shell_argv(shell: str) -> list[str]:
+    """The argv prefix that runs a script under `shell`: bash (a Pi's login shell), dash, busybox's ash."""
+    if shell == "bash":
+        return ["bash", "-c"]
+    return [require_tool(shell), *(["sh"] if shell == "busybox" else []), "-c"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash", "busybox"])
+def test_the_stamp_changes_with_a_new_tool_the_environment_and_not_with_the_login(tmp_path: Path,
+                                                                                   shell: str) -> None:
+    argv = shell_argv(shell)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    here = tmp_path / "here"  # the current folder, on the search path as a trailing empty entry
+    here.mkdir()
 
     def stamp(**env: str) -> str:
-        base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
-        result = subprocess.run(["dash", "-c", build_stamp_command()], capture_output=True, text=True,
-                                env={**base, **env})
+        base = {"PATH": f"{bin_dir}:/usr/bin:/bin:", "HOME": str(tmp_path)}
+        result = subprocess.run([*argv, build_stamp_command()], capture_output=True, text=True,
+                                env={**base, **env}, cwd=here, check=True)
+        assert result.stdout.strip(), "a stamp is printed"
         return result.stdout.strip()
 
-    first = stamp(SSH_CONNECTION="10.0.0.1 50000 10.0.0.2 22", XDG_SESSION_ID="4")
-    assert stamp(SSH_CONNECTION="10.0.0.1 50123 10.0.0.2 22", XDG_SESSION_ID="9") == first
+    # Every variable that differs from one login to the next (bash lists them as `declare -x`, dash and
+    # busybox as `export`), set or not: the same stamp.
+    first = stamp(SSH_CONNECTION="10.0.0.1 50000 10.0.0.2 22", XDG_SESSION_ID="4", SSH_CLIENT="10.0.0.1 50000 22")
+    assert stamp(SSH_CONNECTION="10.0.0.1 50123 10.0.0.2 22", XDG_SESSION_ID="9", SSH_TTY="/dev/pts/3",
+                 _="/usr/bin/bash", SHLVL="2", PWD="/home/pi", OLDPWD="/tmp", MOTD_SHOWN="pam") == first
     assert stamp(PIORCH_SIM_BOARD="pi5") != first
+    assert stamp(SSHD_OPTIONS="x") != first, "only the session's own SSH_ variables are left out"
     tool = bin_dir / "rpicam-vid"
     tool.write_text("#!/bin/sh\n# 1.4\n")
     tool.chmod(0o755)
@@ -123,7 +139,11 @@ def test_the_stamp_changes_with_a_new_tool_the_environment_and_not_with_the_logi
     # release): still another file.
     time.sleep(0.02)
     tool.write_text("#!/bin/sh\n# 1.9\n")
-    assert stamp() != installed
+    rewritten = stamp()
+    assert rewritten != installed
+    # A tool in the current folder, which the trailing empty entry of the search path names.
+    (here / "nc").write_text("#!/bin/sh\n")
+    assert stamp() != rewritten
 
 
 # --------------------------------------------------------------------------------------- through the CLI

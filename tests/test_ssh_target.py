@@ -105,3 +105,33 @@ def test_installed_version_reads_the_one_dist_info_beside_the_package(tmp_path: 
     assert installed_version("otherpkg") is None
     assert installed_version("barepkg") is None
     assert installed_version("notinstalled") is None
+
+
+def test_another_thread_importing_importlib_metadata_meanwhile_gets_a_working_module() -> None:
+    # While paramiko's import holds the stand-in (here: held open inside it by a finder that waits), a
+    # thread of the user's (the Python API) or a fleet's imports importlib.metadata and uses it.
+    code = """
+import sys, threading
+from orchestrator.pi.target import load_paramiko
+inside, go_on = threading.Event(), threading.Event()
+def held(frame, event, arg):
+    # Paused where paramiko's own import runs paramiko.transport's body (module locks held, the global
+    # import lock not), as a slow import would be.
+    if event == "call" and frame.f_code.co_name == "<module>" and frame.f_code.co_filename.endswith(
+            "paramiko/transport.py"):
+        inside.set(); go_on.wait(10)
+    return None
+def load():
+    sys.settrace(held)
+    load_paramiko(None)
+loader = threading.Thread(target=load); loader.start()
+assert inside.wait(10)
+import importlib.metadata
+print(importlib.metadata.version("paramiko"), importlib.metadata.distribution("paramiko").metadata["Name"])
+go_on.set(); loader.join()
+import paramiko
+print(paramiko.__version__)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    during, name, after = done.stdout.split()
+    assert during == after and name.lower() == "paramiko"

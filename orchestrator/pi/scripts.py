@@ -83,8 +83,10 @@ def build_stamp_command() -> str:
         + [f'"{form} {name}"|"{form} {name}="*' for name in _SESSION_NAMES for form in ("export", "declare -x")]
     )
     return (
-        '{ printf \'%s\\n\' "$PATH"; set -f; set --; IFS=:; '
-        'for d in $PATH; do d=${d:-.}; '
+        # An empty entry of $PATH is the current folder, a trailing one too (which splitting at `:` drops);
+        # a relative entry is given to ls as ./entry, never as something that could read as an option.
+        '{ printf \'%s\\n\' "$PATH"; set -f; set --; case $PATH in *:) p=$PATH.;; *) p=$PATH;; esac; IFS=:; '
+        'for d in $p; do case $d in /*) ;; *) d=./$d;; esac; '
         f'for t in {_probed_tools()} {" ".join(_HELPERS)}; do [ -f "$d/$t" ] && set -- "$@" "$d/$t"; done; done; '
         'unset IFS; set -- "$@" /var/lib/dpkg/status; ls -lLi --full-time "$@" || ls -lLi "$@"; '
         f'for f in {models}; do [ -r "$f" ] && {{ m=; IFS= read -r m <"$f"; printf \'%s\\n\' "$m"; }}; done; '

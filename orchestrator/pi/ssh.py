@@ -161,7 +161,7 @@ class PromptSocket(socket.socket):
         return data
 
 
-# Linux only; elsewhere the acknowledgements keep the system's timing.
+# Where the system has it (Linux); elsewhere the acknowledgements keep the system's timing.
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
@@ -176,7 +176,8 @@ def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> soc
     failure: OSError | None = None
     for family, kind, proto, _, address in addresses:
         sock = opened.add(PromptSocket(family, kind, proto))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):  # only the timing is lost without it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         try:
             sock.connect(address)

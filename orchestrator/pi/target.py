@@ -7,6 +7,8 @@ supported by it). paramiko is imported here, the first thing a connection needs 
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import os
 import re
 import sys
@@ -32,47 +34,53 @@ def load_paramiko(ssh_config: Path | None) -> ModuleType:
       The version is read from paramiko's dist-info beside it instead (`installed_version`); any other use
       of that module, or a version not plainly there, gets the real importlib.metadata.
 
-    Both stand-ins are only in place during paramiko's own import: a later `import invoke` or `import
-    importlib.metadata` elsewhere works as usual.
+    Both stand-ins are only in place during paramiko's own import (importlib.metadata also as the importlib
+    package's attribute, so that another thread's `import importlib.metadata` meanwhile gets a module that
+    works): a later `import invoke` or `import importlib.metadata` works as usual.
     """
     if "paramiko" not in sys.modules:
         stand_ins: dict[str, ModuleType | None] = {}
         if "invoke" not in sys.modules and not _may_need_invoke(ssh_config):
             stand_ins["invoke"] = None
+        metadata: ModuleType | None = None
         if "importlib.metadata" not in sys.modules and (version := installed_version("paramiko")) is not None:
-            stand_ins["importlib.metadata"] = _metadata_knowing("paramiko", version)
+            metadata = stand_ins["importlib.metadata"] = _metadata_knowing("paramiko", version)
         sys.modules.update(stand_ins)  # type: ignore[arg-type]
+        if metadata is not None:
+            importlib.metadata = metadata  # type: ignore[assignment]
         try:
             import paramiko
         finally:
             for name, module in stand_ins.items():
                 if name in sys.modules and sys.modules[name] is module:
                     del sys.modules[name]
+            if metadata is not None and getattr(importlib, "metadata", None) is metadata:
+                del importlib.metadata
     import paramiko
 
     return paramiko
 
 
 def installed_version(name: str) -> str | None:
-    """The `Version:` of package `name`'s one dist-info beside it on sys.path, as importlib.metadata would
-    find it; None where that is not plain (no such folder, two of them, an unreadable METADATA)."""
-    prefix = f"{name}-"
-    for entry in sys.path:
-        folder = Path(entry or ".")
-        if not (folder / name / "__init__.py").is_file():
-            continue
-        try:
-            found = [item for item in os.listdir(folder) if item.startswith(prefix) and item.endswith(".dist-info")]
-            if len(found) != 1:
-                return None
-            with open(folder / found[0] / "METADATA", encoding="utf-8") as metadata:
-                for line in metadata:
-                    if line.startswith("Version:"):
-                        return line[len("Version:"):].strip() or None
-                    if not line.strip():  # the end of the headers
-                        return None
-        except OSError:
+    """The `Version:` in the one dist-info beside the copy of package `name` that an import finds on
+    sys.path, read as importlib.metadata would; None where that is not plain (not a folder on the file
+    system, no dist-info or two, an unreadable METADATA), and then the real importlib.metadata answers."""
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name)
+        if spec is None or spec.origin is None or not spec.origin.endswith("__init__.py"):
             return None
+        folder = Path(spec.origin).parent.parent
+        prefix = f"{name}-"
+        found = [item for item in os.listdir(folder) if item.startswith(prefix) and item.endswith(".dist-info")]
+        if len(found) != 1:
+            return None
+        with open(folder / found[0] / "METADATA", encoding="utf-8") as metadata:
+            for line in metadata:
+                if line.startswith("Version:"):
+                    return line[len("Version:"):].strip() or None
+                if not line.strip():  # the end of the headers
+                    return None
+    except (OSError, ValueError):  # an unreadable folder, a path too long, a METADATA that is not UTF-8
         return None
     return None
 
@@ -89,8 +97,8 @@ def _metadata_knowing(name: str, version: str) -> ModuleType:
 
         return importlib.metadata
 
-    def answer(distribution: str) -> str:
-        return version if distribution == name else str(real().version(distribution))
+    def answer(distribution_name: str) -> str:
+        return version if distribution_name == name else str(real().version(distribution_name))
 
     stand_in.version = answer  # type: ignore[attr-defined]
     stand_in.__getattr__ = lambda attribute: getattr(real(), attribute)  # type: ignore[method-assign]
