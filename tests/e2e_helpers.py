@@ -104,14 +104,14 @@ def manifests(out: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if not p.name.startswith("session-")]
 
 
-def wait_for_bytes(out: Path, minimum: int, timeout: float) -> None:
+def wait_for_bytes(out: Path, minimum: int, timeout: float = 20) -> None:
     """Until a file being received in `out` (`*.tmp`) holds `minimum` bytes, or the test fails saying so."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sizes = [p.stat().st_size for p in out.glob("*.tmp")] if out.exists() else []
         if sizes and max(sizes) >= minimum:
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"no {minimum} bytes arrived in {out} within {timeout} s")
 
 

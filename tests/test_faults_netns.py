@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e_helpers import ROOT, piorch_argv
+from tests.e2e_helpers import ROOT, piorch_argv, wait_for_bytes
 from tests.netns import (
     ALIAS,
     INTRUDER_IP,
@@ -179,16 +179,6 @@ def collect(name: str, lab: Lab, out: Path, proc: subprocess.Popen[bytes], log: 
             files.append((out / entry["file"], manifest))
     return Outcome(name, proc.returncode, log.read_text(errors="replace"), out, lab.pi.runs(), files, session,
                    freed, freed_at, wall, marks)
-
-
-def wait_for_bytes(out: Path, minimum: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sizes = [p.stat().st_size for p in out.glob("*.tmp")] if out.exists() else []
-        if sizes and max(sizes) >= minimum:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {minimum} bytes arrived in {out} within {timeout} s")
 
 
 def wait_for_log(log: Path, pattern: str, timeout: float = 20) -> re.Match[str]:
