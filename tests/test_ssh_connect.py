@@ -352,3 +352,61 @@ def test_the_connection_sends_and_acknowledges_each_message_at_once(tmp_path: Pa
         assert asked.count((socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)) > logged_in
     finally:
         host.close()
+
+
+# -- known_hosts ----------------------------------------------------------------------------------------------
+
+def _hashed_name(name: str) -> str:
+    import base64
+    import hashlib
+    import hmac
+    import os
+
+    salt = os.urandom(20)
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+def test_a_hashed_known_hosts_among_many_hosts_with_openssh_markers_records(tmp_path: Path, fake_pi: FakePi) -> None:
+    # As Debian and Ubuntu write it (HashKnownHosts yes), with a hundred other hosts and an OpenSSH
+    # @cert-authority line that paramiko's own HostKeys.load raises on.
+    name, kind, blob = fake_pi.info.known_hosts.read_text().split()[:3]
+    others = [f"{_hashed_name(f'host{n}.example')} {kind} {blob}\n" for n in range(100)]
+    others.insert(50, f"{_hashed_name(name)} {kind} {blob}\n")
+    others.insert(10, f"@cert-authority *.example {kind} {blob}\n")
+    fake_pi.info.known_hosts.write_text("".join(others))
+    result = run_piorch(env_for(tmp_path, fake_pi.info.ssh_config), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "recv").glob("*.h264"))) == 1
+
+
+@pytest.mark.parametrize("pattern", ["exact", "wildcard", "hashed"])
+def test_a_host_key_marked_revoked_is_refused_before_the_login(tmp_path: Path, fake_pi: FakePi,
+                                                               pattern: str) -> None:
+    name, kind, blob = fake_pi.info.known_hosts.read_text().split()[:3]
+    marked = {"exact": name, "wildcard": "[127.0.0.*]:*", "hashed": _hashed_name(name)}[pattern]
+    # The key is recorded as well: @revoked wins, as in OpenSSH.
+    fake_pi.info.known_hosts.write_text(f"{name} {kind} {blob}\n@revoked {marked} {kind} {blob}\n")
+    env = env_for(tmp_path, fake_pi.info.ssh_config)
+    for args in (record_args(tmp_path, "testpi"), record_args(tmp_path, "testpi", "--accept-new-host-key"),
+                 ["trust", "testpi", "--yes"]):
+        result = run_piorch(env, *args)
+        assert result.returncode != 0
+        line = one_line(result.stderr)
+        assert f"{fake_pi.info.host_key_fingerprint}) is marked @revoked in {fake_pi.info.known_hosts}" in line, line
+        assert "remove that @revoked line" in line
+    doctor = run_piorch(env, "doctor", "--pi", "testpi")
+    assert doctor.returncode != 0
+    assert "is marked @revoked" in doctor.stdout + doctor.stderr
+    assert "Accepted publickey" not in fake_pi.server.log_path.read_text()
+    assert fake_pi.info.known_hosts.read_text().count(blob) == 2  # nothing recorded
+    assert fake_pi.runs() == []
+
+
+def test_a_revoked_line_for_another_host_or_a_negated_pattern_changes_nothing(tmp_path: Path,
+                                                                             fake_pi: FakePi) -> None:
+    name, kind, blob = fake_pi.info.known_hosts.read_text().split()[:3]
+    fake_pi.info.known_hosts.write_text(f"{name} {kind} {blob}\n@revoked other.example {kind} {blob}\n"
+                                        f"@revoked [127.0.0.*]:*,!{name} {kind} {blob}\n")
+    result = run_piorch(env_for(tmp_path, fake_pi.info.ssh_config), *record_args(tmp_path, "testpi"))
+    assert result.returncode == 0, result.stderr

@@ -427,6 +427,10 @@ def ssh_checks(settings: SshSettings, emit: CheckSink) -> Host | None:
         # Direct: the host key can be read (and judged) before logging in.
         try:
             key_check, _ = check_host_key(target, settings.connect_timeout)
+        except HostKeyError as exc:  # a key marked @revoked
+            out(Check("ssh-reachable", Status.PASS, f"SSH server at {target.hostname}:{target.port}"))
+            fail_rest(Check("host-key", Status.FAIL, exc.message, exc.fix))
+            return None
         except PiorchError as exc:
             fail_rest(Check("ssh-reachable", Status.FAIL, exc.message, exc.fix))
             return None

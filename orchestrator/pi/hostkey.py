@@ -9,17 +9,23 @@ here only (`read_known_hosts`, `record_host_key`): the SSH login, `trust`, `doct
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import enum
 import hashlib
+import hmac
 import os
+import re
 import shlex
 import socket
+import stat
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import ConnectError
+from orchestrator.errors import ConnectError, HostKeyError
 from orchestrator.pi.target import SshTarget
 
 if TYPE_CHECKING:
@@ -57,19 +63,159 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def read_known_hosts(paths: tuple[Path, ...], into: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
-    """Every key in the known_hosts files that exist (hashed names included), added to `into` when given
-    (an SSHClient's own table) or to a new table."""
+@dataclass(frozen=True)
+class _KnownLine:
+    """One key line of a known_hosts file, as far as matching needs it: the key itself is read only for a
+    line that names the host asked for."""
+
+    number: int
+    text: str
+    names: frozenset[str]
+    # Each hashed name (`|1|salt|hash`, OpenSSH's HashKnownHosts, the default on Debian and Ubuntu) decoded.
+    hashed: tuple[tuple[bytes, bytes], ...]
+    # OpenSSH's `@revoked` or `@cert-authority` before the names (their names are patterns), else "".
+    marker: str = ""
+    key_base64: str = ""
+
+    def names_host(self, name: str) -> bool:
+        """Whether this line is for `name`: as paramiko.HostKeys matches (the name itself, or a hashed name
+        that is its HMAC-SHA1), or for a marked line as OpenSSH matches its patterns."""
+        if self.marker:
+            return _patterns_match(self.names, name)
+        if name in self.names:
+            return True
+        return not name.startswith("|1|") and _hash_matches(self.hashed, name)
+
+
+def _hash_matches(hashed: tuple[tuple[bytes, bytes], ...], name: str) -> bool:
+    raw = name.encode()
+    return any(hmac.compare_digest(hmac.new(salt, raw, hashlib.sha1).digest(), digest) for salt, digest in hashed)
+
+
+def _patterns_match(patterns: frozenset[str], name: str) -> bool:
+    """OpenSSH's host patterns (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT): `*` and `?` wildcards, `!` negates and
+    wins, a hashed name matches its host; without regard to case."""
+    name = name.lower()
+    matched = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        body = pattern[1:] if negated else pattern
+        if body.startswith("|1|"):
+            hit = _hash_matches(_decoded_hashes([body]), name)
+        else:
+            glob = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in body.lower())
+            hit = re.fullmatch(glob, name, re.DOTALL) is not None
+        if hit and negated:
+            return False
+        matched = matched or hit
+    return matched
+
+
+def _decoded_hashes(names: list[str]) -> tuple[tuple[bytes, bytes], ...]:
+    hashed: list[tuple[bytes, bytes]] = []
+    for item in names:
+        parts = item.split("|")
+        if item.startswith("|1|") and len(parts) == 4:
+            with contextlib.suppress(binascii.Error, ValueError):
+                hashed.append((base64.b64decode(parts[2]), base64.b64decode(parts[3])))
+    return tuple(hashed)
+
+
+def _read_line(number: int, text: str) -> _KnownLine | None:
+    # Fields as paramiko's HostKeyEntry.from_line splits them: single spaces or tabs.
+    fields = re.split(" |\t", text)
+    marker = ""
+    if fields[0].startswith("@"):
+        marker, fields = fields[0], fields[1:]
+    if len(fields) < 3:
+        return None  # paramiko skips such a line too
+    names = fields[0].split(",")
+    return _KnownLine(number, text, frozenset(names), _decoded_hashes(names), marker, fields[2])
+
+
+_READ_LOCK = threading.Lock()
+# Per file: what its stat said when read, and its key lines. Several Pis started at once (and a jump host
+# with its Pi) read the same file once.
+_READ: dict[Path, tuple[tuple[int, int, int, int], tuple[_KnownLine, ...]]] = {}
+
+
+def _known_lines(path: Path) -> tuple[_KnownLine, ...] | None:
+    """The key lines of one known_hosts file, None when there is none; read again whenever it changed."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        with _READ_LOCK:
+            kept = _READ.get(path)
+            if kept is not None and kept[0] == signature:
+                return kept[1]
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = tuple(line for number, raw in enumerate(handle, 1)
+                              if (text := raw.strip()) and not text.startswith("#")
+                              and (line := _read_line(number, text)) is not None)
+            _READ[path] = (signature, lines)
+            return lines
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ConnectError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
+
+
+def revoked_keys(paths: tuple[Path, ...], name: str) -> frozenset[bytes]:
+    """The keys (as blobs) that a `@revoked` line of these known_hosts files marks for host `name`: OpenSSH
+    never accepts them, so neither does piorch (paramiko itself does not read marked lines)."""
+    revoked: set[bytes] = set()
+    for path in paths:
+        for line in _known_lines(path) or ():
+            if line.marker == "@revoked" and line.names_host(name):
+                with contextlib.suppress(binascii.Error, ValueError):
+                    revoked.add(base64.b64decode(line.key_base64, validate=True))
+    return frozenset(revoked)
+
+
+def read_known_hosts(paths: tuple[Path, ...], name: str, into: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
+    """The keys recorded for host `name` (as known_hosts names it: `host`, or `[host]:port`) in the known_hosts
+    files that exist, hashed names included, added to `into` when given (an SSHClient's own table) or to a new
+    table: what paramiko.HostKeys.load would give for that name, less any key a `@revoked` line marks for it
+    (which then reads as unknown: `revoked_keys` tells the two apart).
+
+    Only the lines for `name` are turned into keys: the rest of a user's known_hosts (often a hundred hosts
+    or more) costs a string or HMAC comparison a line, not a key object each (~40 us), for every Pi. A line
+    for another host that paramiko could not read (an OpenSSH `@cert-authority` line, which made paramiko's
+    own HostKeys.load raise) no longer matters either."""
     import paramiko
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
     known = paramiko.HostKeys() if into is None else into
+    revoked = revoked_keys(paths, name)
     for path in paths:
-        if path.is_file():
+        for line in _known_lines(path) or ():
+            if line.marker or not line.names_host(name):
+                continue
             try:
-                known.load(str(path))
-            except OSError as exc:
-                raise ConnectError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
+                entry = HostKeyEntry.from_line(line.text, line.number)
+            except paramiko.SSHException:
+                continue  # a key paramiko cannot read: skipped, as HostKeys.load does
+            except InvalidHostKey:
+                raise ConnectError(f"cannot read line {line.number} of {path}: its key for {name} is not base64",
+                                   f"remove it with `ssh-keygen -R '{name}' -f {shlex.quote(str(path))}`") from None
+            if entry is None or entry.key is None or entry.key.asbytes() in revoked:
+                continue
+            key_type = entry.key.get_name()
+            for host in entry.hostnames:
+                # The first line wins, as a lookup in what HostKeys.load gives finds the first key of a type.
+                recorded = known.lookup(host)
+                if recorded is None or key_type not in recorded:
+                    known.add(host, key_type, entry.key)
     return known
+
+
+def revoked_key_error(who: str, key: paramiko.PKey, paths: tuple[Path, ...]) -> HostKeyError:
+    where = paths[0] if len(paths) == 1 else "known_hosts"
+    return HostKeyError(f"the host key of {who} ({key.get_name()} {fingerprint(key)}) is marked @revoked in {where}; "
+                        "refusing to connect",
+                        "do not connect to it; if its keys were made anew on purpose, remove that @revoked line")
 
 
 def record_host_key(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
@@ -84,7 +230,7 @@ def record_host_key(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
 
 def load_recorded_keys(target: SshTarget) -> dict[str, bytes]:
     """Every key recorded for the target in its known_hosts files: key type -> key blob."""
-    entry = read_known_hosts(target.known_hosts).lookup(target.known_hosts_name)
+    entry = read_known_hosts(target.known_hosts, target.known_hosts_name).lookup(target.known_hosts_name)
     return {} if entry is None else {key_type: key.asbytes() for key_type, key in entry.items()}
 
 
@@ -128,9 +274,11 @@ def fetch_key(target: SshTarget, timeout: float, recorded: Mapping[str, bytes], 
 
 def check_host_key(target: SshTarget, timeout: float, stream: Any = None) -> tuple[HostKeyCheck, paramiko.PKey]:
     """Fetch the key (over `stream` when given) and say whether known_hosts knows it; the key comes back for
-    `record_host_key`."""
+    `record_host_key`. A key marked `@revoked` for the Pi raises HostKeyError: it must not be recorded."""
     recorded = load_recorded_keys(target)
     key = fetch_key(target, timeout, recorded, stream)
+    if key.asbytes() in revoked_keys(target.known_hosts, target.known_hosts_name):
+        raise revoked_key_error(f"the Pi at {target.display}", key, target.known_hosts)
     state = classify_host_key(recorded, key.get_name(), key.asbytes())
     check = HostKeyCheck(state, key.get_name(), fingerprint(key), target.known_hosts[0], target.known_hosts_name)
     return check, key

@@ -125,7 +125,7 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
         raise ConnectError(f"a password login to {target.display} through a jump host is not supported",
                            f"install the key with `ssh-copy-id {target.alias}`, then run bootstrap again")
     client = paramiko.SSHClient()
-    read_known_hosts(target.known_hosts, client.get_host_keys())
+    read_known_hosts(target.known_hosts, target.known_hosts_name, client.get_host_keys())
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(

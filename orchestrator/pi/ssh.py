@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.errors import ConnectError, HostKeyError, Interrupted
 from orchestrator.pi.host import CommandResult, Host, Process, run_to_end
-from orchestrator.pi.hostkey import HostKeyCheck, check_host_key, fingerprint, read_known_hosts, record_host_key
+from orchestrator.pi.hostkey import (
+    HostKeyCheck,
+    check_host_key,
+    fingerprint,
+    read_known_hosts,
+    record_host_key,
+    revoked_key_error,
+    revoked_keys,
+)
 from orchestrator.pi.mux import may_have_master, open_master_host
 from orchestrator.pi.proxy import ProxyProcess
 from orchestrator.pi.target import SshTarget, resolve_target
@@ -124,9 +132,13 @@ def _make_policy(target: SshTarget, accept_new: bool, jump: bool) -> Any:
     what = "jump host" if jump else "Pi"
 
     class RecordOrRefuse(paramiko.MissingHostKeyPolicy):
-        """Unknown key: refuse with the fix, or record it when the user asked for exactly that."""
+        """Unknown key: refuse with the fix, or record it when the user asked for exactly that. A key that a
+        `@revoked` line marks (left out of the table, so it comes here as unknown) is refused either way,
+        before the login."""
 
         def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            if key.asbytes() in revoked_keys(target.known_hosts, target.known_hosts_name):
+                raise revoked_key_error(who, key, target.known_hosts)
             print_name = target.known_hosts_name
             if not accept_new:
                 raise HostKeyError(
@@ -250,7 +262,7 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
     who = _named(target, jump)
     timeout = settings.connect_timeout
     client = opened.add(paramiko.SSHClient())
-    read_known_hosts(target.known_hosts, client.get_host_keys())
+    read_known_hosts(target.known_hosts, target.known_hosts_name, client.get_host_keys())
     # Only the Pi's key is recorded on request; a jump host's key is vouched for by the user's own known_hosts.
     client.set_missing_host_key_policy(_make_policy(target, settings.accept_new_host_key and not jump, jump))
     keys = [str(p) for p in target.identity_files if p.is_file()]
