@@ -16,7 +16,10 @@ through the machine's own default route).
 
 from __future__ import annotations
 
+import base64
 import ctypes
+import hashlib
+import hmac
 import os
 import pwd
 import shutil
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -202,8 +205,40 @@ def why_not_netns() -> str | None:
     return netns_unavailable()
 
 
-def open_lab(stack: ExitStack, scratch: Path, count: int, force_loopback: bool) -> Lab:
-    """`count` fake Pis named pi1..piN; everything is undone when `stack` closes."""
+def _hashed_name(name: str) -> str:
+    """A known_hosts name as OpenSSH writes it with HashKnownHosts yes (the default on Debian and Ubuntu)."""
+    salt = os.urandom(20)
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+def share_known_hosts(scratch: Path, pis: list[FakePi], others: int) -> list[FakePi]:
+    """One known_hosts for every Pi, as a user has: their keys under hashed names among `others` other hosts
+    (ed25519, ECDSA and RSA keys in turn), each Pi's line where it would be had it been added in turn. The
+    Pis' ssh_config blocks name it instead of their own one-line files."""
+    keys = scratch / "other-host-keys"
+    keys.mkdir()
+    publics = []
+    for kind in ("ed25519", "ecdsa", "rsa"):
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "", "-f", str(keys / kind)], check=True)
+        publics.append(" ".join((keys / f"{kind}.pub").read_text().split()[:2]))
+    lines = [f"{_hashed_name(f'host{n}.example.net')} {publics[n % 3]}\n" for n in range(others)]
+    shared = scratch / "known_hosts"
+    changed = []
+    for index, pi in enumerate(pis):
+        own = next(line.split() for line in pi.client_config.splitlines() if "UserKnownHostsFile" in line)[1]
+        name, kind, blob = Path(own).read_text().split()[:3]
+        lines.insert((index + 1) * len(lines) // (len(pis) + 1), f"{_hashed_name(name)} {kind} {blob}\n")
+        changed.append(replace(pi, client_config=pi.client_config.replace(f"UserKnownHostsFile {own}\n",
+                                                                          f"UserKnownHostsFile {shared}\n")))
+    shared.write_text("".join(lines))
+    return changed
+
+
+def open_lab(stack: ExitStack, scratch: Path, count: int, force_loopback: bool,
+             known_hosts_others: int | None = None) -> Lab:
+    """`count` fake Pis named pi1..piN; everything is undone when `stack` closes. `known_hosts_others`: one
+    shared known_hosts with that many other hosts (share_known_hosts), else each Pi its own one-line file."""
     aliases = [f"pi{index}" for index in range(1, count + 1)]
     reason = "asked for (--loopback)" if force_loopback else why_not_netns()
     pis: list[FakePi]
@@ -227,6 +262,8 @@ def open_lab(stack: ExitStack, scratch: Path, count: int, force_loopback: bool) 
         where = f"loopback 127.0.0.1 (no network namespaces: {reason})"
         pis = [start_loopback_pi(stack, scratch / alias, alias) for alias in aliases]
         laptop_ip = LOOPBACK
+    if known_hosts_others is not None:
+        pis = share_known_hosts(scratch, pis, known_hosts_others)
     ssh_config = scratch / "ssh_config"
     ssh_config.write_text("".join(pi.client_config for pi in pis))
     return Lab(where, laptop_ip, pis, ssh_config)

@@ -135,3 +135,26 @@ print(paramiko.__version__)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     during, name, after = done.stdout.split()
     assert during == after and name.lower() == "paramiko"
+
+
+def test_the_ssh_config_is_parsed_once_for_every_pi_and_again_when_it_changes(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import paramiko
+
+    config = tmp_path / "ssh_config"
+    config.write_text("Host cam1\n    HostName 10.0.0.1\nHost cam2\n    HostName 10.0.0.2\n")
+    parsed: list[str] = []
+    original = paramiko.SSHConfig.from_path
+
+    def counting(path: str) -> paramiko.SSHConfig:
+        parsed.append(path)
+        return original(path)
+
+    monkeypatch.setattr(paramiko.SSHConfig, "from_path", staticmethod(counting))
+    assert [resolve_target(name, config).hostname for name in ("cam1", "cam2", "cam1")] == \
+        ["10.0.0.1", "10.0.0.2", "10.0.0.1"]
+    assert parsed == [str(config)]
+    config.write_text("Host cam1\n    HostName 10.0.0.11\n")
+    assert resolve_target("cam1", config).hostname == "10.0.0.11"
+    assert resolve_target("cam2", config).hostname == "cam2"
+    assert parsed == [str(config)] * 2

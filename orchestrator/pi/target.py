@@ -12,6 +12,7 @@ import importlib.machinery
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -168,6 +169,23 @@ def parse_target(text: str) -> tuple[str | None, str, int | None]:
     return match.group("user"), host, port
 
 
+_PARSED_LOCK = threading.Lock()
+# Per file: what its stat said when parsed, and paramiko's SSHConfig of it (a lookup only reads it, so the
+# threads of several Pis share one).
+_PARSED: dict[Path, tuple[tuple[int, int, int, int], Any]] = {}
+
+
+def _parsed_config(paramiko: ModuleType, path: Path) -> Any:
+    """The ssh_config at `path`, parsed once a process for all the Pis it names (again if it changed)."""
+    info = path.stat()
+    signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    with _PARSED_LOCK:
+        kept = _PARSED.get(path)
+        if kept is None or kept[0] != signature:
+            kept = _PARSED[path] = (signature, paramiko.SSHConfig.from_path(str(path)))
+        return kept[1]
+
+
 def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
     """Apply the OpenSSH client config (when it exists) to a `[user@]host[:port]` or alias."""
     user, host, port = parse_target(text)
@@ -175,8 +193,7 @@ def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
     paramiko = load_paramiko(ssh_config)
     if ssh_config is not None and ssh_config.expanduser().is_file():
         try:
-            config = paramiko.SSHConfig.from_path(str(ssh_config.expanduser()))
-            looked = dict(config.lookup(host))
+            looked = dict(_parsed_config(paramiko, ssh_config.expanduser()).lookup(host))
         except Exception as exc:  # paramiko raises several unrelated types for a bad file
             raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
                                "fix that file or point ssh_config elsewhere") from None
