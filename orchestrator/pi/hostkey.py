@@ -19,14 +19,13 @@ import re
 import shlex
 import socket
 import stat
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConnectError, HostKeyError
-from orchestrator.pi.target import SshTarget
+from orchestrator.pi.target import ReadOnce, SshTarget
 
 if TYPE_CHECKING:
     import paramiko
@@ -133,29 +132,22 @@ def _read_line(number: int, text: str) -> _KnownLine | None:
     return _KnownLine(number, text, frozenset(names), _decoded_hashes(names), marker, fields[2])
 
 
-_READ_LOCK = threading.Lock()
-# Per file: what its stat said when read, and its key lines. Several Pis started at once (and a jump host
-# with its Pi) read the same file once.
-_READ: dict[Path, tuple[tuple[int, int, int, int], tuple[_KnownLine, ...]]] = {}
+def _read_lines(path: Path) -> tuple[_KnownLine, ...]:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return tuple(line for number, raw in enumerate(handle, 1)
+                     if (text := raw.strip()) and not text.startswith("#")
+                     and (line := _read_line(number, text)) is not None)
+
+
+# Several Pis started at once (and a jump host with its Pi) read the same file once.
+_KNOWN: ReadOnce[tuple[_KnownLine, ...]] = ReadOnce(_read_lines)
 
 
 def _known_lines(path: Path) -> tuple[_KnownLine, ...] | None:
     """The key lines of one known_hosts file, None when there is none; read again whenever it changed."""
     try:
         info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        with _READ_LOCK:
-            kept = _READ.get(path)
-            if kept is not None and kept[0] == signature:
-                return kept[1]
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                lines = tuple(line for number, raw in enumerate(handle, 1)
-                              if (text := raw.strip()) and not text.startswith("#")
-                              and (line := _read_line(number, text)) is not None)
-            _READ[path] = (signature, lines)
-            return lines
+        return _KNOWN.get(path, info) if stat.S_ISREG(info.st_mode) else None
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:

@@ -13,12 +13,15 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from orchestrator.errors import ConnectError
+
+T = TypeVar("T")
 
 # The only OpenSSH config lines paramiko needs `invoke` for (`Match exec`); an `Include`d file might hold one.
 _NEEDS_INVOKE = re.compile(r"^\s*(?:match\b.*\bexec\b|include\b)", re.IGNORECASE | re.MULTILINE)
@@ -169,31 +172,44 @@ def parse_target(text: str) -> tuple[str | None, str, int | None]:
     return match.group("user"), host, port
 
 
-_PARSED_LOCK = threading.Lock()
-# Per file: what its stat said when parsed, and paramiko's SSHConfig of it (a lookup only reads it, so the
-# threads of several Pis share one).
-_PARSED: dict[Path, tuple[tuple[int, int, int, int], Any]] = {}
+class ReadOnce(Generic[T]):
+    """What reading a file gave, kept per path for the process and read again once its stat differs: the
+    ssh_config for every Pi it names, a known_hosts file for every Pi in it (pi/hostkey.py). `get` may be
+    called from the threads of several Pis at once."""
+
+    def __init__(self, read: Callable[[Path], T]) -> None:
+        self._read = read
+        self._lock = threading.Lock()
+        self._kept: dict[Path, tuple[tuple[int, int, int, int], T]] = {}
+
+    def get(self, path: Path, info: os.stat_result) -> T:
+        signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            kept = self._kept.get(path)
+            if kept is None or kept[0] != signature:
+                kept = self._kept[path] = (signature, self._read(path))
+            return kept[1]
 
 
-def _parsed_config(paramiko: ModuleType, path: Path) -> Any:
-    """The ssh_config at `path`, parsed once a process for all the Pis it names (again if it changed)."""
-    info = path.stat()
-    signature = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-    with _PARSED_LOCK:
-        kept = _PARSED.get(path)
-        if kept is None or kept[0] != signature:
-            kept = _PARSED[path] = (signature, paramiko.SSHConfig.from_path(str(path)))
-        return kept[1]
+def _parse_config(path: Path) -> Any:
+    import paramiko  # resolve_target has loaded it (load_paramiko)
+
+    return paramiko.SSHConfig.from_path(str(path))
+
+
+# paramiko's SSHConfig of each file: a lookup only reads it, so the threads of several Pis share one.
+_CONFIGS: ReadOnce[Any] = ReadOnce(_parse_config)
 
 
 def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
     """Apply the OpenSSH client config (when it exists) to a `[user@]host[:port]` or alias."""
     user, host, port = parse_target(text)
     looked: dict[str, Any] = {}
-    paramiko = load_paramiko(ssh_config)
+    load_paramiko(ssh_config)  # here, for every connection: invoke left out where it can be
     if ssh_config is not None and ssh_config.expanduser().is_file():
         try:
-            looked = dict(_parsed_config(paramiko, ssh_config.expanduser()).lookup(host))
+            path = ssh_config.expanduser()
+            looked = dict(_CONFIGS.get(path, path.stat()).lookup(host))
         except Exception as exc:  # paramiko raises several unrelated types for a bad file
             raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
                                "fix that file or point ssh_config elsewhere") from None
