@@ -7,14 +7,15 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ConnectError
-from orchestrator.pi.ssh import PromptSocket, SshHost
+from orchestrator.errors import ConnectError, Interrupted
+from orchestrator.pi.ssh import PendingHost, PromptSocket, SshHost
 from orchestrator.settings import SshSettings
 from tests.e2e_helpers import FakePi, piorch_argv, piorch_env, run_piorch, start_fake_pi
 from tests.sshd_server import SshServer
@@ -194,6 +195,76 @@ def test_a_stop_while_probing_exits_130_with_nothing_started(tmp_path: Path, fak
     assert [line for line in stderr.splitlines() if line.startswith("piorch:")] == \
         [f"piorch: interrupted while waiting for {fake_pi.info.alias}: nothing was started on the Pi"]
     assert fake_pi.runs() == [] and not fake_pi.cameras_running() and fake_pi.camera_free()
+
+
+def _silent_pi() -> socket.socket:
+    """A "Pi" that accepts TCP and never sends the SSH greeting."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    silent.settimeout(30)
+    return silent
+
+
+def _reads_until_closed(connection: socket.socket, within: float) -> bool:
+    """True when the client closed the connection within `within` s (what it sent first is read past)."""
+    connection.settimeout(within)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if connection.recv(1024) == b"":
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def test_a_pending_connection_logs_in_on_one_thread_and_a_stop_closes_it_at_once() -> None:
+    # record's PendingHost logs in on its own thread, with no second thread to watch it: whoever waits in
+    # result() sees the stop, closes the half-open connection (which ends the handshake's wait) and says so.
+    with _silent_pi() as silent:
+        port = silent.getsockname()[1]
+        stop = threading.Event()
+        settings = SshSettings(target=f"127.0.0.1:{port}", ssh_config=None, connect_timeout=float(PATIENT))
+        pending = PendingHost(settings, stop)
+        connection, _ = silent.accept()
+        with connection:
+            names = [thread.name for thread in threading.enumerate()]
+            assert f"piorch-pending-127.0.0.1:{port}" in names
+            assert not [name for name in names if name.startswith("piorch-connect")]
+            waiting: list[BaseException] = []
+
+            def wait() -> None:
+                try:
+                    pending.result()
+                except BaseException as exc:
+                    waiting.append(exc)
+
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            stop.set()
+            waiter.join(EXIT_WITHIN_S)
+            assert not waiter.is_alive()
+            assert len(waiting) == 1 and isinstance(waiting[0], Interrupted)
+            assert waiting[0].message == f"interrupted while connecting to the Pi at 127.0.0.1:{port}"
+            assert _reads_until_closed(connection, EXIT_WITHIN_S)
+    assert not [t for t in threading.enumerate() if t.name.startswith("piorch-pending")]
+
+
+def test_an_abandoned_pending_connection_is_closed_at_once_without_a_stop_event() -> None:
+    with _silent_pi() as silent:
+        port = silent.getsockname()[1]
+        settings = SshSettings(target=f"127.0.0.1:{port}", ssh_config=None, connect_timeout=float(PATIENT))
+        pending = PendingHost(settings)
+        connection, _ = silent.accept()
+        with connection:
+            started = time.monotonic()
+            pending.abandon()
+            assert time.monotonic() - started < EXIT_WITHIN_S
+            assert _reads_until_closed(connection, EXIT_WITHIN_S)
+    assert not [t for t in threading.enumerate() if t.name.startswith("piorch-pending")]
 
 
 # -- one line for every failure -------------------------------------------------------------------------------

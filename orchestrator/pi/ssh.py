@@ -294,6 +294,20 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
     return client, who
 
 
+def _log_in(target: SshTarget, settings: SshSettings, opened: _Opened) -> SshHost:
+    """The connection and the login, on the calling thread; whatever it opened is closed when it fails."""
+    try:
+        client, _ = _login(target, settings, opened, _reach(target, settings, opened, jump=False), jump=False)
+        return SshHost(client, target, opened)
+    except BaseException:
+        opened.close()
+        raise
+
+
+def _interrupted(target: SshTarget) -> Interrupted:
+    return Interrupted(f"interrupted while connecting to {_named(target, jump=False)}", "nothing was started on the Pi")
+
+
 def open_host(target: SshTarget, settings: SshSettings, stop: threading.Event | None = None) -> SshHost:
     """Connect and log in to the target (through its jump hosts); raises ConnectError or HostKeyError with
     the fix, or Interrupted when `stop` is set first. Ctrl+C (KeyboardInterrupt) ends the wait as well.
@@ -305,8 +319,7 @@ def open_host(target: SshTarget, settings: SshSettings, stop: threading.Event | 
 
     def work() -> None:
         try:
-            sock = _reach(target, settings, opened, jump=False)
-            outcome.append(_login(target, settings, opened, sock, jump=False)[0])
+            outcome.append(_log_in(target, settings, opened))
         except BaseException as exc:  # handed over to the caller's thread, which raises it
             outcome.append(exc)
 
@@ -316,17 +329,15 @@ def open_host(target: SshTarget, settings: SshSettings, stop: threading.Event | 
         while worker.is_alive() and not (stop is not None and stop.is_set()):
             worker.join(STOP_POLL_S)
         if stop is not None and stop.is_set():
-            raise Interrupted(f"interrupted while connecting to {_named(target, jump=False)}",
-                              "nothing was started on the Pi")
+            raise _interrupted(target)
     except BaseException:
         opened.close()
         worker.join(ABORT_JOIN_S)
         raise
     result = outcome[0]
     if isinstance(result, BaseException):
-        opened.close()
         raise result
-    return SshHost(result, target, opened)
+    return result  # type: ignore[no-any-return]
 
 
 class SshHost:
@@ -447,24 +458,30 @@ class PendingHost:
     The ssh_config lookup (and with it paramiko's import) happens first, in the caller's thread: it is CPU
     work, which a thread would only share with the caller's imports under the GIL, delaying the connection
     by as much. Started right after it, the connection's waits (TCP, key exchange, authentication) then
-    overlap the caller's imports: about 70 ms sooner to the first byte here (benchmarks/startup.py). Where
-    the config may name a ControlMaster, the thread asks `ssh -G` for it (a process to wait for) and
-    connects as connect_pi does."""
+    overlap the caller's imports: about 70 ms sooner to the first byte here (benchmarks/startup.py). The
+    thread logs in itself (one thread a Pi, not a second one to watch it, as open_host has): whoever waits
+    in `result()` watches the stop event and, when it is set, closes what the login opened, which ends its
+    waits. Where the config may name a ControlMaster, the thread asks `ssh -G` for it (a process to wait
+    for) and connects as connect_pi does."""
 
     def __init__(self, settings: SshSettings, stop: threading.Event | None = None) -> None:
         self._outcome: list[Host | BaseException] = []
         self._thread: threading.Thread | None = None
         self._stop = stop
+        # The login's own sockets and clients (None through a ControlMaster, where connect_pi watches `stop`).
+        self._opened: _Opened | None = None
+        self._target: SshTarget | None = None
         work: Callable[[], Host]
         if may_have_master(settings):
             work = functools.partial(connect_pi, settings, stop)
         else:
             try:
-                target = resolve_target(settings.target, settings.ssh_config)
+                self._target = resolve_target(settings.target, settings.ssh_config)
             except Exception as exc:  # said by result(), where one Pi's failure is that Pi's alone
                 self._outcome.append(exc)
                 return
-            work = functools.partial(open_host, target, settings, stop)
+            self._opened = _Opened()
+            work = functools.partial(_log_in, self._target, settings, self._opened)
         self._thread = threading.Thread(target=self._connect, args=(work,), daemon=True,
                                         name=f"piorch-pending-{settings.target}")
         self._thread.start()
@@ -475,22 +492,31 @@ class PendingHost:
         except BaseException as exc:  # raised in the caller's thread by result()
             self._outcome.append(exc)
 
+    def _stopped(self) -> bool:
+        return self._opened is not None and self._stop is not None and self._stop.is_set()
+
     def result(self) -> Host:
-        # Short joins: Ctrl+C reaches the waiting thread between them.
-        while self._thread is not None and self._thread.is_alive():
+        """The host; Interrupted (everything the login opened closed) when the stop event is set first."""
+        # Short joins: Ctrl+C reaches the waiting thread between them, and a stop is seen within one.
+        while self._thread is not None and self._thread.is_alive() and not self._stopped():
             self._thread.join(STOP_POLL_S)
+        if self._stopped():
+            self.abandon()
+            assert self._target is not None
+            raise _interrupted(self._target)
         outcome = self._outcome[0]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def abandon(self) -> None:
-        """The caller gave up first: the stop event is set (it ends the connection's waits), and the connection
-        is closed once it is there."""
+        """The caller gave up first: the stop event is set (it ends a ControlMaster lookup's waits), what the
+        login opened is closed (it ends the handshake's), and the connection is closed once it is there."""
         if self._stop is not None:
             self._stop.set()
+        if self._opened is not None:
+            self._opened.close()
         if self._thread is not None:
             self._thread.join(ABORT_JOIN_S)
         if self._outcome and not isinstance(self._outcome[0], BaseException):
             self._outcome[0].close()
-
