@@ -5,6 +5,7 @@ ordinary key-only fixture. The real ~/.ssh is never used: HOME points into tmp_p
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -12,10 +13,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from orchestrator.errors import ConnectError
 from orchestrator.jobs.bootstrap import SCRIPTS_DIR, Step, StepStatus, build_script_command, parse_steps
 from orchestrator.pi.host import LocalHost
-from orchestrator.pi.login import create_ed25519_key, ensure_laptop_key, pick_key_path
-from orchestrator.pi.target import SshTarget
+from orchestrator.pi.login import create_ed25519_key, ensure_laptop_key, open_password_client, pick_key_path
+from orchestrator.pi.ssh import PromptSocket
+from orchestrator.pi.target import SshTarget, resolve_target
+from orchestrator.settings import SshSettings
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import piorch_argv, piorch_env
 from tests.sshd_password import PasswordSshServer, can_make_accounts
@@ -392,3 +396,47 @@ def test_bootstrap_refuses_a_changed_host_key(tmp_path: Path, sshd_factory: SshS
     assert [steps[name][0] for name in ("authorize-key", "netcat", "camera")] == ["skipped"] * 3
     assert "ssh-keygen -R" in result.stdout
     assert known_hosts.read_text() == recorded
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not can_make_accounts(), reason="needs root (useradd) for a throwaway password account")
+def test_the_password_login_runs_over_a_prompt_socket_and_a_wrong_password_leaves_nothing_open(
+        tmp_path: Path) -> None:
+    # bootstrap's one password login goes over piorch's own socket (pi/ssh.PromptSocket, TCP_NODELAY) like
+    # every other login, not one paramiko opens with TCP's defaults (two ~40 ms delayed-ACK waits).
+    from tests.conftest import _require_sshd
+
+    _require_sshd()
+    with PasswordSshServer() as server:
+        info = server.info
+        known_hosts = tmp_path / "known_hosts"
+        host_key = (info.bin_dir.parent / "keys" / "host_ed25519.pub").read_text().split()
+        known_hosts.write_text(f"[{info.host}]:{info.port} {host_key[0]} {host_key[1]}\n")
+        ssh_config = tmp_path / "ssh_config"
+        ssh_config.write_text(f"Host testpi\n    HostName {info.host}\n    Port {info.port}\n"
+                              f"    User {server.account}\n    UserKnownHostsFile {known_hosts}\n")
+        settings = SshSettings(target="testpi", ssh_config=ssh_config, connect_timeout=30)
+        target = resolve_target("testpi", ssh_config)
+        client = open_password_client(target, settings, server.password)
+        try:
+            transport = client.get_transport()
+            assert transport is not None
+            sock = transport.sock
+            assert isinstance(sock, PromptSocket)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            _, stdout, _ = client.exec_command("echo in", timeout=20)
+            assert stdout.read().decode().strip() == "in"
+        finally:
+            client.close()
+        assert _established_to(info.port) == []
+        with pytest.raises(ConnectError) as refused:
+            open_password_client(target, settings, server.password + "x")
+        assert refused.value.message == f"{target.display} refused the password for {server.account}"
+        assert _established_to(info.port) == []
+
+
+def _established_to(port: int) -> list[object]:
+    import psutil  # type: ignore[import-untyped]
+
+    return [conn for conn in psutil.Process().net_connections("tcp")
+            if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED]

@@ -117,6 +117,21 @@ def ensure_laptop_key(path: Path) -> LaptopKey:
     return LaptopKey(path, line, created=True)
 
 
+def _password_login_failure(target: SshTarget, exc: BaseException) -> BaseException:
+    """What a failed password login says: paramiko's exceptions in piorch's words, anything else as it is."""
+    import paramiko
+
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyError(f"the host key of {target.display} has CHANGED (now {fingerprint(exc.key)})",
+                            "refusing to send a password to it; see `piorch doctor`")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return ConnectError(f"{target.display} refused the password for {login_name(target)}",
+                            "check the user name (user@host) and the password set when the card was written")
+    if isinstance(exc, (OSError, paramiko.SSHException)):
+        return ConnectError(f"cannot log in to {target.display} ({exc})", "check the link and try again")
+    return exc
+
+
 def open_password_client(target: SshTarget, settings: SshSettings, password: str) -> paramiko.SSHClient:
     """Log in once with a password; the host key must already be recorded (RejectPolicy otherwise)."""
     import paramiko
@@ -124,26 +139,26 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
     if target.proxy_jump or target.proxy_command:
         raise ConnectError(f"a password login to {target.display} through a jump host is not supported",
                            f"install the key with `ssh-copy-id {target.alias}`, then run bootstrap again")
+    from orchestrator.pi.ssh import dial
+
+    # Over piorch's own socket, not one paramiko opens: no SSH message of the login waits for a delayed ACK.
+    sock = dial(target, settings.connect_timeout)
     client = paramiko.SSHClient()
-    read_known_hosts(target.known_hosts, target.known_hosts_name, client.get_host_keys())
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
+        read_known_hosts(target.known_hosts, target.known_hosts_name, client.get_host_keys())
         client.connect(
             target.hostname, port=target.port, username=login_name(target), password=password,
             # Only the password: the point is to get in where no key works yet.
             look_for_keys=False, allow_agent=False,
             timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
-            auth_timeout=settings.connect_timeout,
+            auth_timeout=settings.connect_timeout, sock=sock,
         )
-    except paramiko.BadHostKeyException as exc:
+    except BaseException as exc:
         client.close()
-        raise HostKeyError(f"the host key of {target.display} has CHANGED (now {fingerprint(exc.key)})",
-                           "refusing to send a password to it; see `piorch doctor`") from None
-    except paramiko.AuthenticationException:
-        client.close()
-        raise ConnectError(f"{target.display} refused the password for {login_name(target)}",
-                           "check the user name (user@host) and the password set when the card was written") from None
-    except (OSError, paramiko.SSHException) as exc:
-        client.close()
-        raise ConnectError(f"cannot log in to {target.display} ({exc})", "check the link and try again") from None
+        sock.close()
+        failure = _password_login_failure(target, exc)
+        if failure is exc:
+            raise
+        raise failure from None
     return client

@@ -199,6 +199,17 @@ def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> soc
     raise ConnectError(f"cannot reach {who} ({_reason(failure, timeout)})", fix)
 
 
+def dial(target: SshTarget, timeout: float) -> socket.socket:
+    """A TCP connection straight to the target's sshd (its jump hosts left aside), as prompt as every login's
+    (PromptSocket): for a login that paramiko runs on it itself, such as bootstrap's password login."""
+    opened = _Opened()
+    try:
+        return _dial(target, False, timeout, opened)
+    except BaseException:
+        opened.close()
+        raise
+
+
 def _tunnel(via: tuple[paramiko.SSHClient, str], target: SshTarget, jump: bool, timeout: float,
             opened: _Opened) -> paramiko.Channel:
     """A connection to the target's sshd opened by the jump host `via` (what `ssh -W` does)."""
