@@ -147,3 +147,23 @@ def test_an_unreadable_file_is_one_error_with_the_fix(tmp_path: Path) -> None:
 def test_a_folder_or_a_file_on_the_way_is_no_known_hosts(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("")
     assert read_known_hosts((tmp_path, tmp_path / "plain" / "known_hosts"), "pi.local").lookup("pi.local") is None
+
+
+def test_hashed_names_match_one_host_after_another_and_only_with_openssh_salts(tmp_path: Path,
+                                                                               keys: dict[str, paramiko.PKey]) -> None:
+    # Each line keeps its salt's padded blocks after its first comparison: the next host must match as well.
+    # A salt that is not 20 bytes names no host, as in OpenSSH (paramiko's own lookup fails an assertion).
+    hosts = [f"pi{n}.local" for n in range(6)]
+    lengths = (20, 1, 20, 64, 65, 20)
+    path = tmp_path / "known_hosts"
+    lines = [f"{_hashed(host, os.urandom(length))} {_public(keys['ed1'] if n % 2 else keys['ecdsa'])}\n"
+             for n, (host, length) in enumerate(zip(hosts, lengths, strict=True))]
+    path.write_text("".join(lines))
+    openssh = tmp_path / "openssh_salts"
+    openssh.write_text("".join(line for line, length in zip(lines, lengths, strict=True) if length == 20))
+    whole = paramiko.HostKeys()
+    whole.load(str(openssh))
+    for name in [*hosts, "pi9.local", *reversed(hosts)]:
+        assert _as_seen(read_known_hosts((path,), name), name) == _as_seen(whole, name), name
+    assert [host for host in hosts if _as_seen(read_known_hosts((path,), host), host)] == \
+        ["pi0.local", "pi2.local", "pi5.local"]
