@@ -147,6 +147,7 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
     """Several Pis: one dashboard row each, one summary; exit 0 only when every Pi succeeded."""
     from orchestrator.commands.common import stop_on_signals
     from orchestrator.config import parse_pi_ports
+    from orchestrator.pi.mux import may_have_master
     from orchestrator.pi.ssh import PendingHost, connect_pi
 
     plan = plan_fleet(targets, settings, parse_pi_ports(values["pi_ports"]))
@@ -154,8 +155,9 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
         # Every Pi answers over the network while this process imports the recorder and builds the display.
         pending: dict[str, PendingHost] = {}
         try:
+            master_possible = may_have_master(ssh)  # the same for every Pi: the files, not the target
             for target, _ in plan:
-                pending[target] = PendingHost(replace(ssh, target=target), stop)
+                pending[target] = PendingHost(replace(ssh, target=target), stop, master_possible)
             from orchestrator.commands.common import fleet_display
             from orchestrator.jobs.fleet import run_fleet
 

@@ -475,7 +475,10 @@ class PendingHost:
     waits. Where the config may name a ControlMaster, the thread asks `ssh -G` for it (a process to wait
     for) and connects as connect_pi does."""
 
-    def __init__(self, settings: SshSettings, stop: threading.Event | None = None) -> None:
+    def __init__(self, settings: SshSettings, stop: threading.Event | None = None,
+                 master_possible: bool | None = None) -> None:
+        """`master_possible`: mux.may_have_master(settings), when the caller already knows it (several Pis
+        of one ssh_config share the answer: it reads files, not the target)."""
         self._outcome: list[Host | BaseException] = []
         self._thread: threading.Thread | None = None
         self._stop = stop
@@ -483,7 +486,7 @@ class PendingHost:
         self._opened: _Opened | None = None
         self._target: SshTarget | None = None
         work: Callable[[], Host]
-        if may_have_master(settings):
+        if may_have_master(settings) if master_possible is None else master_possible:
             work = functools.partial(connect_pi, settings, stop)
         else:
             try:

@@ -104,18 +104,26 @@ class ReceivedFile:
 
 
 class _HashFollower(threading.Thread):
-    """Hashes the file behind the writer, reading only bytes the writer has finished writing."""
+    """Hashes the file behind the writer, reading only bytes the writer has finished writing. The thread
+    starts at the first poke (a whole CHUNK written, or the file's end): a recording's start (several Pis'
+    at once) has one thread less to start a Pi, and a file's first MiB is hashed all the same."""
 
     def __init__(self, path: Path, writer: FileWriter) -> None:
         super().__init__(daemon=True, name="piorch-hasher")
         self._handle = open(path, "rb")  # noqa: SIM115 - owned by the thread, closed in run()
         self._writer = writer
         self._more = threading.Event()
+        # The receiving thread (a chunk, the end) and the closer (hexdigest) may both poke first.
+        self._starting = threading.Lock()
         self._digest = hashlib.sha256()
         self.hashed = 0
         self.error: str | None = None
 
     def poke(self) -> None:
+        if self.ident is None:
+            with self._starting:
+                if self.ident is None:
+                    self.start()
         self._more.set()
 
     def run(self) -> None:
@@ -179,7 +187,6 @@ class FileWriter:
         self._ended_at = (0.0, 0.0)  # monotonic, wall clock
         self._stats: dict[str, int | None] = {}
         self._hasher = _HashFollower(self.tmp_path, self)
-        self._hasher.start()
 
     def write(self, data: memoryview | bytes) -> None:
         view = memoryview(data)
@@ -191,8 +198,8 @@ class FileWriter:
             view = view[written:]
             self.bytes_written += written
         self.last_write = time.time()
-        # Wake the hasher for a whole chunk only: fewer, larger SHA-256 updates cost less (it also looks
-        # by itself every POLL_S, and end() wakes it for the tail).
+        # Wake the hasher for a whole chunk only: fewer, larger SHA-256 updates cost less (the first wake starts
+        # it; from then on it also looks by itself every POLL_S, and end() wakes it for the tail).
         if self.bytes_written - self._hasher.hashed >= CHUNK:
             self._hasher.poke()
 
