@@ -167,3 +167,13 @@ def test_hashed_names_match_one_host_after_another_and_only_with_openssh_salts(t
         assert _as_seen(read_known_hosts((path,), name), name) == _as_seen(whole, name), name
     assert [host for host in hosts if _as_seen(read_known_hosts((path,), host), host)] == \
         ["pi0.local", "pi2.local", "pi5.local"]
+
+
+def test_a_line_with_a_plain_name_and_a_malformed_hashed_one_reads_for_the_plain_name(
+        tmp_path: Path, keys: dict[str, paramiko.PKey]) -> None:
+    # paramiko's lookup fails an assertion on a hashed name whose salt is not 20 bytes: such a name stays out
+    # of the table, the line's plain name is still found.
+    path = tmp_path / "known_hosts"
+    path.write_text(f"pi.local,{_hashed('pi.local', os.urandom(5))} {_public(keys['ed1'])}\n")
+    assert _as_seen(read_known_hosts((path,), "pi.local"), "pi.local") == {"ssh-ed25519": keys["ed1"].get_base64()}
+    assert read_known_hosts((path,), "other").lookup("other") is None

@@ -236,7 +236,9 @@ def read_known_hosts(paths: tuple[Path, ...], name: str, into: paramiko.HostKeys
             if entry is None or entry.key is None or entry.key.asbytes() in revoked:
                 continue
             key_type = entry.key.get_name()
-            for host in entry.hostnames:
+            # A hashed name OpenSSH cannot read (a salt that is not 20 bytes) stays out: paramiko's lookup would
+            # fail an assertion on it, even when another name of the same line is the one asked for.
+            for host in (host for host in entry.hostnames if not host.startswith("|1|") or _decoded_hashes([host])):
                 # The first line wins, as a lookup in what HostKeys.load gives finds the first key of a type.
                 recorded = known.lookup(host)
                 if recorded is None or key_type not in recorded:

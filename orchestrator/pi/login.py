@@ -127,6 +127,9 @@ def _password_login_failure(target: SshTarget, exc: BaseException) -> BaseExcept
     if isinstance(exc, paramiko.AuthenticationException):
         return ConnectError(f"{target.display} refused the password for {login_name(target)}",
                             "check the user name (user@host) and the password set when the card was written")
+    if isinstance(exc, EOFError):  # paramiko's word for a peer that closed the connection mid-handshake
+        return ConnectError(f"cannot log in to {target.display} (the connection closed during the login)",
+                            "check the link and try again")
     if isinstance(exc, (OSError, paramiko.SSHException)):
         return ConnectError(f"cannot log in to {target.display} ({exc})", "check the link and try again")
     return exc
@@ -143,9 +146,10 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
 
     # Over piorch's own socket, not one paramiko opens: no SSH message of the login waits for a delayed ACK.
     sock = dial(target, settings.connect_timeout)
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client: paramiko.SSHClient | None = None
     try:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
         read_known_hosts(target.known_hosts, target.known_hosts_name, client.get_host_keys())
         client.connect(
             target.hostname, port=target.port, username=login_name(target), password=password,
@@ -155,7 +159,8 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
             auth_timeout=settings.connect_timeout, sock=sock,
         )
     except BaseException as exc:
-        client.close()
+        if client is not None:
+            client.close()
         sock.close()
         failure = _password_login_failure(target, exc)
         if failure is exc:

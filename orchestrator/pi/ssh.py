@@ -196,6 +196,7 @@ def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> soc
             return sock
         except OSError as exc:
             failure = exc
+            sock.close()  # the next address is tried; this one is done with (closing it again is harmless)
     raise ConnectError(f"cannot reach {who} ({_reason(failure, timeout)})", fix)
 
 
@@ -485,6 +486,7 @@ class PendingHost:
         # The login's own sockets and clients (None through a ControlMaster, where connect_pi watches `stop`).
         self._opened: _Opened | None = None
         self._target: SshTarget | None = None
+        self._abandoned = False
         work: Callable[[], Host]
         if may_have_master(settings) if master_possible is None else master_possible:
             work = functools.partial(connect_pi, settings, stop)
@@ -510,7 +512,8 @@ class PendingHost:
         return self._opened is not None and self._stop is not None and self._stop.is_set()
 
     def result(self) -> Host:
-        """The host; Interrupted (everything the login opened closed) when the stop event is set first."""
+        """The host; Interrupted (everything the login opened closed) when the stop event is set first, even
+        if the login had just succeeded: nothing has been started on the Pi yet either way."""
         # Short joins: Ctrl+C reaches the waiting thread between them, and a stop is seen within one.
         while self._thread is not None and self._thread.is_alive() and not self._stopped():
             self._thread.join(STOP_POLL_S)
@@ -526,6 +529,9 @@ class PendingHost:
     def abandon(self) -> None:
         """The caller gave up first: the stop event is set (it ends a ControlMaster lookup's waits), what the
         login opened is closed (it ends the handshake's), and the connection is closed once it is there."""
+        if self._abandoned:
+            return  # result() gave up already; the caller's own clean-up need not wait a second time
+        self._abandoned = True
         if self._stop is not None:
             self._stop.set()
         if self._opened is not None:
