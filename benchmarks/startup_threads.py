@@ -1,0 +1,221 @@
+"""Where a further Pi's CPU goes: piorch's CPU per thread at the last first byte, 1 Pi against 8.
+
+Run: `.venv/bin/python benchmarks/startup_threads.py [--rounds 6] [--pis 8] [--known-hosts 150]
+[--other-piorch PATH] [--json]` (root for network namespaces, as startup.py; about a minute a round pair).
+
+startup.py reads piorch's CPU as one figure (every thread, from the process's CPU-time clock) and from it
+the cost of each further Pi. This splits that figure by thread, on the same fake Pis (startup_lab.py) and
+with the same `piorch record` (an installed copy of this checkout, startup.install_copy):
+
+- a `sitecustomize.py` in a temp folder on PYTHONPATH (nothing in piorch changes) writes, for each Python
+  thread, its OS thread id and name when it starts and its CPU time (time.thread_time) when it ends;
+- when the last Pi's first byte is seen, every live thread's CPU is read from /proc/PID/task/TID/schedstat,
+  and each thread that has already ended counts with what it had spent;
+- threads are grouped by name with the Pi's name, numbers and addresses taken out (`piorch-pending-piN`,
+  `Thread-N` for paramiko's transports, `piorch-conn ADDR`), the unnamed main thread as `main`;
+- runs alternate 1 Pi and `--pis` Pis (and, with --other-piorch, that piorch's 1 and N), medians per group.
+
+The thread names are piorch's own (`piorch-pending-...`, `piorch-accept`, ...); a thread piorch no longer
+starts simply has no row. Exit status 0 when every run succeeded, 1 when one failed (MeasurementFailed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+
+from startup import (
+    BITRATE,
+    FPS,
+    HEIGHT,
+    RUN_DEADLINE_S,
+    SECONDS,
+    WIDTH,
+    MeasurementFailed,
+    Proc,
+    cpu_time,
+    install_copy,
+    piorch_env,
+    watch_first_bytes,
+)
+from startup_lab import FakePi, Lab, LabError, NetnsError, open_lab
+
+# Loaded by site at the interpreter's start (PYTHONPATH): one line a thread start ("S TID NAME") and end
+# ("E TID CPU_MS NAME") in $PIORCH_THREADS_DIR/<pid>, appended whole (one write each).
+SITECUSTOMIZE = '''\
+import os, threading, time
+_dir = os.environ.get("PIORCH_THREADS_DIR")
+if _dir:
+    _run = threading.Thread._bootstrap_inner
+    def _noted(self):
+        path = os.path.join(_dir, str(os.getpid()))
+        tid = threading.get_native_id()
+        with open(path, "a") as out:
+            out.write(f"S {tid} {self.name}\\n")
+        try:
+            _run(self)
+        finally:
+            with open(path, "a") as out:
+                out.write(f"E {tid} {time.thread_time_ns() / 1e6} {self.name}\\n")
+    threading.Thread._bootstrap_inner = _noted
+'''
+GROUPS = ((re.compile(r"pi\d+"), "piN"), (re.compile(r"Thread-\d+"), "Thread-N"),
+          (re.compile(r"\d+\.\d+\.\d+\.\d+(:\d+)?|\[[0-9a-fA-F:.]+\](:\d+)?"), "ADDR"))
+
+
+def group(name: str) -> str:
+    for pattern, replacement in GROUPS:
+        name = pattern.sub(replacement, name)
+    return name
+
+
+def per_thread(pid: int, notes: Path) -> dict[str, float]:
+    """CPU ms by thread group: live threads from /proc, ended ones from their own last note."""
+    names: dict[str, str] = {}
+    ended: dict[str, tuple[str, float]] = {}
+    try:
+        for line in notes.read_text().splitlines():
+            kind, rest = line.split(" ", 1)
+            if kind == "S":
+                tid, name = rest.split(" ", 1)
+                names[tid] = name
+            else:
+                tid, spent_ms, name = rest.split(" ", 2)
+                ended[tid] = (name, float(spent_ms))
+    except (OSError, ValueError):
+        pass  # no thread started yet, or a line cut short: those threads count as unnamed
+    spent_by: dict[str, float] = {}
+    alive: set[str] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            nanoseconds = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile: its own note counts it
+        alive.add(task.name)
+        name = names.get(task.name, "main" if task.name == str(pid) else "(unnamed)")
+        spent_by[group(name)] = spent_by.get(group(name), 0.0) + nanoseconds / 1e6
+    for tid, (name, spent) in ended.items():
+        if tid not in alive:
+            key = f"{group(name)} (ended)"
+            spent_by[key] = spent_by.get(key, 0.0) + spent
+    return spent_by
+
+
+def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, piorch: str, hooks: Path,
+             ) -> tuple[float, float | None, dict[str, float]]:
+    """One `piorch record`: seconds to the last first byte, the process's CPU then, CPU ms by thread group."""
+    out = folder / "out"
+    args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
+            "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
+            "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
+    env = piorch_env(lab, scratch)
+    env["XDG_CACHE_HOME"] = str(scratch / f"cache-{abs(hash(piorch))}")
+    env["PYTHONPATH"] = str(hooks)
+    env["PIORCH_THREADS_DIR"] = str(folder)
+    folder.mkdir(parents=True)
+    several = len(pis) > 1
+
+    def candidates() -> Iterable[tuple[str, Path]]:
+        pattern = "*/*.h264.tmp" if several else "*.h264.tmp"
+        return ((path.parent.name if several else "pi", path) for path in out.glob(pattern))
+
+    started = time.monotonic()
+    proc = Proc([piorch, *args], folder / "piorch.log", env=env)
+    try:
+        seen = watch_first_bytes(candidates, len(pis), [proc], started + RUN_DEADLINE_S)
+        total = cpu_time(proc.popen.pid)
+        threads = per_thread(proc.popen.pid, folder / str(proc.popen.pid))
+        if proc.wait(started + RUN_DEADLINE_S) != 0:
+            raise MeasurementFailed(f"piorch exited {proc.popen.returncode}:\n{proc.tail()}")
+    finally:
+        proc.kill()
+    return max(seen.values()) - started, total, threads
+
+
+def report(label: str, piorch: str, runs: dict[str, list[tuple[float, float | None, dict[str, float]]]],
+           pis: int) -> tuple[list[str], dict[str, object]]:
+    one, many = runs["1"], runs["N"]
+    wall_one = statistics.median(wall for wall, _, _ in one) * 1000
+    wall_many = statistics.median(wall for wall, _, _ in many) * 1000
+    cpu_one = statistics.median(total or 0.0 for _, total, _ in one) * 1000
+    cpu_many = statistics.median(total or 0.0 for _, total, _ in many) * 1000
+    per_pi = (cpu_many - cpu_one) / (pis - 1)
+    lines = [f"{label}: {piorch}",
+             f"  last first byte: 1 Pi {wall_one:.0f} ms, {pis} Pis {wall_many:.0f} ms; piorch's CPU then (every "
+             f"thread): {cpu_one:.1f} / {cpu_many:.1f} ms, {per_pi:.2f} ms a further Pi; B + {pis - 1} x that: "
+             f"{1 + (pis - 1) * per_pi / wall_one:.2f}x",
+             f"  {'thread (medians, ms)':<40} {'1 Pi':>8} {f'{pis} Pis':>8} {'a further Pi':>13}"]
+    groups: dict[str, dict[str, float]] = {}
+    for name in sorted({name for _, _, threads in one + many for name in threads}):
+        alone = statistics.median(threads.get(name, 0.0) for _, _, threads in one)
+        together = statistics.median(threads.get(name, 0.0) for _, _, threads in many)
+        groups[name] = {"one_pi_ms": alone, "all_pis_ms": together, "per_further_pi_ms": (together - alone) / (pis - 1)}
+    for name, row in sorted(groups.items(), key=lambda item: -item[1]["per_further_pi_ms"]):
+        lines.append(f"  {name:<40} {row['one_pi_ms']:8.2f} {row['all_pis_ms']:8.2f} {row['per_further_pi_ms']:13.2f}")
+    return lines, {"piorch": piorch, "first_byte_ms": [wall_one, wall_many], "cpu_ms": [cpu_one, cpu_many],
+                   "cpu_per_further_pi_ms": per_pi, "threads": groups}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="round pairs (1 Pi, then --pis Pis; default 6)")
+    parser.add_argument("--pis", type=int, default=8, help="Pis of the larger start (default 8)")
+    parser.add_argument("--known-hosts", type=int, metavar="N", default=150,
+                        help="one hashed known_hosts for all Pis with N other hosts (default 150; startup.py's)")
+    parser.add_argument("--other-piorch", metavar="PATH", default=None,
+                        help="another piorch measured alternately with this checkout's (e.g. an older version)")
+    parser.add_argument("--loopback", action="store_true", help="sshd on 127.0.0.1 even where netns would work")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    args = parser.parse_args()
+    if args.pis < 2 or args.rounds < 1:
+        parser.error("--pis must be at least 2 and --rounds at least 1")
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-threads-")))
+        hooks = scratch / "hooks"
+        hooks.mkdir()
+        (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        try:
+            piorches = {"this checkout": install_copy(scratch).piorch}
+            if args.other_piorch:
+                piorches["other"] = args.other_piorch
+            lab = open_lab(stack, scratch, args.pis, args.loopback, args.known_hosts)
+            one, many = lab.pis[:1], lab.pis
+            runs: dict[str, dict[str, list[tuple[float, float | None, dict[str, float]]]]] = {
+                label: {"1": [], "N": []} for label in piorches}
+            for label, piorch in piorches.items():  # untimed: memories of the Pis, page cache, sshd's forks
+                for pis in (one, many):
+                    run_once(lab, pis, scratch / f"warm-{label}-{len(pis)}".replace(" ", "-"), scratch, piorch, hooks)
+            for index in range(args.rounds):
+                for label, piorch in piorches.items():
+                    for key, pis in (("1", one), ("N", many)):
+                        folder = scratch / f"r{index}-{label}-{key}".replace(" ", "-")
+                        runs[label][key].append(run_once(lab, pis, folder, scratch, piorch, hooks))
+                if not args.json:
+                    print(f"round {index + 1} of {args.rounds}", file=sys.stderr)
+        except (MeasurementFailed, LabError, NetnsError) as exc:
+            print(f"startup_threads failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        summary: dict[str, object] = {"where": lab.where, "pis": args.pis, "rounds": args.rounds}
+        lines = [f"fake Pis: {lab.where}; one hashed known_hosts with {args.known_hosts} other hosts; "
+                 f"{args.rounds} rounds, medians"]
+        for label, piorch in piorches.items():
+            part, data = report(label, piorch, runs[label], args.pis)
+            lines += ["", *part]
+            summary[label] = data
+        print(json.dumps(summary, indent=2) if args.json else "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
