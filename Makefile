@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/view.py
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/startup_threads.py
+	$(BIN)/python benchmarks/clock_offset.py
 	$(BIN)/python benchmarks/import_cost.py
 	$(BIN)/python benchmarks/frames.py
 	$(BIN)/python benchmarks/timestamps.py
