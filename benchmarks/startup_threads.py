@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
@@ -117,7 +118,8 @@ def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, piorch: s
             "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
             "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
     env = piorch_env(lab, scratch)
-    env["XDG_CACHE_HOME"] = str(scratch / f"cache-{abs(hash(piorch))}")
+    # Each piorch its own memory of the Pis, as in startup.py (another version may stamp a Pi another way).
+    env["XDG_CACHE_HOME"] = str(scratch / f"cache-{zlib.crc32(piorch.encode()):08x}")
     env["PYTHONPATH"] = str(hooks)
     env["PIORCH_THREADS_DIR"] = str(folder)
     folder.mkdir(parents=True)
