@@ -250,7 +250,7 @@ def test_a_pending_connection_logs_in_on_one_thread_and_a_stop_closes_it_at_once
             assert len(waiting) == 1 and isinstance(waiting[0], Interrupted)
             assert waiting[0].message == f"interrupted while connecting to the Pi at 127.0.0.1:{port}"
             assert _reads_until_closed(connection, EXIT_WITHIN_S)
-    assert not [t for t in threading.enumerate() if t.name.startswith("piorch-pending")]
+    assert f"piorch-pending-127.0.0.1:{port}" not in [thread.name for thread in threading.enumerate()]
 
 
 def test_an_abandoned_pending_connection_is_closed_at_once_without_a_stop_event() -> None:
@@ -264,7 +264,7 @@ def test_an_abandoned_pending_connection_is_closed_at_once_without_a_stop_event(
             pending.abandon()
             assert time.monotonic() - started < EXIT_WITHIN_S
             assert _reads_until_closed(connection, EXIT_WITHIN_S)
-    assert not [t for t in threading.enumerate() if t.name.startswith("piorch-pending")]
+    assert f"piorch-pending-127.0.0.1:{port}" not in [thread.name for thread in threading.enumerate()]
 
 
 # -- one line for every failure -------------------------------------------------------------------------------
