@@ -272,11 +272,13 @@ def install_copy(scratch: Path) -> Install:
 
 def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, traced: bool = False,
                piorch: str | None = None, fresh: bool = False, ssh_config: Path | None = None,
+               extra_env: dict[str, str] | None = None, at_first_byte: Callable[[int], None] | None = None,
                ) -> tuple[dict[str, float], dict[str, tuple[float, float]], float | None]:
     """`piorch record` for these Pis; seconds to each Pi's first byte, the tracer's marks (seconds from
     the start, CPU seconds) and piorch's CPU seconds when the last first byte was seen (cpu_time). `fresh`:
     with an empty memory of the Pis (it probes them first). `ssh_config`: another client config than the
-    lab's (one that names a ControlMaster)."""
+    lab's (one that names a ControlMaster). `extra_env`: more of piorch's environment; `at_first_byte`:
+    called with piorch's pid when the last first byte is seen (startup_threads.py reads its threads then)."""
     out = folder / "out"
     args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
             "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
@@ -286,6 +288,7 @@ def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install
     env["XDG_CACHE_HOME"] = str(folder / "cache" if fresh else memory)
     if ssh_config is not None:
         env["PIORCH_SSH_CONFIG"] = str(ssh_config)
+    env.update(extra_env or {})
     marks_file = folder / "marks.txt"
     argv = [install.python, str(TRACER), *args] if traced else [piorch or install.piorch, *args]
     if traced:
@@ -303,6 +306,8 @@ def run_piorch(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install
     try:
         seen = watch_first_bytes(candidates, len(pis), [proc], started + RUN_DEADLINE_S)
         cpu = cpu_time(proc.popen.pid)
+        if at_first_byte is not None:
+            at_first_byte(proc.popen.pid)
         if proc.wait(started + RUN_DEADLINE_S) != 0:
             raise MeasurementFailed(f"piorch exited {proc.popen.returncode}:\n{proc.tail()}")
     finally:

@@ -27,26 +27,10 @@ import re
 import statistics
 import sys
 import tempfile
-import time
-import zlib
-from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
-from startup import (
-    BITRATE,
-    FPS,
-    HEIGHT,
-    RUN_DEADLINE_S,
-    SECONDS,
-    WIDTH,
-    MeasurementFailed,
-    Proc,
-    cpu_time,
-    install_copy,
-    piorch_env,
-    watch_first_bytes,
-)
+from startup import Install, MeasurementFailed, install_copy, run_piorch
 from startup_lab import FakePi, Lab, LabError, NetnsError, open_lab
 
 # Loaded by site at the interpreter's start (PYTHONPATH): one line a thread start ("S TID NAME") and end
@@ -110,36 +94,15 @@ def per_thread(pid: int, notes: Path) -> dict[str, float]:
     return spent_by
 
 
-def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, piorch: str, hooks: Path,
-             ) -> tuple[float, float | None, dict[str, float]]:
-    """One `piorch record`: seconds to the last first byte, the process's CPU then, CPU ms by thread group."""
-    out = folder / "out"
-    args = ["record", *[arg for pi in pis for arg in ("--pi", pi.alias)], "--seconds", str(SECONDS),
-            "--out", str(out), "--container", "h264", "--port", "0", "--bitrate", str(BITRATE),
-            "--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
-    env = piorch_env(lab, scratch)
-    # Each piorch its own memory of the Pis, as in startup.py (another version may stamp a Pi another way).
-    env["XDG_CACHE_HOME"] = str(scratch / f"cache-{zlib.crc32(piorch.encode()):08x}")
-    env["PYTHONPATH"] = str(hooks)
-    env["PIORCH_THREADS_DIR"] = str(folder)
-    folder.mkdir(parents=True)
-    several = len(pis) > 1
-
-    def candidates() -> Iterable[tuple[str, Path]]:
-        pattern = "*/*.h264.tmp" if several else "*.h264.tmp"
-        return ((path.parent.name if several else "pi", path) for path in out.glob(pattern))
-
-    started = time.monotonic()
-    proc = Proc([piorch, *args], folder / "piorch.log", env=env)
-    try:
-        seen = watch_first_bytes(candidates, len(pis), [proc], started + RUN_DEADLINE_S)
-        total = cpu_time(proc.popen.pid)
-        threads = per_thread(proc.popen.pid, folder / str(proc.popen.pid))
-        if proc.wait(started + RUN_DEADLINE_S) != 0:
-            raise MeasurementFailed(f"piorch exited {proc.popen.returncode}:\n{proc.tail()}")
-    finally:
-        proc.kill()
-    return max(seen.values()) - started, total, threads
+def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, piorch: str,
+             hooks: Path) -> tuple[float, float | None, dict[str, float]]:
+    """One `piorch record` (startup.run_piorch): seconds to the last first byte, the process's CPU then, CPU ms
+    by thread group."""
+    threads: dict[str, float] = {}
+    seen, _, total = run_piorch(lab, pis, folder, scratch, install, piorch=piorch,
+                                extra_env={"PYTHONPATH": str(hooks), "PIORCH_THREADS_DIR": str(folder)},
+                                at_first_byte=lambda pid: threads.update(per_thread(pid, folder / str(pid))))
+    return max(seen.values()), total, threads
 
 
 def report(label: str, piorch: str, runs: dict[str, list[tuple[float, float | None, dict[str, float]]]],
@@ -185,7 +148,8 @@ def main() -> int:
         hooks.mkdir()
         (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
         try:
-            piorches = {"this checkout": install_copy(scratch).piorch}
+            install = install_copy(scratch)
+            piorches = {"this checkout": install.piorch}
             if args.other_piorch:
                 piorches["other"] = args.other_piorch
             lab = open_lab(stack, scratch, args.pis, args.loopback, args.known_hosts)
@@ -194,12 +158,13 @@ def main() -> int:
                 label: {"1": [], "N": []} for label in piorches}
             for label, piorch in piorches.items():  # untimed: memories of the Pis, page cache, sshd's forks
                 for pis in (one, many):
-                    run_once(lab, pis, scratch / f"warm-{label}-{len(pis)}".replace(" ", "-"), scratch, piorch, hooks)
+                    run_once(lab, pis, scratch / f"warm-{label}-{len(pis)}".replace(" ", "-"), scratch, install, piorch,
+                             hooks)
             for index in range(args.rounds):
                 for label, piorch in piorches.items():
                     for key, pis in (("1", one), ("N", many)):
                         folder = scratch / f"r{index}-{label}-{key}".replace(" ", "-")
-                        runs[label][key].append(run_once(lab, pis, folder, scratch, piorch, hooks))
+                        runs[label][key].append(run_once(lab, pis, folder, scratch, install, piorch, hooks))
                 if not args.json:
                     print(f"round {index + 1} of {args.rounds}", file=sys.stderr)
         except (MeasurementFailed, LabError, NetnsError) as exc:
