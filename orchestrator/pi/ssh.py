@@ -327,7 +327,7 @@ def open_host(target: SshTarget, settings: SshSettings, stop: threading.Event | 
     Whatever way it ends without a host, every connection it opened (jump hosts included) is closed.
     """
     opened = _Opened()
-    outcome: list[Any] = []
+    outcome: list[SshHost | BaseException] = []
 
     def work() -> None:
         try:
@@ -349,7 +349,7 @@ def open_host(target: SshTarget, settings: SshSettings, stop: threading.Event | 
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 class SshHost:
