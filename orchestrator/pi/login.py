@@ -117,9 +117,11 @@ def ensure_laptop_key(path: Path) -> LaptopKey:
     return LaptopKey(path, line, created=True)
 
 
-def _password_login_failure(target: SshTarget, exc: BaseException) -> BaseException:
+def _password_login_failure(target: SshTarget, exc: BaseException, timeout: float) -> BaseException:
     """What a failed password login says: paramiko's exceptions in piorch's words, anything else as it is."""
     import paramiko
+
+    from orchestrator.pi.ssh import failure_reason
 
     if isinstance(exc, paramiko.BadHostKeyException):
         return HostKeyError(f"the host key of {target.display} has CHANGED (now {fingerprint(exc.key)})",
@@ -127,11 +129,9 @@ def _password_login_failure(target: SshTarget, exc: BaseException) -> BaseExcept
     if isinstance(exc, paramiko.AuthenticationException):
         return ConnectError(f"{target.display} refused the password for {login_name(target)}",
                             "check the user name (user@host) and the password set when the card was written")
-    if isinstance(exc, EOFError):  # paramiko's word for a peer that closed the connection mid-handshake
-        return ConnectError(f"cannot log in to {target.display} (the connection closed during the login)",
+    if isinstance(exc, (OSError, EOFError, paramiko.SSHException)):
+        return ConnectError(f"cannot log in to {target.display} ({failure_reason(exc, timeout)})",
                             "check the link and try again")
-    if isinstance(exc, (OSError, paramiko.SSHException)):
-        return ConnectError(f"cannot log in to {target.display} ({exc})", "check the link and try again")
     return exc
 
 
@@ -162,7 +162,7 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
         if client is not None:
             client.close()
         sock.close()
-        failure = _password_login_failure(target, exc)
+        failure = _password_login_failure(target, exc, settings.connect_timeout)
         if failure is exc:
             raise
         raise failure from None

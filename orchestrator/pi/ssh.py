@@ -104,7 +104,7 @@ def _named(target: SshTarget, jump: bool) -> str:
     return f"the jump host {target.alias} at {target.display}"
 
 
-def _reason(exc: BaseException | None, timeout: float) -> str:
+def failure_reason(exc: BaseException | None, timeout: float) -> str:
     """A failure in a few words, for the end of a one-line message."""
     import paramiko
 
@@ -184,7 +184,7 @@ def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> soc
     try:
         addresses = socket.getaddrinfo(target.hostname, target.port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise ConnectError(f"cannot reach {who} ({_reason(exc, timeout)})", fix) from None
+        raise ConnectError(f"cannot reach {who} ({failure_reason(exc, timeout)})", fix) from None
     failure: OSError | None = None
     for family, kind, proto, _, address in addresses:
         sock = opened.add(PromptSocket(family, kind, proto))
@@ -197,7 +197,7 @@ def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> soc
         except OSError as exc:
             failure = exc
             sock.close()  # the next address is tried; this one is done with (closing it again is harmless)
-    raise ConnectError(f"cannot reach {who} ({_reason(failure, timeout)})", fix)
+    raise ConnectError(f"cannot reach {who} ({failure_reason(failure, timeout)})", fix)
 
 
 def dial(target: SshTarget, timeout: float) -> socket.socket:
@@ -224,7 +224,7 @@ def _tunnel(via: tuple[paramiko.SSHClient, str], target: SshTarget, jump: bool, 
         channel = transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
                                          timeout=timeout)
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise ConnectError(f"{via_who} cannot connect on to {who} ({_reason(exc, timeout)})",
+        raise ConnectError(f"{via_who} cannot connect on to {who} ({failure_reason(exc, timeout)})",
                            "check that address from the jump host, and that its sshd allows TCP forwarding "
                            "(AllowTcpForwarding)") from None
     return opened.add(channel)
@@ -298,7 +298,7 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
     except (OSError, EOFError, paramiko.SSHException) as exc:
         if (ended := _proxy_ended(sock, who)) is not None:
             raise ended from None
-        raise ConnectError(f"cannot reach {who} ({_reason(exc, timeout)})",
+        raise ConnectError(f"cannot reach {who} ({failure_reason(exc, timeout)})",
                            JUMP_FIX if jump else LINK_FIX) from None
     transport = client.get_transport()
     assert transport is not None
