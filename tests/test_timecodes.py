@@ -9,7 +9,7 @@ import time
 import pytest
 
 from orchestrator.pi.clock import CLOCK_LOOP, CLOCK_MARK, best_offset, measure_clock_offset, parse_pi_time
-from orchestrator.pi.host import LocalHost, Process
+from orchestrator.pi.host import LocalHost, Process, PumpedProcess
 from orchestrator.stream.timecodes import (
     HEADER,
     IntegrityCounter,
@@ -124,7 +124,7 @@ def test_a_host_whose_commands_take_no_input_is_sampled_a_command_at_a_time() ->
             if command != CLOCK_LOOP:
                 return process
             process.close()
-            return Process(lambda size: b"", lambda size: b"", lambda timeout: 0, lambda: None)
+            return PumpedProcess(lambda size: b"", lambda size: b"", lambda timeout: 0, lambda: None)
 
     host = Deaf()
     offset = measure_clock_offset(host)

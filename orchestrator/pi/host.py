@@ -33,7 +33,48 @@ class CommandResult:
     stderr: str
 
 
+def split_lines(pending: bytes, chunk: bytes) -> tuple[list[str], bytes]:
+    """`pending` (an unfinished line) plus what was read: the whole lines in it, and the new unfinished
+    rest. Blank lines carry nothing piorch reads, and "" is next_line's "nothing yet": they are left out."""
+    *lines, rest = (pending + chunk).split(b"\n")
+    return [line.decode("utf-8", "replace") for line in lines if line.strip()], rest
+
+
 class Process:
+    """A running command. Its stdout arrives as lines, its stderr is kept (the last STDERR_KEEP bytes) to
+    explain failures, and every wait has a deadline. Both streams are drained even when nobody asks, so a
+    chatty command never blocks on a full pipe or SSH window.
+
+    Two kinds: PumpedProcess (a local command's pipes, read by two threads) and pi/channel.ChannelProcess
+    (an SSH channel, read on the caller's thread).
+    """
+
+    def next_line(self, timeout: float) -> str | None:
+        """The next stdout line; "" when none came within `timeout`; None at the end of stdout. One
+        consumer thread only."""
+        raise NotImplementedError
+
+    @property
+    def takes_input(self) -> bool:
+        """Whether `send` can reach the command at all."""
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> bool:
+        """Write `data` to the command's standard input; False when it takes none or its input is closed."""
+        raise NotImplementedError
+
+    def stderr_text(self) -> str:
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> int | None:
+        """Exit status once the command and its output are done; None if still running at the deadline."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class PumpedProcess(Process):
     """A running command whose output is pumped by two daemon threads.
 
     `read_out`/`read_err` return b"" at end of stream; `exit_status` waits up to its timeout and returns
@@ -68,10 +109,7 @@ class Process:
         pending = b""
         try:
             while chunk := read(4096):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                # Blank lines carry nothing piorch reads, and "" is next_line's "nothing yet".
-                batch = [line.decode("utf-8", "replace") for line in lines if line.strip()]
+                batch, pending = split_lines(pending, chunk)
                 if batch:
                     self._lines.put(batch)
         except OSError:
@@ -91,8 +129,6 @@ class Process:
             pass  # as above: a broken stderr stream just ends
 
     def next_line(self, timeout: float) -> str | None:
-        """The next stdout line; "" when none came within `timeout`; None at the end of stdout. One
-        consumer thread only."""
         if self._ready:
             return self._ready.popleft()
         if self._ended:
@@ -109,11 +145,9 @@ class Process:
 
     @property
     def takes_input(self) -> bool:
-        """Whether `send` can reach the command at all (a Process made without `write` cannot)."""
         return self._write is not None
 
     def send(self, data: bytes) -> bool:
-        """Write `data` to the command's standard input; False when it takes none or its input is closed."""
         if self._write is None:
             return False
         try:
@@ -127,7 +161,6 @@ class Process:
             return self._stderr.decode("utf-8", "replace")
 
     def wait(self, timeout: float) -> int | None:
-        """Exit status once the command and its output are done; None if still running at the deadline."""
         deadline = time.monotonic() + timeout
         status = self._exit_status(timeout)
         # The pumps finish as soon as the streams close; the join bounds a stream held open by a child.
@@ -223,7 +256,7 @@ def start_process(argv: list[str], env: Mapping[str, str] | None = None) -> Proc
         os.write(keep_open.fileno(), data)
 
     # read1 returns what is there instead of waiting to fill the buffer: status lines arrive at once.
-    return Process(out.read1, err.read1, exit_status, close, write)  # type: ignore[attr-defined]
+    return PumpedProcess(out.read1, err.read1, exit_status, close, write)  # type: ignore[attr-defined]
 
 
 class LocalHost:

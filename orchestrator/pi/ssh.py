@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.errors import ConnectError, HostKeyError, Interrupted
+from orchestrator.pi.channel import ChannelProcess
 from orchestrator.pi.host import CommandResult, Host, Process, run_to_end
 from orchestrator.pi.hostkey import (
     HostKeyCheck,
@@ -390,26 +391,7 @@ class SshHost:
             channel.exec_command(command)
         except (paramiko.SSHException, OSError) as exc:
             raise ConnectError(f"cannot start a command on {self.name} ({exc})", "check the link") from None
-
-        def read_out(size: int) -> bytes:
-            return bytes(channel.recv(size))
-
-        def read_err(size: int) -> bytes:
-            return bytes(channel.recv_stderr(size))
-
-        def exit_status(timeout: float) -> int | None:
-            # recv_exit_status() has no timeout: wait on the event ourselves.
-            if not channel.status_event.wait(timeout):
-                return None
-            return channel.exit_status
-
-        def write(data: bytes) -> None:
-            try:
-                channel.sendall(data)
-            except (paramiko.SSHException, EOFError) as exc:  # the channel is closed
-                raise OSError(str(exc)) from None
-
-        return Process(read_out, read_err, exit_status, channel.close, write)
+        return ChannelProcess(channel)
 
     def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
         return run_to_end(self, command, timeout, stop)
