@@ -164,18 +164,42 @@ class PromptSocket(socket.socket):
     the sshd's answer to the session's CHANNEL_OPEN behind its own unacknowledged post-login messages
     (hostkeys-00@openssh.com, the authorized_keys debug lines; sshd turns Nagle off only once a session
     runs). OpenSSH's own client waits for the second too. The reads are few: status lines, not the video.
+
+    Each read also takes whatever has arrived (up to READ_AHEAD) and hands it out as paramiko asks:
+    paramiko reads a packet's first block, then its rest, one recv each, and a recv with a timeout is two
+    system calls (poll, then recv) that each let go of the GIL. With several Pis starting at once, every
+    such let-go is a hand-over between their threads, so the rest of a packet, and the packets that came
+    with it, are taken from what the first read brought. paramiko reads this socket only through `recv`.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What the last read brought beyond what was asked for, and how much of it is handed out.
+        self._held = b""
+        self._held_at = 0
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        data = super().recv(bufsize, flags)
+        if held := self._held:
+            start = self._held_at
+            data = held[start:start + bufsize]
+            self._held_at = start + len(data)
+            if self._held_at == len(held):
+                self._held = b""
+            return data
+        data = super().recv(max(bufsize, READ_AHEAD), flags)
         if _QUICKACK is not None:
             with contextlib.suppress(OSError):
                 self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        if len(data) > bufsize:
+            self._held, self._held_at = data, bufsize
+            return data[:bufsize]
         return data
 
 
 # Where the system has it (Linux); elsewhere the acknowledgements keep the system's timing.
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+# What one read of the Pi's connection takes at most: more than a login's packets together.
+READ_AHEAD = 32 * 1024
 
 
 def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> socket.socket:
