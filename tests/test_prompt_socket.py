@@ -1,0 +1,59 @@
+"""PromptSocket's read-ahead (pi/ssh.py): what one read brought is handed out as asked, in order, never more
+than asked, and the rest of a packet (and the packets that came with it) cost no further read."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.pi.ssh import READ_AHEAD, PromptSocket
+
+
+@pytest.fixture
+def pair(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PromptSocket, socket.socket, list[int]]]:
+    """A PromptSocket and its peer on loopback, and the sizes of the reads that reached the kernel."""
+    ours, theirs = socket.socketpair()
+    prompt = PromptSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    prompt.settimeout(5.0)  # as paramiko does: every read through the timeout path (poll, then recv)
+    reads: list[int] = []
+    real = socket.socket.recv
+
+    def counted(sock: socket.socket, size: int, flags: int = 0) -> bytes:
+        reads.append(size)
+        return real(sock, size, flags)
+
+    monkeypatch.setattr(socket.socket, "recv", counted)
+    try:
+        yield prompt, theirs, reads
+    finally:
+        prompt.close()
+        theirs.close()
+
+
+def test_packets_that_arrived_together_are_handed_out_from_one_read(
+        pair: tuple[PromptSocket, socket.socket, list[int]]) -> None:
+    prompt, peer, reads = pair
+    packets = [bytes([n]) * size for n, size in enumerate((52, 16, 300), start=1)]
+    peer.sendall(b"".join(packets))
+    got = []
+    for packet in packets:
+        # paramiko's way: a packet's first 16-byte block, then its rest.
+        first = prompt.recv(16)
+        got.append(first + prompt.recv(len(packet) - 16) if len(packet) > 16 else first)
+    assert got == packets
+    assert reads == [READ_AHEAD], "one read reached the kernel for all three"
+
+
+def test_a_read_never_returns_more_than_asked_and_what_comes_later_is_read_then(
+        pair: tuple[PromptSocket, socket.socket, list[int]]) -> None:
+    prompt, peer, reads = pair
+    peer.sendall(b"abcdef")
+    assert prompt.recv(4) == b"abcd"
+    assert prompt.recv(100) == b"ef", "what is held, no more, without waiting for more"
+    peer.sendall(b"later")
+    assert prompt.recv(100) == b"later"
+    peer.close()
+    assert prompt.recv(100) == b"", "the end of the connection is still its end"
+    assert len(reads) == 3
