@@ -57,3 +57,15 @@ def test_a_read_never_returns_more_than_asked_and_what_comes_later_is_read_then(
     peer.close()
     assert prompt.recv(100) == b"", "the end of the connection is still its end"
     assert len(reads) == 3
+
+
+def test_a_send_is_one_write_where_there_is_room_and_waits_for_room_where_there_is_none(
+        pair: tuple[PromptSocket, socket.socket, list[int]]) -> None:
+    prompt, peer, _ = pair
+    assert prompt.send(b"hello") == 5
+    assert peer.recv(100) == b"hello"
+    # Fill the connection until a send finds no room: it then waits up to the timeout, as socket.send does.
+    prompt.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        while True:
+            prompt.send(b"x" * 65536)
