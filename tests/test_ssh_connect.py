@@ -270,6 +270,75 @@ def test_an_abandoned_pending_connection_is_closed_at_once_without_a_stop_event(
     assert f"piorch-pending-127.0.0.1:{port}" not in [thread.name for thread in threading.enumerate()]
 
 
+def _take(pending: PendingHost, name: str) -> tuple[threading.Thread, threading.Event, list[object]]:
+    """continue_with: work that notes its thread and what result() gave (the host's answer) or raised."""
+    seen: list[object] = []
+    done = threading.Event()
+
+    def then() -> None:
+        seen.append(threading.current_thread())
+        try:
+            host = pending.result()
+            seen.append(host.run("echo logged-in", timeout=20).stdout)
+            host.close()
+        except BaseException as exc:
+            seen.append(exc)
+        done.set()
+
+    return pending.continue_with(then, name), done, seen
+
+
+def test_a_fleets_pi_records_on_the_thread_that_logged_in_to_it(tmp_path: Path, fake_pi: FakePi) -> None:
+    # The login waits (in its ProxyCommand) until the work is given: it is sure to be under way then.
+    go = tmp_path / "go"
+    gate = f"ProxyCommand sh -c 'while [ ! -e {go} ]; do sleep 0.02; done; exec nc %h %p'"
+    config = chain_config(tmp_path, [fake_pi.server], {fake_pi.info.alias: gate})
+    settings = SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT))
+    before = set(threading.enumerate())
+    pending = PendingHost(settings, threading.Event())
+    thread, done, seen = _take(pending, "piorch-testpi")
+    go.touch()
+    assert done.wait(float(PATIENT)), "the work never ran"
+    assert thread.name == f"piorch-pending-{fake_pi.info.alias}" and seen == [thread, "logged-in"]
+    thread.join(EXIT_WITHIN_S)
+    assert not [t for t in set(threading.enumerate()) - before if not isinstance(t, paramiko.Transport)], \
+        "no thread besides the login's"
+
+
+def test_work_given_after_the_login_ended_gets_a_thread_of_its_own_and_the_logins_failure() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nobody listens: the login fails at once
+    settings = SshSettings(target=f"127.0.0.1:{port}", ssh_config=None, connect_timeout=float(PATIENT))
+    pending = PendingHost(settings, threading.Event())
+    deadline = time.monotonic() + EXIT_WITHIN_S
+    while any(t.name == f"piorch-pending-127.0.0.1:{port}" for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    thread, done, seen = _take(pending, "piorch-late")
+    assert done.wait(EXIT_WITHIN_S)
+    assert thread.name == "piorch-late" and seen[0] is thread
+    assert isinstance(seen[1], ConnectError) and "refused" in seen[1].message
+
+
+def test_a_stop_cuts_a_login_whose_work_waits_on_its_thread() -> None:
+    with _silent_pi() as silent:
+        port = silent.getsockname()[1]
+        stop = threading.Event()
+        settings = SshSettings(target=f"127.0.0.1:{port}", ssh_config=None, connect_timeout=float(PATIENT))
+        pending = PendingHost(settings, stop)
+        connection, _ = silent.accept()  # the login waits for a greeting that never comes
+        with connection:
+            thread, done, seen = _take(pending, "piorch-unused")
+            stop.set()
+            pending.interrupt_login()  # what run_fleet's on_stop does: nobody waits in result()
+            assert done.wait(EXIT_WITHIN_S), "the login was not cut short"
+            assert thread.name == f"piorch-pending-127.0.0.1:{port}" and seen[0] is thread
+            assert isinstance(seen[1], Interrupted)
+            assert seen[1].message == f"interrupted while connecting to the Pi at 127.0.0.1:{port}"
+            assert _reads_until_closed(connection, EXIT_WITHIN_S)
+
+
 # -- one line for every failure -------------------------------------------------------------------------------
 
 def test_a_pi_that_never_greets_is_one_line_exit_3(tmp_path: Path) -> None:

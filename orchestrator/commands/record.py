@@ -162,11 +162,20 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
             from orchestrator.jobs.fleet import run_fleet
 
             display = fleet_display(targets)
+            logins = list(pending.values())
+
+            def cut_logins() -> None:  # on Ctrl+C: nobody waits in a login that run_fleet's threads own
+                for login in logins:
+                    login.interrupt_login()
+
             with display.running():
+                # Each Pi records on the thread that logged in to it (PendingHost.continue_with).
                 result = run_fleet(plan, lambda target: pending.pop(target).result(), display, stop,
-                                   lambda target: connect_pi(replace(ssh, target=target), stop, verify=True))
+                                   lambda target: connect_pi(replace(ssh, target=target), stop, verify=True),
+                                   start=lambda target, work: pending[target].continue_with(work, f"piorch-{target}"),
+                                   on_stop=cut_logins)
         finally:
-            for waiting in pending.values():  # those no recording took (each takes its own at its start)
+            for waiting in list(pending.values()):  # those no recording took (each takes its own at its start)
                 waiting.abandon()
     from orchestrator.events import State
     from orchestrator.ui.summary import render_summary

@@ -4,6 +4,7 @@ the top of the output folder ties the runs together with their common start time
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -61,10 +62,21 @@ class FleetResult:
         return tuple(f for outcome in self.outcomes if outcome.result for f in outcome.result.files)
 
 
+def _new_thread(target: str, work: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=work, name=f"piorch-{target}", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_fleet(
     plan: list[tuple[str, RecordSettings]], connect: Callable[[str], Host], on_event: FleetSink,
     stop: threading.Event, reconnect: Callable[[str], Host] | None = None,
+    start: Callable[[str, Callable[[], None]], threading.Thread] = _new_thread,
+    on_stop: Callable[[], None] | None = None,
 ) -> FleetResult:
+    """`start(target, work)` runs one Pi's work on a thread and returns it (by default a new thread; the
+    record command runs it on the thread that is logging in to that Pi). `on_stop` is called once when the
+    stop event is seen while Pis still run (to cut short logins nobody waits on)."""
     session = str(uuid.uuid4())
     started = utc_now()
     outcomes: dict[str, PiOutcome] = {}
@@ -77,7 +89,6 @@ def run_fleet(
         outcome: PiOutcome
         host: Host | None = None
         try:
-            tagged(StateChanged(State.CONNECTING, target))
             host = connect(target)
             # After a link loss: `reconnect` when given (it may connect otherwise), else `connect` again.
             again = reconnect or connect
@@ -98,15 +109,21 @@ def run_fleet(
         with lock:
             outcomes[target] = outcome
 
-    threads = [threading.Thread(target=one, args=item, name=f"piorch-{item[0]}", daemon=True) for item in plan]
-    for thread in threads:
-        thread.start()
+    threads = []
+    for target, settings in plan:
+        # Said here, not by the Pi's thread: started on a login's thread, its work begins once logged in.
+        on_event(FromPi(target, StateChanged(State.CONNECTING, target)))
+        threads.append(start(target, functools.partial(one, target, settings)))
+    told = False
     for thread in threads:
         # Short joins, never one without a deadline: a signal the kernel hands to another thread reaches the
         # main thread's handler only when it wakes, and Ctrl+C must set `stop` at once. While recording each
         # run has its own deadline; after Ctrl+C each thread gets JOIN_S more.
         while thread.is_alive() and not stop.is_set():
             thread.join(WAKE_S)
+        if stop.is_set() and on_stop is not None and not told:
+            told = True
+            on_stop()
         thread.join(JOIN_S)
     result = FleetResult(session, tuple(outcomes.get(target, PiOutcome(target, settings.receive.out_dir, None,
                                                                       "did not finish in time"))

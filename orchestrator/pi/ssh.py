@@ -502,6 +502,10 @@ class PendingHost:
         self._opened: _Opened | None = None
         self._target: SshTarget | None = None
         self._abandoned = False
+        # What runs on this thread once the login has ended (continue_with), and whether it has ended.
+        self._lock = threading.Lock()
+        self._then: Callable[[], None] | None = None
+        self._login_ended = False
         work: Callable[[], Host]
         if may_have_master(settings) if master_possible is None else master_possible:
             work = functools.partial(connect_pi, settings, stop)
@@ -522,15 +526,48 @@ class PendingHost:
             self._outcome.append(work())
         except BaseException as exc:  # raised in the caller's thread by result()
             self._outcome.append(exc)
+        with self._lock:
+            self._login_ended = True
+            then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def continue_with(self, then: Callable[[], None], name: str) -> threading.Thread:
+        """Run `then` (which takes the host with result()) on the login's own thread once the login has
+        ended, or on a new thread named `name` where it already has: the thread that is joined either way.
+
+        One thread a Pi instead of two, and no hand-over between them: a fleet's Pis start at once and
+        their Python shares one core (the GIL), so each Pi's threads and wake-ups delay the others. Nobody
+        waits in result() meanwhile, so whoever sees the stop event calls interrupt_login()."""
+        with self._lock:
+            if self._thread is not None and not self._login_ended:
+                self._then = then
+                return self._thread
+        thread = threading.Thread(target=then, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def interrupt_login(self) -> None:
+        """The stop event is set: a login still under way is cut short (what it opened is closed), and
+        result() then says Interrupted. A host already logged in is left to its user, who sees the event."""
+        with self._lock:
+            under_way = not self._login_ended
+        if under_way and self._opened is not None:
+            self._opened.close()
 
     def _stopped(self) -> bool:
         return self._opened is not None and self._stop is not None and self._stop.is_set()
 
+    def _on_own_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
     def result(self) -> Host:
         """The host; Interrupted (everything the login opened closed) when the stop event is set first, even
         if the login had just succeeded: nothing has been started on the Pi yet either way."""
-        # Short joins: Ctrl+C reaches the waiting thread between them, and a stop is seen within one.
-        while self._thread is not None and self._thread.is_alive() and not self._stopped():
+        # Short joins: Ctrl+C reaches the waiting thread between them, and a stop is seen within one. On the
+        # login's own thread (continue_with), the login has ended already.
+        while (self._thread is not None and not self._on_own_thread() and self._thread.is_alive()
+               and not self._stopped()):
             self._thread.join(STOP_POLL_S)
         if self._stopped():
             self.abandon()
@@ -551,7 +588,7 @@ class PendingHost:
             self._stop.set()
         if self._opened is not None:
             self._opened.close()
-        if self._thread is not None:
+        if self._thread is not None and not self._on_own_thread():
             self._thread.join(ABORT_JOIN_S)
         if self._outcome and not isinstance(self._outcome[0], BaseException):
             self._outcome[0].close()
