@@ -15,7 +15,7 @@ the window (2 MiB) is what the Pi may send before someone reads, minutes of a ca
 from __future__ import annotations
 
 import collections
-import contextlib
+import math
 import select
 import threading
 import time
@@ -33,8 +33,10 @@ READ_SIZE = 64 * 1024
 class ChannelProcess(Process):
     def __init__(self, channel: paramiko.Channel) -> None:
         self._channel = channel
-        # Readable while stdout or stderr holds data, or the channel has ended (EOF, close).
-        self._signal = channel.fileno()
+        # Readable while stdout or stderr holds data, or the channel has ended (EOF, close). poll, not
+        # select: select cannot watch a descriptor numbered 1024 or more (a long-lived process has them).
+        self._signal = select.poll()
+        self._signal.register(channel.fileno(), select.POLLIN)
         # Guards the reads and what they fill: next_line's consumer and stderr_text's caller may differ.
         self._lock = threading.Lock()
         self._ready: collections.deque[str] = collections.deque()
@@ -66,8 +68,8 @@ class ChannelProcess(Process):
     def _wait_for_data(self, timeout: float) -> None:
         if self._closed:
             return  # close() closed the pipe too: the drain reads what is left and the end
-        with contextlib.suppress(OSError, ValueError):  # closed by another thread meanwhile: as above
-            select.select([self._signal], [], [], timeout)
+        # A pipe closed by another thread meanwhile answers at once (POLLNVAL): the drain sees the end.
+        self._signal.poll(max(1, math.ceil(timeout * 1000)))
 
     def next_line(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
