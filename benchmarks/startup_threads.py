@@ -34,12 +34,19 @@ from startup import Install, MeasurementFailed, install_copy, run_piorch
 from startup_lab import FakePi, Lab, LabError, NetnsError, open_lab
 
 # Loaded by site at the interpreter's start (PYTHONPATH): one line a thread start ("S TID NAME") and end
-# ("E TID CPU_MS NAME") in $PIORCH_THREADS_DIR/<pid>, appended whole (one write each).
+# ("E TID CPU_MS SWITCHES NAME": its CPU and its context switches, voluntary and not) in
+# $PIORCH_THREADS_DIR/<pid>, appended whole (one write each).
 SITECUSTOMIZE = '''\
 import os, threading, time
 _dir = os.environ.get("PIORCH_THREADS_DIR")
 if _dir:
     _run = threading.Thread._bootstrap_inner
+    def _switches(tid):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as status:
+                return sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+        except (OSError, ValueError, IndexError):
+            return 0
     def _noted(self):
         path = os.path.join(_dir, str(os.getpid()))
         tid = threading.get_native_id()
@@ -48,8 +55,9 @@ if _dir:
         try:
             _run(self)
         finally:
+            spent = time.thread_time_ns() / 1e6
             with open(path, "a") as out:
-                out.write(f"E {tid} {time.thread_time_ns() / 1e6} {self.name}\\n")
+                out.write(f"E {tid} {spent} {_switches(tid)} {self.name}\\n")
     threading.Thread._bootstrap_inner = _noted
 '''
 GROUPS = ((re.compile(r"pi\d+"), "piN"), (re.compile(r"Thread-\d+"), "Thread-N"),
@@ -62,10 +70,16 @@ def group(name: str) -> str:
     return name
 
 
-def per_thread(pid: int, notes: Path) -> dict[str, float]:
-    """CPU ms by thread group: live threads from /proc, ended ones from their own last note."""
+def switches_of(status: str) -> int:
+    """A thread's context switches, voluntary and not, from its /proc status."""
+    return sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+
+
+def per_thread(pid: int, notes: Path) -> dict[str, tuple[float, int]]:
+    """CPU ms and context switches by thread group: live threads from /proc, ended ones from their own last
+    note."""
     names: dict[str, str] = {}
-    ended: dict[str, tuple[str, float]] = {}
+    ended: dict[str, tuple[str, float, int]] = {}
     try:
         for line in notes.read_text().splitlines():
             kind, rest = line.split(" ", 1)
@@ -73,60 +87,75 @@ def per_thread(pid: int, notes: Path) -> dict[str, float]:
                 tid, name = rest.split(" ", 1)
                 names[tid] = name
             else:
-                tid, spent_ms, name = rest.split(" ", 2)
-                ended[tid] = (name, float(spent_ms))
+                tid, spent_ms, switches_text, name = rest.split(" ", 3)
+                ended[tid] = (name, float(spent_ms), int(switches_text))
     except (OSError, ValueError):
         pass  # no thread started yet, or a line cut short: those threads count as unnamed
-    spent_by: dict[str, float] = {}
+    spent_by: dict[str, tuple[float, int]] = {}
+
+    def add(key: str, spent: float, switches: int) -> None:
+        before = spent_by.get(key, (0.0, 0))
+        spent_by[key] = (before[0] + spent, before[1] + switches)
+
     alive: set[str] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             nanoseconds = int((task / "schedstat").read_text().split()[0])
+            switches = switches_of((task / "status").read_text())
         except (OSError, ValueError, IndexError):
             continue  # ended meanwhile: its own note counts it
         alive.add(task.name)
-        name = names.get(task.name, "main" if task.name == str(pid) else "(unnamed)")
-        spent_by[group(name)] = spent_by.get(group(name), 0.0) + nanoseconds / 1e6
-    for tid, (name, spent) in ended.items():
+        add(group(names.get(task.name, "main" if task.name == str(pid) else "(unnamed)")), nanoseconds / 1e6,
+            switches)
+    for tid, (name, spent, count) in ended.items():
         if tid not in alive:
-            key = f"{group(name)} (ended)"
-            spent_by[key] = spent_by.get(key, 0.0) + spent
+            add(f"{group(name)} (ended)", spent, count)
     return spent_by
 
 
+Run = tuple[float, float | None, dict[str, tuple[float, int]]]
+
+
 def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, piorch: str,
-             hooks: Path) -> tuple[float, float | None, dict[str, float]]:
+             hooks: Path) -> Run:
     """One `piorch record` (startup.run_piorch): seconds to the last first byte, the process's CPU then, CPU ms
-    by thread group."""
-    threads: dict[str, float] = {}
+    and context switches by thread group."""
+    threads: dict[str, tuple[float, int]] = {}
     seen, _, total = run_piorch(lab, pis, folder, scratch, install, piorch=piorch,
                                 extra_env={"PYTHONPATH": str(hooks), "PIORCH_THREADS_DIR": str(folder)},
                                 at_first_byte=lambda pid: threads.update(per_thread(pid, folder / str(pid))))
     return max(seen.values()), total, threads
 
 
-def report(label: str, piorch: str, runs: dict[str, list[tuple[float, float | None, dict[str, float]]]],
-           pis: int) -> tuple[list[str], dict[str, object]]:
+def report(label: str, piorch: str, runs: dict[str, list[Run]], pis: int) -> tuple[list[str], dict[str, object]]:
     one, many = runs["1"], runs["N"]
     wall_one = statistics.median(wall for wall, _, _ in one) * 1000
     wall_many = statistics.median(wall for wall, _, _ in many) * 1000
     cpu_one = statistics.median(total or 0.0 for _, total, _ in one) * 1000
     cpu_many = statistics.median(total or 0.0 for _, total, _ in many) * 1000
     per_pi = (cpu_many - cpu_one) / (pis - 1)
+
+    def further(values_one: list[float], values_many: list[float]) -> float:
+        return (statistics.median(values_many) - statistics.median(values_one)) / (pis - 1)
+
+    switches = further([sum(n for _, n in threads.values()) for _, _, threads in one],
+                       [sum(n for _, n in threads.values()) for _, _, threads in many])
     lines = [f"{label}: {piorch}",
              f"  last first byte: 1 Pi {wall_one:.0f} ms, {pis} Pis {wall_many:.0f} ms; piorch's CPU then (every "
              f"thread): {cpu_one:.1f} / {cpu_many:.1f} ms, {per_pi:.2f} ms a further Pi; B + {pis - 1} x that: "
-             f"{1 + (pis - 1) * per_pi / wall_one:.2f}x",
-             f"  {'thread (medians, ms)':<40} {'1 Pi':>8} {f'{pis} Pis':>8} {'a further Pi':>13}"]
+             f"{1 + (pis - 1) * per_pi / wall_one:.2f}x; context switches a further Pi: {switches:.0f}",
+             f"  {'thread (medians, ms)':<40} {'1 Pi':>8} {f'{pis} Pis':>8} {'a further Pi':>13} {'switches':>9}"]
     groups: dict[str, dict[str, float]] = {}
     for name in sorted({name for _, _, threads in one + many for name in threads}):
-        alone = statistics.median(threads.get(name, 0.0) for _, _, threads in one)
-        together = statistics.median(threads.get(name, 0.0) for _, _, threads in many)
-        groups[name] = {"one_pi_ms": alone, "all_pis_ms": together, "per_further_pi_ms": (together - alone) / (pis - 1)}
+        spent = [[threads.get(name, (0.0, 0))[0] for _, _, threads in runs_of] for runs_of in (one, many)]
+        counts = [[float(threads.get(name, (0.0, 0))[1]) for _, _, threads in runs_of] for runs_of in (one, many)]
+        groups[name] = {"one_pi_ms": statistics.median(spent[0]), "all_pis_ms": statistics.median(spent[1]),
+                        "per_further_pi_ms": further(*spent), "switches_per_further_pi": further(*counts)}
     for name, row in sorted(groups.items(), key=lambda item: -item[1]["per_further_pi_ms"]):
-        lines.append(f"  {name:<40} {row['one_pi_ms']:8.2f} {row['all_pis_ms']:8.2f} {row['per_further_pi_ms']:13.2f}")
+        lines.append(f"  {name:<40} {row['one_pi_ms']:8.2f} {row['all_pis_ms']:8.2f} {row['per_further_pi_ms']:13.2f} "
+                     f"{row['switches_per_further_pi']:9.1f}")
     return lines, {"piorch": piorch, "first_byte_ms": [wall_one, wall_many], "cpu_ms": [cpu_one, cpu_many],
-                   "cpu_per_further_pi_ms": per_pi, "threads": groups}
+                   "cpu_per_further_pi_ms": per_pi, "switches_per_further_pi": switches, "threads": groups}
 
 
 def main() -> int:
@@ -154,7 +183,7 @@ def main() -> int:
                 piorches["other"] = args.other_piorch
             lab = open_lab(stack, scratch, args.pis, args.loopback, args.known_hosts)
             one, many = lab.pis[:1], lab.pis
-            runs: dict[str, dict[str, list[tuple[float, float | None, dict[str, float]]]]] = {
+            runs: dict[str, dict[str, list[Run]]] = {
                 label: {"1": [], "N": []} for label in piorches}
             for label, piorch in piorches.items():  # untimed: memories of the Pis, page cache, sshd's forks
                 for pis in (one, many):

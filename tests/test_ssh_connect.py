@@ -305,6 +305,31 @@ def test_a_fleets_pi_records_on_the_thread_that_logged_in_to_it(tmp_path: Path, 
         "no thread besides the login's"
 
 
+def test_a_held_login_thread_waits_for_its_work_after_logging_in(tmp_path: Path, fake_pi: FakePi) -> None:
+    # hold=True (what record does for a fleet): the login is over before the work is given (the caller
+    # imports the recorder meanwhile), and the work still runs on the login's thread.
+    config = chain_config(tmp_path, [fake_pi.server], {})
+    settings = SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT))
+    pending = PendingHost(settings, threading.Event(), hold=True)
+    pending.result()  # logged in
+    thread, done, seen = _take(pending, "piorch-testpi")
+    assert done.wait(float(PATIENT)), "the work never ran"
+    assert thread.name == f"piorch-pending-{fake_pi.info.alias}" and seen == [thread, "logged-in"]
+    thread.join(EXIT_WITHIN_S)
+    assert not thread.is_alive()
+
+
+def test_an_abandoned_held_login_thread_ends_and_closes_its_host(tmp_path: Path, fake_pi: FakePi) -> None:
+    config = chain_config(tmp_path, [fake_pi.server], {})
+    settings = SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT))
+    pending = PendingHost(settings, threading.Event(), hold=True)
+    host = pending.result()
+    pending.abandon()
+    assert f"piorch-pending-{fake_pi.info.alias}" not in [t.name for t in threading.enumerate()]
+    with pytest.raises(ConnectError, match="closed"):
+        host.start("true")
+
+
 def test_work_given_after_the_login_ended_gets_a_thread_of_its_own_and_the_logins_failure() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

@@ -157,7 +157,7 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
         try:
             master_possible = may_have_master(ssh)  # the same for every Pi: the files, not the target
             for target, _ in plan:
-                pending[target] = PendingHost(replace(ssh, target=target), stop, master_possible)
+                pending[target] = PendingHost(replace(ssh, target=target), stop, master_possible, hold=True)
             from orchestrator.commands.common import fleet_display
             from orchestrator.jobs.fleet import run_fleet
 

@@ -51,6 +51,9 @@ STOP_POLL_S = 0.05
 # After a stop, how long the worker gets to notice its closed sockets; it is a daemon thread either way, and
 # whatever it opens after the stop is closed at once (see _Opened.add).
 ABORT_JOIN_S = 1.0
+# How long a held login thread (PendingHost(hold=True)) waits for its work: the caller gives it within
+# milliseconds, after its imports; past this the thread ends and the work gets a thread of its own.
+HOLD_S = 30.0
 # Keepalives keep NAT/firewall state warm; they never declare the peer dead (piorch watches that itself).
 KEEPALIVE_S = 5
 LINK_FIX = "check the cable and address; `piorch setup-link --check` tests the link"
@@ -492,9 +495,10 @@ class PendingHost:
     for) and connects as connect_pi does."""
 
     def __init__(self, settings: SshSettings, stop: threading.Event | None = None,
-                 master_possible: bool | None = None) -> None:
+                 master_possible: bool | None = None, hold: bool = False) -> None:
         """`master_possible`: mux.may_have_master(settings), when the caller already knows it (several Pis
-        of one ssh_config share the answer: it reads files, not the target)."""
+        of one ssh_config share the answer: it reads files, not the target). `hold`: after the login the
+        thread waits (up to HOLD_S) for the work continue_with will give it, instead of ending."""
         self._outcome: list[Host | BaseException] = []
         self._thread: threading.Thread | None = None
         self._stop = stop
@@ -502,10 +506,15 @@ class PendingHost:
         self._opened: _Opened | None = None
         self._target: SshTarget | None = None
         self._abandoned = False
-        # What runs on this thread once the login has ended (continue_with), and whether it has ended.
+        # Set once the login has ended, with its outcome in `_outcome`.
+        self._done = threading.Event()
+        # continue_with: the work this thread runs after the login, whether the thread will still take it,
+        # and the wake-up of a held thread (given work, or abandoned).
         self._lock = threading.Lock()
         self._then: Callable[[], None] | None = None
-        self._login_ended = False
+        self._takes_work = True
+        self._hold = hold
+        self._given = threading.Event()
         work: Callable[[], Host]
         if may_have_master(settings) if master_possible is None else master_possible:
             work = functools.partial(connect_pi, settings, stop)
@@ -514,6 +523,7 @@ class PendingHost:
                 self._target = resolve_target(settings.target, settings.ssh_config)
             except Exception as exc:  # said by result(), where one Pi's failure is that Pi's alone
                 self._outcome.append(exc)
+                self._done.set()
                 return
             self._opened = _Opened()
             work = functools.partial(_log_in, self._target, settings, self._opened)
@@ -526,22 +536,28 @@ class PendingHost:
             self._outcome.append(work())
         except BaseException as exc:  # raised in the caller's thread by result()
             self._outcome.append(exc)
+        self._done.set()
+        if self._hold:
+            self._given.wait(HOLD_S)
         with self._lock:
-            self._login_ended = True
+            self._takes_work = False
             then, self._then = self._then, None
         if then is not None:
             then()
 
     def continue_with(self, then: Callable[[], None], name: str) -> threading.Thread:
         """Run `then` (which takes the host with result()) on the login's own thread once the login has
-        ended, or on a new thread named `name` where it already has: the thread that is joined either way.
+        ended, or on a new thread named `name` where that thread has gone: the thread to join either way.
 
         One thread a Pi instead of two, and no hand-over between them: a fleet's Pis start at once and
-        their Python shares one core (the GIL), so each Pi's threads and wake-ups delay the others. Nobody
-        waits in result() meanwhile, so whoever sees the stop event calls interrupt_login()."""
+        their Python shares one core (the GIL), so each Pi's threads and wake-ups delay the others. A login
+        is often done before its work is given (the caller imports the recorder meanwhile): `hold` keeps the
+        thread for it. Nobody waits in result() during the login, so whoever sees the stop event calls
+        interrupt_login()."""
         with self._lock:
-            if self._thread is not None and not self._login_ended:
+            if self._thread is not None and self._takes_work:
                 self._then = then
+                self._given.set()
                 return self._thread
         thread = threading.Thread(target=then, name=name, daemon=True)
         thread.start()
@@ -550,9 +566,7 @@ class PendingHost:
     def interrupt_login(self) -> None:
         """The stop event is set: a login still under way is cut short (what it opened is closed), and
         result() then says Interrupted. A host already logged in is left to its user, who sees the event."""
-        with self._lock:
-            under_way = not self._login_ended
-        if under_way and self._opened is not None:
+        if not self._done.is_set() and self._opened is not None:
             self._opened.close()
 
     def _stopped(self) -> bool:
@@ -564,11 +578,9 @@ class PendingHost:
     def result(self) -> Host:
         """The host; Interrupted (everything the login opened closed) when the stop event is set first, even
         if the login had just succeeded: nothing has been started on the Pi yet either way."""
-        # Short joins: Ctrl+C reaches the waiting thread between them, and a stop is seen within one. On the
-        # login's own thread (continue_with), the login has ended already.
-        while (self._thread is not None and not self._on_own_thread() and self._thread.is_alive()
-               and not self._stopped()):
-            self._thread.join(STOP_POLL_S)
+        # Short waits: Ctrl+C reaches the waiting thread between them, and a stop is seen within one.
+        while not self._done.is_set() and not self._stopped():
+            self._done.wait(STOP_POLL_S)
         if self._stopped():
             self.abandon()
             assert self._target is not None
@@ -588,6 +600,7 @@ class PendingHost:
             self._stop.set()
         if self._opened is not None:
             self._opened.close()
+        self._given.set()  # a held thread has no work coming
         if self._thread is not None and not self._on_own_thread():
             self._thread.join(ABORT_JOIN_S)
         if self._outcome and not isinstance(self._outcome[0], BaseException):
