@@ -73,6 +73,12 @@ class Listening:
     def files(self) -> list[FileFinished]:
         return [e for e in self.events if isinstance(e, FileFinished)]
 
+    def wait_started(self, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(isinstance(e, FileStarted) for e in self.events) < count:
+            assert time.monotonic() < deadline, f"{count} files did not start"
+            time.sleep(0.02)
+
     def wait_files(self, count: int, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while len(self.files()) < count:
@@ -115,6 +121,28 @@ def test_each_connection_becomes_a_complete_uuid_file(listening: tuple[Listening
         assert manifest["bytes"] == len(payload) and manifest["id"] == finished.path.stem
     assert not list(settings.out_dir.glob("*.tmp"))
     assert sum(isinstance(e, FileStarted) for e in run.events) == 3
+
+
+@pytest.mark.parametrize("listening", [Backend.BUILTIN], indirect=True)
+def test_a_connection_that_comes_while_another_is_open_is_received_alongside_it(
+        listening: tuple[Listening, ReceiveSettings]) -> None:
+    # The first connection is read on the accepting thread, which watches the listener meanwhile: the second
+    # (a resume while the first hangs, a second sender) is taken at once, not after the first ends, and a
+    # third after both.
+    run, settings = listening
+    first, second, third = os.urandom(200_000), os.urandom(300_000), b"third"
+    with socket.create_connection(("127.0.0.1", settings.port), timeout=10) as hanging:
+        hanging.sendall(first[:100_000])
+        run.wait_started(1)
+        send(settings.port, second)
+        run.wait_files(1)  # while the first is still open
+        hanging.sendall(first[100_000:])
+    run.wait_files(2)
+    send(settings.port, third)
+    run.wait_files(3)
+    result = run.finish()
+    assert [f.path.read_bytes() for f in result.files] == [second, first, third]
+    assert all(f.status is FileStatus.COMPLETE for f in result.files)
 
 
 def _on_disk(out: Path) -> int:

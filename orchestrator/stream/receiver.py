@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import select
 import socket
 import threading
 import time
@@ -25,6 +26,8 @@ from orchestrator.stream.closer import Closer
 from orchestrator.stream.frame_times import FrameTimes
 from orchestrator.stream.sinks import Sink, Tap, make_sink
 from orchestrator.stream.writer import CHUNK, POLL_S, ReceivedFile, WriteFailed
+
+POLL_MS = round(POLL_S * 1000)
 
 FileSink = Callable[[ReceivedFile], None]
 
@@ -234,9 +237,18 @@ class BuiltinReceiver(Receiver):
                 self.report(Notice("warning", f"refused a connection from {peer}: only the Pi ({allowed}) "
                                               "may send here"))
                 continue
-            self._spawn(self._serve, conn, peer, name=f"piorch-conn {peer}")
+            # Served on this thread (named for it meanwhile: stop's warning says which connection holds it),
+            # the listener watched meanwhile: a next connection (a resume while this one hangs, a second
+            # sender) hands the accepting to a new thread. One thread a connection, not two: a fleet's Pis
+            # start at once and share one core's Python, so each thread start of one Pi delays the others.
+            this = threading.current_thread()
+            this.name = f"piorch-conn {peer}"
             if self.settings.once:
+                self._serve(conn, peer)
                 break  # `--once`: one connection, no more accepted
+            if self._serve(conn, peer, watch_listener=True):
+                return
+            this.name = "piorch-accept"
 
     def _interrupt_connections(self) -> None:
         with self._lock:
@@ -247,7 +259,10 @@ class BuiltinReceiver(Receiver):
             except OSError:
                 pass  # already closed by its own thread
 
-    def _serve(self, conn: socket.socket, peer: str) -> None:
+    def _serve(self, conn: socket.socket, peer: str, watch_listener: bool = False) -> bool:
+        """Read one connection to its end. `watch_listener`: meanwhile, when the listener has a connection
+        waiting, start a new accepting thread for it; True when one was started (the caller stops accepting).
+        """
         with self._lock:
             self._live.add(conn)
         sink = self._open_sink(peer)
@@ -257,7 +272,16 @@ class BuiltinReceiver(Receiver):
         buffer = mmap.mmap(-1, CHUNK)
         view = memoryview(buffer)
         ended_by, error = Ending.DONE, ""
-        conn.settimeout(POLL_S)
+        # One wait for both: the connection's bytes and, where watched, the listener's next connection.
+        # POLL_S bounds it so that a stop is seen.
+        conn.setblocking(False)
+        reading = conn.fileno()
+        waiting = select.poll()
+        waiting.register(reading, select.POLLIN)
+        listener = self._listener.fileno() if watch_listener else -1
+        if listener >= 0:
+            waiting.register(listener, select.POLLIN)
+        handed_over = False
         try:
             while True:
                 if self._stopping.is_set():
@@ -265,9 +289,18 @@ class BuiltinReceiver(Receiver):
                     ended_by = Ending.STOPPED
                     self._drain(conn, sink, view)
                     break
+                ready = dict(waiting.poll(POLL_MS))
+                if listener >= 0 and listener in ready:
+                    waiting.unregister(listener)
+                    if not ready[listener] & (select.POLLNVAL | select.POLLERR) and not self._stopping.is_set():
+                        self._spawn(self._accept_loop, name="piorch-accept")
+                        handed_over = True
+                    listener = -1  # closed by stop(), or handed over: no longer this thread's to watch
+                if reading not in ready:
+                    continue
                 try:
                     count = conn.recv_into(buffer)
-                except TimeoutError:
+                except BlockingIOError:
                     continue
                 except OSError as exc:
                     ended_by, error = Ending.FAILED, str(exc.strerror or exc)
@@ -286,6 +319,7 @@ class BuiltinReceiver(Receiver):
             self._end_sink(sink, ended_by, error)
             if self.settings.once:
                 self._stopping.set()
+        return handed_over
 
     @staticmethod
     def _drain(conn: socket.socket, sink: Sink, view: memoryview) -> None:
