@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from orchestrator.pi.channel import ChannelProcess
 from orchestrator.pi.host import STDERR_KEEP
 from orchestrator.pi.ssh import SshHost
 from orchestrator.settings import SshSettings
-from tests.e2e_helpers import start_fake_pi
+from tests.sshd_server import SshServerInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -23,24 +22,16 @@ PATIENT_S = 60.0
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[SshHost]:
-    from tests.conftest import _require_sshd
-
-    _require_sshd()
-    pi = start_fake_pi(tmp_path)
+def host(sshd: SshServerInfo) -> Iterator[SshHost]:
+    connected = SshHost.connect(SshSettings(target=sshd.alias, ssh_config=sshd.ssh_config, connect_timeout=PATIENT_S))
     try:
-        connected = SshHost.connect(SshSettings(target=pi.info.alias, ssh_config=pi.info.ssh_config,
-                                                connect_timeout=PATIENT_S))
-        try:
-            yield connected
-        finally:
-            connected.close()
+        yield connected
     finally:
-        pi.server.stop()
+        connected.close()
 
 
 def lines_until_end(process: ChannelProcess) -> list[str]:
-    lines = []
+    lines: list[str] = []
     deadline = time.monotonic() + PATIENT_S
     while (line := process.next_line(1.0)) is not None:
         assert time.monotonic() < deadline, f"no end of output; lines so far {lines}"
