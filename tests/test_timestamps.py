@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 from orchestrator.pi.scripts import (
     CAMERA_EXIT_MARK,
     NC_EXIT_MARK,
+    PTS_BATCH_LINES,
     PTS_MARK,
     build_kill_script,
     build_pipeline_script,
@@ -147,7 +149,7 @@ exit 0
 
 
 def run_pipeline(tmp_path: Path, camera_args: list[str], video_pipe: bool, nc: list[str] | None = None,
-                 ) -> tuple[list[str], bytes, str]:
+                 batch_ms: int = 0) -> tuple[list[str], bytes, str]:
     """The script under dash, as sshd would run it (stdin a pipe held open): its stdout lines, what the
     stand-in nc received, its stderr."""
     camera = tmp_path / "fake-camera"
@@ -156,7 +158,8 @@ def run_pipeline(tmp_path: Path, camera_args: list[str], video_pipe: bool, nc: l
     received = tmp_path / "received"
     nc_argv = nc or ["sh", "-c", f"cat > {received}"]
     script = build_pipeline_script([str(camera), "-o", VIDEO_PIPE if video_pipe else "-", "--save-pts", PTS_PIPE,
-                                    *camera_args], nc_argv, timestamps=True, video_pipe=video_pipe)
+                                    *camera_args], nc_argv, timestamps=True, video_pipe=video_pipe,
+                                   pts_batch_ms=batch_ms)
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     read_end, write_end = os.pipe()
     try:
@@ -174,9 +177,11 @@ needs_dash = pytest.mark.skipif(shutil.which("dash") is None or shutil.which("se
 
 
 @needs_dash
+@pytest.mark.parametrize("batch_ms", [0, 100])
 @pytest.mark.parametrize("video_pipe", [False, True])
-def test_timestamps_come_as_status_lines_before_the_end_and_the_folder_goes(tmp_path: Path, video_pipe: bool) -> None:
-    lines, data, _ = run_pipeline(tmp_path, ["5"], video_pipe)
+def test_timestamps_come_as_status_lines_before_the_end_and_the_folder_goes(tmp_path: Path, video_pipe: bool,
+                                                                           batch_ms: int) -> None:
+    lines, data, _ = run_pipeline(tmp_path, ["5"], video_pipe, batch_ms=batch_ms)
     assert data == b"".join(b"frame%03d" % i for i in range(5))
     stamps = [parse_pts_line(line) for line in lines if parse_pts_line(line) is not None]
     assert [s for s in stamps if s] == [HEADER, "0.000", "40.000", "80.000", "120.000", "160.000"]
@@ -198,11 +203,84 @@ def test_a_camera_that_fails_before_opening_its_pipes_leaves_nothing_waiting(tmp
 
 
 @needs_dash
-def test_a_line_cut_short_by_the_camera_does_not_hide_the_end(tmp_path: Path) -> None:
-    lines, _, _ = run_pipeline(tmp_path, ["3", "partial"], video_pipe=False)
+@pytest.mark.parametrize("batch_ms", [0, 100])
+def test_a_line_cut_short_by_the_camera_does_not_hide_the_end(tmp_path: Path, batch_ms: int) -> None:
+    lines, _, _ = run_pipeline(tmp_path, ["3", "partial"], video_pipe=False, batch_ms=batch_ms)
     stamps = [parse_pts_line(line) for line in lines if parse_pts_line(line)]
     assert stamps[-1] == "9999.5" and (CAMERA_EXIT_MARK, 3) in [parse_status_line(line) for line in lines]
     assert parse_status_line(lines[-1]) == (NC_EXIT_MARK, 0)
+
+
+# A camera that writes the timestamps file's lines it is given (one argument each) and one frame.
+LINES_CAMERA = r"""#!/bin/sh
+# args: -o - --save-pts FILE LINE...
+pts=$4; shift 4
+exec 7>"$pts"
+for line in "$@"; do printf '%s\n' "$line" >&7; done
+printf 'frame'
+"""
+
+
+def pts_writes(tmp_path: Path, pts_lines: list[str], batch_ms: int) -> list[list[str]]:
+    """The timestamp lines of each write the script made on its stdout. Its stdout is a SOCK_SEQPACKET
+    socket, which keeps each write whole and apart, as sshd sends each read of the session's output as one
+    message of its own when the lines come one a frame."""
+    camera = tmp_path / "lines-camera"
+    camera.write_text(LINES_CAMERA)
+    camera.chmod(0o755)
+    script = build_pipeline_script([str(camera), "-o", "-", "--save-pts", PTS_PIPE, *pts_lines],
+                                   ["sh", "-c", "cat >/dev/null"], timestamps=True, pts_batch_ms=batch_ms)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    read_end, write_end = os.pipe()
+    try:
+        with theirs:
+            proc = subprocess.Popen(["dash", "-c", script], stdin=read_end, stdout=theirs,
+                                    env={**os.environ, "TMPDIR": str(tmp_path)})
+        writes = []
+        while message := ours.recv(65536):
+            writes.append([parse_pts_line(line) for line in message.decode().splitlines()])
+        # The timeout only guards against a hang (the failure this test would show), it measures nothing.
+        assert proc.wait(timeout=60) == 0
+    finally:
+        ours.close()
+        os.close(read_end)
+        os.close(write_end)
+    return [[stamp for stamp in write if stamp is not None] for write in writes if any(s is not None for s in write)]
+
+
+@needs_dash
+def test_batched_timestamps_go_out_together_once_the_camera_clock_moved_on(tmp_path: Path) -> None:
+    times = [f"{n * 40}.000" for n in range(10)]
+    writes = pts_writes(tmp_path, [HEADER, *times], batch_ms=100)
+    # The header and the first time at once; then a write each time the clock is 100 ms past the last
+    # write's; the rest (and the end's empty line) at the end. Nothing lost, nothing reordered.
+    assert writes == [[HEADER], ["0.000"], ["40.000", "80.000", "120.000"], ["160.000", "200.000", "240.000"],
+                      ["280.000", "320.000", "360.000"], [""]]
+    assert pts_writes(tmp_path, [HEADER, *times], batch_ms=0) == [[HEADER], *[[t] for t in times], [""]]
+
+
+@needs_dash
+def test_a_slow_frame_rate_is_never_held_back_by_the_batch(tmp_path: Path) -> None:
+    # One frame a second: every time is past the batch, so each line goes out as it comes.
+    writes = pts_writes(tmp_path, ["0.000", "1000.000", "2000.500", "3000.000"], batch_ms=100)
+    assert writes == [["0.000"], ["1000.000"], ["2000.500"], ["3000.000"], [""]]
+
+
+@needs_dash
+def test_batched_lines_that_are_not_plain_times_go_out_at_once_and_the_shell_survives_them(tmp_path: Path) -> None:
+    # A leading zero ($(( )) would read it as octal, 089 an error), more digits than the shell's
+    # arithmetic holds, a negative time, text: none may end the reader; each goes out with those before it.
+    odd = ["089.000", "123456789012345678901234.0", "-5.000", "nan", " 7.0"]
+    writes = pts_writes(tmp_path, ["0.000", "40.000", *odd, "60.000"], batch_ms=100)
+    assert writes == [["0.000"], ["40.000", "089.000"], ["123456789012345678901234.0"], ["-5.000"], ["nan"],
+                      ["7.0"], ["60.000", ""]]
+
+
+@needs_dash
+def test_a_clock_that_does_not_move_still_sends_its_lines_in_bounded_batches(tmp_path: Path) -> None:
+    writes = pts_writes(tmp_path, ["5.000"] * (PTS_BATCH_LINES + 10), batch_ms=100)
+    assert [len(write) for write in writes] == [1, PTS_BATCH_LINES, 10]
+    assert writes[-1][-1] == ""
 
 
 @needs_dash

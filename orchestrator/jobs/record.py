@@ -67,6 +67,14 @@ MIN_RESUME_S = 1.0
 # The Pi's clock offset is measured once data flows (not before the camera starts: the first byte would
 # wait for it), this long after the start.
 CLOCK_AFTER_S = 0.5
+# While nothing reads the video live (no --view, not the Python API's frames), the pipeline's lines are read
+# at most this often: a camera's per-frame timestamp lines wait in the SSH buffers meanwhile instead of
+# waking this thread, and paramiko's, once a frame (25-120 a second a Pi). What they tell (the camera's
+# end, the times a finished file takes) is seen at most this much later.
+FOLLOW_PACE_S = 0.1
+# ... and the Pi sends them together, once its camera's clock has moved on this much (pi/scripts.py):
+# one SSH message, one wake of the sshd and of paramiko's thread, for several frames.
+PTS_BATCH_MS = 100
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,8 @@ class _Recorder:
         self.frame_times: FrameTimes | None = None
         self.clock_offset: ClockOffset | None = None
         self.clock_measured = False
+        # The least time between two reads of the pipeline's lines (FOLLOW_PACE_S); 0: each as it comes.
+        self.pace_s = 0.0
 
     def run_attempt(self, script: str, clock: ProgressClock, receiver: Receiver, limit_s: float | None) -> _Attempt:
         attempt = _Attempt(Pipeline(self.host, script, guard=self.guard))
@@ -216,6 +226,10 @@ class _Recorder:
             if now >= next_health and quiet < STALL_SHOW_S and pipeline.pgid is not None:
                 next_health = now + HEALTH_EVERY_S
                 report_health(self.host, pipeline.pgid, on_event, self.health_seen)
+            rest = now + self.pace_s - time.monotonic()
+            if rest > 0:
+                # A stop ends the wait at once; the loop's top sees it.
+                self.stop.wait(rest)
 
     def resume(self, old: _Attempt, cause: str, until: float | None) -> bool:
         """Reconnect with a short backoff until the deadline (`until`, monotonic) or a stop; free the camera
@@ -324,6 +338,8 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
     clock = ProgressClock(receiver, on_event, receive.out_dir, duration_s, plan.expected_bps, frame_times)
     recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect, guard)
     recorder.frame_times = frame_times
+    # Whoever reads the video live wants each frame's timestamp as soon as it comes.
+    recorder.pace_s = 0.0 if receiver.tap is not None else FOLLOW_PACE_S
     end_at = None if duration_s is None else time.monotonic() + duration_s
     camera_argv = add_timestamp_options(build_camera_argv(camera, tool, plan.options), stamps)
     base_context = {"pi": host.name, "tool": camera_argv[0], "settings": _settings_dict(settings, stack),
@@ -345,7 +361,8 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
             if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
                 recorder.gaps[-1]["end_utc"] = utc_now()
             on_event(StateChanged(State.RECORDING, f"{camera_argv[0]} -> {laptop_ip}:{receiver.port}"))
-            attempt = recorder.run_attempt(build_script(camera_argv, nc_argv, stamps), clock, receiver, limit_s)
+            script = build_script(camera_argv, nc_argv, stamps, PTS_BATCH_MS if recorder.pace_s else 0)
+            attempt = recorder.run_attempt(script, clock, receiver, limit_s)
             if attempt.ended is Ending.DONE and not busy_retried and camera_busy(attempt.pipeline, tool):
                 busy_retried = True
                 if free_busy_camera(recorder.host, settings.kill_stale, on_event):
@@ -412,8 +429,9 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
                         tuple(recorder.gaps), recorder.clock_offset)
 
 
-def build_script(camera_argv: list[str], nc_argv: list[str], stamps: TimestampPlan) -> str:
-    return build_pipeline_script(camera_argv, nc_argv, timestamps=stamps.camera_clock, video_pipe=stamps.video_pipe)
+def build_script(camera_argv: list[str], nc_argv: list[str], stamps: TimestampPlan, pts_batch_ms: int = 0) -> str:
+    return build_pipeline_script(camera_argv, nc_argv, timestamps=stamps.camera_clock, video_pipe=stamps.video_pipe,
+                                 pts_batch_ms=pts_batch_ms)
 
 
 def _offset_dict(offset: ClockOffset | None) -> dict[str, float | None]:

@@ -25,6 +25,8 @@ NC_EXIT_MARK = "piorch-nc-exit"
 PTS_MARK = "piorch-pts"
 # What the camera's side writes into the timestamps pipe once the camera has ended: the reader stops there.
 PTS_END = "piorch-pts-end"
+# The most timestamp lines a batch holds (build_pipeline_script's pts_batch_ms), whatever their times say.
+PTS_BATCH_LINES = 64
 # The pipeline's private folder for its named pipes: PREFIX + process group id + "." + random.
 PTS_FOLDER_PREFIX = "piorch-"
 
@@ -225,7 +227,7 @@ def parse_probe_output(text: str) -> PiProbe:
 
 
 def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], timestamps: bool = False,
-                          video_pipe: bool = False) -> str:
+                          video_pipe: bool = False, pts_batch_ms: int = 0) -> str:
     """`camera | nc` in its own session, reporting its process group id and both exit statuses.
 
     Lines on stdout: `piorch-pgid N` first, then `piorch-camera-exit S` and `piorch-nc-exit S`. The
@@ -243,6 +245,11 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
     `cat` copies into nc (a Pi 5's libav takes --save-pts only for an output so named). The pipes live in a
     private folder, `${TMPDIR:-/tmp}/piorch-PGID.XXXXXX`, where the camera runs; it is removed at the end,
     by the watchdog, or by the kill script (build_kill_script), whichever ending comes.
+
+    `pts_batch_ms`: the timestamp lines go out together, once the camera's clock has moved on this many
+    ms (or PTS_BATCH_LINES lines wait, or a line is not a plain time), instead of one write, and so one SSH
+    message, a frame; 0 sends each line as it comes. The batch is timed by the timestamps themselves (POSIX
+    sh has no clock finer than a second), so a slow frame rate is never held back longer than one frame.
     """
     if video_pipe and not timestamps:
         raise ValueError("the video pipe exists for the timestamps' sake only")
@@ -295,11 +302,27 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
         # bytes). The reader reads that fd, so it never sees end-of-file either: the camera's side ends it with
         # a line of its own once the camera has exited. That line starts with a newline in case the camera
         # died in the middle of one. printf, not echo: a line is passed on literally.
-        reader = (
-            f"exec 7<>{PTS_PIPE}; "
-            f"while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do printf '{PTS_MARK} %s\\n' \"$t\" >&3; done "
-            f"<&7 >/dev/null 2>&1 & reader=$!; "
-        )
+        if pts_batch_ms <= 0:
+            reader = (
+                f"exec 7<>{PTS_PIPE}; "
+                f"while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do printf '{PTS_MARK} %s\\n' \"$t\" >&3; done "
+                f"<&7 >/dev/null 2>&1 & reader=$!; "
+            )
+        else:
+            # The waiting lines are the reader's own positional parameters; printf repeats its format for
+            # each. `m` is a line's whole ms, or empty when the line is not a plain time (the header, a
+            # line cut short, a leading zero that $(( )) would read as octal, more digits than it holds):
+            # such a line goes out at once with those before it. `l` is the time of the last batch.
+            reader = (
+                f"exec 7<>{PTS_PIPE}; "
+                f"{{ l=-1000000; set --; while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do "
+                'set -- "$@" "$t"; m=${t%%.*}; '
+                "case $m in ''|0?*|*[!0-9]*|????????????????*) m=;; esac; "
+                f'if [ -z "$m" ] || [ $((m - l)) -ge {int(pts_batch_ms)} ] || [ $# -ge {PTS_BATCH_LINES} ]; '
+                f"then printf '{PTS_MARK} %s\\n' \"$@\" >&3; set --; l=${{m:-$l}}; fi; done; "
+                f"if [ $# -gt 0 ]; then printf '{PTS_MARK} %s\\n' \"$@\" >&3; fi; }} "
+                f"<&7 >/dev/null 2>&1 & reader=$!; "
+            )
         # Written with `1<>`: opening the pipe read-write never waits, even with the reader gone.
         end_times = f"printf '\\n{PTS_END}\\n' 1<>{PTS_PIPE}; "
         # The camera's side: the camera, then the end of its timestamps, then its exit status. On the video-pipe
