@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,8 @@ from orchestrator.errors import ReceiverError
 from orchestrator.events import Event, FileFinished, FileStarted, FileStatus
 from orchestrator.jobs.listen import ListenResult, run_listen
 from orchestrator.settings import Backend, ReceiveSettings
-from orchestrator.stream.receiver import bind_listener
+from orchestrator.stream.receiver import GATHER_BYTES, bind_listener, make_receiver
+from orchestrator.stream.writer import POLL_S, FileWriter, ReceivedFile
 from tests.e2e_helpers import piorch_argv
 from tests.system_tools import require_tool
 
@@ -143,6 +144,59 @@ def test_a_connection_that_comes_while_another_is_open_is_received_alongside_it(
     result = run.finish()
     assert [f.path.read_bytes() for f in result.files] == [second, first, third]
     assert all(f.status is FileStatus.COMPLETE for f in result.files)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_reads_gather_after_the_first_byte_unless_a_tap_reads_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   live: bool) -> None:
+    # No tap: the first byte is written as it comes, then the reads wait for GATHER_BYTES or POLL_S instead of
+    # waking for each small arrival; what is less than that still reaches the file, by the timeout. A tap
+    # (the Python API, --view) sees each arrival as it comes. Either way every byte is kept, in order.
+    writes: list[float] = []
+    write = FileWriter.write
+
+    def noted(self: FileWriter, data: memoryview | bytes) -> None:
+        writes.append(time.monotonic())
+        write(self, data)
+
+    monkeypatch.setattr(FileWriter, "write", noted)
+    settings = ReceiveSettings(port=0, out_dir=tmp_path / "recv", bind="127.0.0.1")
+    files: list[ReceivedFile] = []
+    tapped: list[bytes] = []
+    receiver = make_receiver(settings, files.append, lambda event: None)
+    receiver.tap = (lambda data: tapped.append(bytes(data))) if live else None
+    receiver.start()
+    pieces = [b"f"] + [os.urandom(2000) for _ in range(40)] + [b"t"]
+    try:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+            sock.sendall(pieces[0])
+            wait_until(lambda: _on_disk(settings.out_dir) == 1)  # the first byte, alone, at once
+            started = time.monotonic()
+            for piece in pieces[1:-1]:
+                sock.sendall(piece)
+                time.sleep(0.005)  # spaced as a camera's frames come (only the pattern; nothing is timed)
+            sock.sendall(pieces[-1])
+            # Less than GATHER_BYTES waits for the timeout, not for more or the end.
+            wait_until(lambda: _on_disk(settings.out_dir) == sum(map(len, pieces)))
+            ended = time.monotonic()
+    finally:
+        receiver.wait_idle(10)
+        receiver.stop()
+    (finished,) = files
+    assert finished.path.read_bytes() == b"".join(pieces)
+    if live:
+        assert b"".join(tapped) == b"".join(pieces)
+    else:
+        # An upper bound by construction (a read after the first needs GATHER_BYTES or a poll's timeout).
+        later = [at for at in writes if at >= started]
+        assert len(later) <= 2 + sum(map(len, pieces)) // GATHER_BYTES + (ended - started) / POLL_S
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the receiver did not get there"
+        time.sleep(0.005)
 
 
 def _on_disk(out: Path) -> int:

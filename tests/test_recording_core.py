@@ -15,6 +15,7 @@ from orchestrator.jobs import record
 from orchestrator.jobs.record import run_recording
 from orchestrator.pi.capture import Pipeline
 from orchestrator.pi.host import LocalHost
+from orchestrator.pi.scripts import build_pipeline_script
 from orchestrator.settings import CameraSettings, CameraTool, ReceiveSettings, RecordSettings
 from orchestrator.sim.stand_in import install_stand_ins
 from orchestrator.stream.timecodes import HEADER
@@ -67,7 +68,7 @@ def test_timestamp_lines_are_batched_and_read_at_a_pace_unless_the_video_is_read
     # as it comes. Either way every frame's time reaches the recording.
     batches: list[int] = []
     polls: list[float] = []
-    build, poll = record.build_pipeline_script, Pipeline.poll
+    build, poll = build_pipeline_script, Pipeline.poll
 
     def noted_build(*args: Any, **kwargs: Any) -> str:
         batches.append(kwargs.get("pts_batch_ms", 0))
