@@ -213,12 +213,14 @@ class _Recorder:
             if quiet > self.settings.stall_timeout_s and not pipeline.camera_done:
                 return Ending.STALLED
             was_done = pipeline.camera_done
-            if not pipeline.poll(0.2):
+            open_still = pipeline.poll(0.2)
+            # Told even when the same read saw the channel close (paced reads take several lines at once).
+            if pipeline.camera_done and not was_done:
+                on_event(StateChanged(State.STOPPING, "camera finished"))
+            if not open_still:
                 # The channel closed. With both status marks this is the normal end; without, the SSH
                 # connection went away under us (Pi rebooted, sshd killed, link gone).
                 return Ending.DONE if pipeline.reported_end else Ending.LOST
-            if pipeline.camera_done and not was_done:
-                on_event(StateChanged(State.STOPPING, "camera finished"))
             clock.tick()
             if not self.clock_measured and quiet < STALL_SHOW_S and now >= started + CLOCK_AFTER_S:
                 self.measure_clock()

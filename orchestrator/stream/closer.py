@@ -18,7 +18,11 @@ Job = Callable[[], None]
 class Closer:
     """`put(job)` queues; `close(timeout)` lets the queue drain and stops. A job that raises is reported
     through `on_error` and the next job runs: the worker never dies with a traceback. A job put after the
-    worker has stopped (a connection that ended after `stop`) runs on the caller's thread."""
+    worker has stopped (a connection that ended after `stop`) runs on the caller's thread.
+
+    The worker starts with the first job it is given (a file's start, announced once its first bytes are
+    written), not with the receiver: a recording's start (every Pi's of a fleet at once) has one thread
+    less to start before the camera starts."""
 
     def __init__(self, on_error: Callable[[str], None], name: str = "piorch-closer") -> None:
         self._on_error = on_error
@@ -27,9 +31,6 @@ class Closer:
         self._closing = False
         self._exited = False
         self.thread = threading.Thread(target=self._work, daemon=True, name=name)
-
-    def start(self) -> None:
-        self.thread.start()
 
     @property
     def queued(self) -> int:
@@ -40,6 +41,8 @@ class Closer:
         with self._ready:
             if not self._exited:
                 self._jobs.append(job)
+                if self.thread.ident is None and not self._closing:
+                    self.thread.start()
                 self._ready.notify()
                 return
         self._run(job)
@@ -65,7 +68,10 @@ class Closer:
         """Finish what is queued, then stop; False when the deadline came first (the worker goes on)."""
         with self._ready:
             self._closing = True
+            if self.thread.ident is None:
+                # Never started: nothing was ever queued. Later jobs run on their callers' threads.
+                self._exited = True
+                return True
             self._ready.notify()
-        if self.thread.ident is not None:
-            self.thread.join(timeout)
+        self.thread.join(timeout)
         return not self.thread.is_alive()

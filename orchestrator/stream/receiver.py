@@ -221,7 +221,6 @@ class BuiltinReceiver(Receiver):
         self.port = self._listener.getsockname()[1]
         self._listener.settimeout(POLL_S)
         self._live: set[socket.socket] = set()
-        self._closer.start()
         self._spawn(self._accept_loop, name="piorch-accept")
 
     def _interrupt(self) -> None:
@@ -415,7 +414,6 @@ class NcReceiver(Receiver):
         self._proc: Any = None
         self._sink: Sink | None = None
         self._write_error: str | None = None
-        self._closer.start()
         self._spawn(self._loop, name="piorch-nc")
         # The Pi's nc must not connect before this one listens, or the camera's pipe breaks at once.
         def already_served() -> bool:

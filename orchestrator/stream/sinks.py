@@ -88,12 +88,20 @@ class StreamSink:
             return self.bytes_received // self._raw_frame_bytes
         return self._cutter.parser.frames if self._cutter is not None else 0
 
-    def _current(self) -> FileWriter:
-        if self._writer is None:
-            self._segment += 1
-            self._writer = FileWriter(self._out_dir, self._suffix, self._peer, self._camera_run, self._raw_layout)
-            self._outlet.report(FileStarted(self._writer.tmp_path, self._peer))
-        return self._writer
+    def _write(self, data: bytes | memoryview) -> None:
+        """Into the current file, opened first where there is none; a new file is announced once its first
+        bytes are written, so that the hand-over (and the closer thread's start) never holds them back."""
+        writer = self._writer
+        if writer is not None:
+            writer.write(data)
+            return
+        self._segment += 1
+        writer = self._writer = FileWriter(self._out_dir, self._suffix, self._peer, self._camera_run,
+                                           self._raw_layout)
+        try:
+            writer.write(data)
+        finally:
+            self._outlet.report(FileStarted(writer.tmp_path, self._peer))
 
     def _close(self, ended_by: Ending, error: str = "") -> None:
         writer, self._writer = self._writer, None
@@ -117,12 +125,12 @@ class StreamSink:
         if self._tap is not None:
             self._tap(data)
         if self._cutter is None:
-            self._current().write(data)
+            self._write(data)
             return
         for piece in self._cutter.feed(data):
             if piece.new_segment and self._writer is not None:
                 self._close(Ending.SEGMENT)
-            self._current().write(piece.data)
+            self._write(piece.data)
 
     def finish(self, ended_by: Ending, error: str = "") -> None:
         """The connection ended; write what the cutter still held, hand over the last file."""
@@ -131,7 +139,7 @@ class StreamSink:
                 for piece in self._cutter.finish():
                     if piece.new_segment and self._writer is not None:
                         self._close(Ending.SEGMENT)
-                    self._current().write(piece.data)
+                    self._write(piece.data)
             except (WriteFailed, OSError) as exc:  # the file's status must say it, not a traceback
                 ended_by, error = Ending.FAILED, str(exc)
         if self._writer is None:
