@@ -1,7 +1,7 @@
 """Where a further Pi's CPU goes: piorch's CPU per thread at the last first byte, 1 Pi against 8.
 
 Run: `.venv/bin/python benchmarks/startup_threads.py [--rounds 6] [--pis 8] [--known-hosts 150]
-[--other-piorch PATH] [--json]` (root for network namespaces, as startup.py; about a minute a round pair).
+[--other-piorch PATH] [--steady S] [--json]` (root for network namespaces, as startup.py; about a minute a round pair).
 
 startup.py reads piorch's CPU as one figure (every thread, from the process's CPU-time clock) and from it
 the cost of each further Pi. This splits that figure by thread, on the same fake Pis (startup_lab.py) and
@@ -13,7 +13,9 @@ with the same `piorch record` (an installed copy of this checkout, startup.insta
   and each thread that has already ended counts with what it had spent;
 - threads are grouped by name with the Pi's name, numbers and addresses taken out (`piorch-pending-piN`,
   `Thread-N` for paramiko's transports, `piorch-conn ADDR`), the unnamed main thread as `main`;
-- runs alternate 1 Pi and `--pis` Pis (and, with --other-piorch, that piorch's 1 and N), medians per group.
+- runs alternate 1 Pi and `--pis` Pis (and, with --other-piorch, that piorch's 1 and N), medians per group;
+- `--steady S`: also the CPU a second of the recording that follows, by thread group, read from 0.3 s after
+  the last first byte over S seconds (the Pis' per-frame work: timestamps, reads, the progress clock).
 
 The thread names are piorch's own (`piorch-pending-...`, `piorch-accept`, ...); a thread piorch no longer
 starts simply has no row. Exit status 0 when every run succeeded, 1 when one failed (MeasurementFailed).
@@ -27,10 +29,11 @@ import re
 import statistics
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from startup import Install, MeasurementFailed, install_copy, run_piorch
+from startup import SECONDS, Install, MeasurementFailed, install_copy, run_piorch
 from startup_lab import FakePi, Lab, LabError, NetnsError, open_lab
 
 # Loaded by site at the interpreter's start (PYTHONPATH): one line a thread start ("S TID NAME") and end
@@ -113,49 +116,92 @@ def per_thread(pid: int, notes: Path) -> dict[str, tuple[float, int]]:
     return spent_by
 
 
-Run = tuple[float, float | None, dict[str, tuple[float, int]]]
+# --steady: the recording is measured from this long after the last first byte (the start's own threads
+# have settled) for the seconds asked; the camera runs startup.SECONDS in all.
+STEADY_AFTER_S = 0.3
+STEADY_MAX_S = SECONDS - STEADY_AFTER_S - 1.0
+
+# Seconds to the last first byte, the process's CPU then, CPU ms and context switches by thread group, and
+# with --steady the CPU ms a second of recording by thread group.
+Run = tuple[float, float | None, dict[str, tuple[float, int]], dict[str, float]]
 
 
 def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, piorch: str,
-             hooks: Path) -> Run:
-    """One `piorch record` (startup.run_piorch): seconds to the last first byte, the process's CPU then, CPU ms
-    and context switches by thread group."""
+             hooks: Path, steady_s: float = 0.0) -> Run:
+    """One `piorch record` (startup.run_piorch), read at the last first byte and, with `steady_s`, over that
+    many seconds of the recording that follows."""
     threads: dict[str, tuple[float, int]] = {}
+    steady: dict[str, float] = {}
+
+    def at_first_byte(pid: int) -> None:
+        threads.update(per_thread(pid, folder / str(pid)))
+        if steady_s > 0:
+            time.sleep(STEADY_AFTER_S)
+            before = per_thread(pid, folder / str(pid))
+            time.sleep(steady_s)
+            after = per_thread(pid, folder / str(pid))
+            # A thread that ended meanwhile moved to its "(ended)" group: the groups' sum is still right.
+            for name in set(before) | set(after):
+                steady[name] = (after.get(name, (0.0, 0))[0] - before.get(name, (0.0, 0))[0]) / steady_s
+
     seen, _, total = run_piorch(lab, pis, folder, scratch, install, piorch=piorch,
                                 extra_env={"PYTHONPATH": str(hooks), "PIORCH_THREADS_DIR": str(folder)},
-                                at_first_byte=lambda pid: threads.update(per_thread(pid, folder / str(pid))))
-    return max(seen.values()), total, threads
+                                at_first_byte=at_first_byte)
+    return max(seen.values()), total, threads, steady
+
+
+def steady_report(runs: dict[str, list[Run]], pis: int) -> tuple[list[str], dict[str, object]]:
+    """--steady: piorch's CPU a second of recording, 1 Pi against `pis`, by thread group."""
+    one, many = runs["1"], runs["N"]
+    if not one or not one[0][3]:
+        return [], {}
+    total_one = statistics.median(sum(steady.values()) for *_, steady in one)
+    total_many = statistics.median(sum(steady.values()) for *_, steady in many)
+    lines = [f"  recording, from {STEADY_AFTER_S} s after the last first byte: 1 Pi {total_one:.1f} ms/s, {pis} Pis "
+             f"{total_many:.1f} ms/s ({(total_many - total_one) / (pis - 1):.2f} ms/s a further Pi)",
+             f"  {'thread (medians, ms of CPU a second)':<40} {'1 Pi':>8} {f'{pis} Pis':>8}"]
+    rows = {name: (statistics.median(steady.get(name, 0.0) for *_, steady in one),
+                   statistics.median(steady.get(name, 0.0) for *_, steady in many))
+            for name in {name for *_, steady in one + many for name in steady}}
+    for name, (rate_one, rate_many) in sorted(rows.items(), key=lambda item: -item[1][1]):
+        if abs(rate_one) >= 0.05 or abs(rate_many) >= 0.05:
+            lines.append(f"  {name:<40} {rate_one:8.2f} {rate_many:8.2f}")
+    return lines, {"steady_ms_per_s": [total_one, total_many],
+                   "steady_threads": {name: list(rates) for name, rates in rows.items()}}
 
 
 def report(label: str, piorch: str, runs: dict[str, list[Run]], pis: int) -> tuple[list[str], dict[str, object]]:
     one, many = runs["1"], runs["N"]
-    wall_one = statistics.median(wall for wall, _, _ in one) * 1000
-    wall_many = statistics.median(wall for wall, _, _ in many) * 1000
-    cpu_one = statistics.median(total or 0.0 for _, total, _ in one) * 1000
-    cpu_many = statistics.median(total or 0.0 for _, total, _ in many) * 1000
+    wall_one = statistics.median(wall for wall, *_ in one) * 1000
+    wall_many = statistics.median(wall for wall, *_ in many) * 1000
+    cpu_one = statistics.median(total or 0.0 for _, total, *_ in one) * 1000
+    cpu_many = statistics.median(total or 0.0 for _, total, *_ in many) * 1000
     per_pi = (cpu_many - cpu_one) / (pis - 1)
 
     def further(values_one: list[float], values_many: list[float]) -> float:
         return (statistics.median(values_many) - statistics.median(values_one)) / (pis - 1)
 
-    switches = further([sum(n for _, n in threads.values()) for _, _, threads in one],
-                       [sum(n for _, n in threads.values()) for _, _, threads in many])
+    switches = further([sum(n for _, n in threads.values()) for _, _, threads, _ in one],
+                       [sum(n for _, n in threads.values()) for _, _, threads, _ in many])
     lines = [f"{label}: {piorch}",
              f"  last first byte: 1 Pi {wall_one:.0f} ms, {pis} Pis {wall_many:.0f} ms; piorch's CPU then (every "
              f"thread): {cpu_one:.1f} / {cpu_many:.1f} ms, {per_pi:.2f} ms a further Pi; B + {pis - 1} x that: "
              f"{1 + (pis - 1) * per_pi / wall_one:.2f}x; context switches a further Pi: {switches:.0f}",
              f"  {'thread (medians, ms)':<40} {'1 Pi':>8} {f'{pis} Pis':>8} {'a further Pi':>13} {'switches':>9}"]
     groups: dict[str, dict[str, float]] = {}
-    for name in sorted({name for _, _, threads in one + many for name in threads}):
-        spent = [[threads.get(name, (0.0, 0))[0] for _, _, threads in runs_of] for runs_of in (one, many)]
-        counts = [[float(threads.get(name, (0.0, 0))[1]) for _, _, threads in runs_of] for runs_of in (one, many)]
+    for name in sorted({name for _, _, threads, _ in one + many for name in threads}):
+        spent = [[threads.get(name, (0.0, 0))[0] for _, _, threads, _ in runs_of] for runs_of in (one, many)]
+        counts = [[float(threads.get(name, (0.0, 0))[1]) for _, _, threads, _ in runs_of]
+                  for runs_of in (one, many)]
         groups[name] = {"one_pi_ms": statistics.median(spent[0]), "all_pis_ms": statistics.median(spent[1]),
                         "per_further_pi_ms": further(*spent), "switches_per_further_pi": further(*counts)}
     for name, row in sorted(groups.items(), key=lambda item: -item[1]["per_further_pi_ms"]):
         lines.append(f"  {name:<40} {row['one_pi_ms']:8.2f} {row['all_pis_ms']:8.2f} {row['per_further_pi_ms']:13.2f} "
                      f"{row['switches_per_further_pi']:9.1f}")
-    return lines, {"piorch": piorch, "first_byte_ms": [wall_one, wall_many], "cpu_ms": [cpu_one, cpu_many],
-                   "cpu_per_further_pi_ms": per_pi, "switches_per_further_pi": switches, "threads": groups}
+    steady_lines, steady = steady_report(runs, pis)
+    return lines + steady_lines, {"piorch": piorch, "first_byte_ms": [wall_one, wall_many],
+                                  "cpu_ms": [cpu_one, cpu_many], "cpu_per_further_pi_ms": per_pi,
+                                  "switches_per_further_pi": switches, "threads": groups, **steady}
 
 
 def main() -> int:
@@ -167,10 +213,15 @@ def main() -> int:
     parser.add_argument("--other-piorch", metavar="PATH", default=None,
                         help="another piorch measured alternately with this checkout's (e.g. an older version)")
     parser.add_argument("--loopback", action="store_true", help="sshd on 127.0.0.1 even where netns would work")
+    parser.add_argument("--steady", type=float, metavar="S", default=0.0,
+                        help=f"also piorch's CPU a second while recording, over S seconds from {STEADY_AFTER_S} s "
+                             f"after the last first byte (at most {STEADY_MAX_S:.1f})")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = parser.parse_args()
     if args.pis < 2 or args.rounds < 1:
         parser.error("--pis must be at least 2 and --rounds at least 1")
+    if not 0 <= args.steady <= STEADY_MAX_S:
+        parser.error(f"--steady must be between 0 and {STEADY_MAX_S:.1f} s (the camera runs {SECONDS} s)")
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-threads-")))
         hooks = scratch / "hooks"
@@ -193,7 +244,8 @@ def main() -> int:
                 for label, piorch in piorches.items():
                     for key, pis in (("1", one), ("N", many)):
                         folder = scratch / f"r{index}-{label}-{key}".replace(" ", "-")
-                        runs[label][key].append(run_once(lab, pis, folder, scratch, install, piorch, hooks))
+                        runs[label][key].append(run_once(lab, pis, folder, scratch, install, piorch, hooks,
+                                                         args.steady))
                 if not args.json:
                     print(f"round {index + 1} of {args.rounds}", file=sys.stderr)
         except (MeasurementFailed, LabError, NetnsError) as exc:
