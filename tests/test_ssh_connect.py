@@ -16,7 +16,7 @@ import paramiko
 import pytest
 
 from orchestrator.errors import ConnectError, Interrupted
-from orchestrator.pi.ssh import PendingHost, PromptSocket, SshHost
+from orchestrator.pi.ssh import PendingHost, PromptSocket, SshHost, _deadline_packetizer
 from orchestrator.settings import SshSettings
 from tests.e2e_helpers import FakePi, piorch_argv, piorch_env, run_piorch, start_fake_pi
 from tests.sshd_server import SshServer
@@ -303,6 +303,45 @@ def test_a_fleets_pi_records_on_the_thread_that_logged_in_to_it(tmp_path: Path, 
     thread.join(EXIT_WITHIN_S)
     assert not [t for t in set(threading.enumerate()) - before if not isinstance(t, paramiko.Transport)], \
         "no thread besides the login's"
+
+
+def test_a_login_starts_no_thread_but_paramikos_transport(tmp_path: Path, fake_pi: FakePi,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # paramiko's own Packetizer starts a threading.Timer at each handshake, to set a flag its reads look at:
+    # piorch's keeps the deadline as a time (pi/ssh._deadline_packetizer), so a fleet's start has one thread a
+    # Pi fewer to start, wake and end.
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def noted(self: threading.Thread) -> None:
+        started.append(self)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", noted)
+    config = chain_config(tmp_path, [fake_pi.server], {})
+    host = PendingHost(SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT)),
+                       threading.Event()).result()
+    try:
+        assert host.run("echo ok", timeout=float(PATIENT)).stdout.strip() == "ok"
+    finally:
+        host.close()
+    assert not [t for t in started if isinstance(t, threading.Timer)]
+    assert sorted(type(t).__name__ for t in started) == ["Thread", "Transport"]
+
+
+def test_the_handshake_deadline_is_read_from_the_clock_as_paramikos_timer_flag_was() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        packetizer = _deadline_packetizer()(left)
+        assert not packetizer.handshake_timed_out()  # no handshake started: never timed out
+        packetizer.start_handshake(0.05)
+        assert not packetizer.handshake_timed_out()
+        time.sleep(0.06)  # past the deadline (what is checked is the state after it, not how long anything took)
+        assert packetizer.handshake_timed_out()
+        packetizer.complete_handshake()
+        assert not packetizer.handshake_timed_out()
+        packetizer.start_handshake(0.0)  # a later key exchange does not start the clock again
+        assert not packetizer.handshake_timed_out()
 
 
 def test_a_held_login_thread_waits_for_its_work_after_logging_in(tmp_path: Path, fake_pi: FakePi) -> None:

@@ -142,7 +142,7 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
     if target.proxy_jump or target.proxy_command:
         raise ConnectError(f"a password login to {target.display} through a jump host is not supported",
                            f"install the key with `ssh-copy-id {target.alias}`, then run bootstrap again")
-    from orchestrator.pi.ssh import dial
+    from orchestrator.pi.ssh import dial, new_transport
 
     # Over piorch's own socket, not one paramiko opens: no SSH message of the login waits for a delayed ACK.
     sock = dial(target, settings.connect_timeout)
@@ -156,7 +156,7 @@ def open_password_client(target: SshTarget, settings: SshSettings, password: str
             # Only the password: the point is to get in where no key works yet.
             look_for_keys=False, allow_agent=False,
             timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
-            auth_timeout=settings.connect_timeout, sock=sock,
+            auth_timeout=settings.connect_timeout, sock=sock, transport_factory=new_transport,
         )
     except BaseException as exc:
         if client is not None:

@@ -17,6 +17,7 @@ import os
 import shlex
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -214,6 +215,42 @@ _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 READ_AHEAD = 32 * 1024
 
 
+@functools.cache
+def _deadline_packetizer() -> type:
+    """paramiko's Packetizer, its handshake deadline kept as a time instead of a `threading.Timer`.
+
+    paramiko starts a Timer thread at every connection's handshake (15 s, `Transport.handshake_timeout`),
+    only to set a flag that its reads look at when they time out (every 0.1 s), and cancels it once the
+    keys are exchanged: a thread started, woken and ended a connection, while a fleet's Pis all start at
+    once. Here the same reads compare the clock with the deadline instead: the same answer at the same
+    moments, without the thread."""
+    from paramiko.packet import Packetizer
+
+    class DeadlinePacketizer(Packetizer):
+        _deadline: float | None = None
+        _handshaken = False
+
+        def start_handshake(self, timeout: float) -> None:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + float(timeout)
+
+        def handshake_timed_out(self) -> bool:
+            return self._deadline is not None and not self._handshaken and time.monotonic() >= self._deadline
+
+        def complete_handshake(self) -> None:
+            if self._deadline is not None:
+                self._handshaken = True
+
+    return DeadlinePacketizer
+
+
+def new_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """SSHClient.connect's `transport_factory`: paramiko's Transport with `_deadline_packetizer`'s packets."""
+    import paramiko
+
+    return paramiko.Transport(sock, packetizer_class=_deadline_packetizer(), **kwargs)
+
+
 def _dial(target: SshTarget, jump: bool, timeout: float, opened: _Opened) -> socket.socket:
     """A TCP connection to the target's sshd, trying each address its name has (IPv6 and IPv4)."""
     who = _named(target, jump)
@@ -320,6 +357,7 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
             target.hostname, port=target.port, username=target.user, key_filename=keys or None,  # type: ignore[arg-type]
             look_for_keys=not target.identities_only, allow_agent=not target.identities_only,
             timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+            transport_factory=new_transport,
         )
     except HostKeyError:
         raise
