@@ -99,3 +99,27 @@ def test_timestamp_lines_are_batched_and_read_at_a_pace_unless_the_video_is_read
     if not live:
         # An upper bound by construction (each read is at least the pace after the one before), not a timing.
         assert len(polls) <= (polls[-1] - polls[0]) / record.FOLLOW_PACE_S + 2
+
+
+def test_a_stopped_recording_keeps_the_camera_time_of_every_frame_that_arrived(tmp_path: Path) -> None:
+    # Paced reads and the Pi's batches hold a few frames' times at any moment: stopped, the Pi's reader sends
+    # what it holds and piorch reads what came after its last read, before the file takes its times.
+    settings = RecordSettings(
+        camera=CameraSettings(bitrate=2_000_000, duration_ms=30_000, fps=90, width=640, height=480),
+        receive=ReceiveSettings(port=0, out_dir=tmp_path / "recv"),
+        laptop_ip="127.0.0.1", container="h264",
+    )
+    stop = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, StateChanged) and event.state is State.RECORDING:
+            threading.Timer(1.5, stop.set).start()  # (when does not matter: frames flow by then)
+
+    result = run_recording(settings, simulated_pi(tmp_path), on_event, stop)
+    assert result.state is State.INTERRUPTED
+    (finished,) = result.files
+    assert finished.manifest is not None
+    manifest = json.loads(finished.manifest.read_text())
+    sidecar = (finished.path.parent / manifest["pts_file"]).read_text().splitlines()
+    # Every frame but, at most, the last one (its time may still have been in the camera's pipe).
+    assert manifest["frames"] > 10 and len(sidecar) - 1 >= manifest["frames"] - 1

@@ -20,6 +20,7 @@ import orchestrator.sim
 import orchestrator.stream.session as session_module
 from orchestrator.events import Ending, Event, FileFinished, FileStarted, FileStatus, Notice
 from orchestrator.settings import Backend, ReceiveSettings
+from orchestrator.stream.closer import Closer
 from orchestrator.stream.manifest import RESERVED_BYTES, read_placeholder, utc_now
 from orchestrator.stream.receiver import make_receiver
 from orchestrator.stream.recovery import find_leftovers
@@ -276,3 +277,25 @@ def test_a_slow_subscriber_never_stalls_the_socket(tmp_path: Path) -> None:
     assert len(received) == 40 and b"".join(f.path.read_bytes() for f in received) == payload
     assert [f.segment for f in received] == list(range(1, 41)) and {f.frames for f in received} == {25}
     assert sum(isinstance(e, FileStarted) for e in events) == 40
+
+
+def test_the_closer_starts_with_its_first_job_and_runs_jobs_itself_when_no_thread_can_be_had(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    closer = Closer(ran.append)
+    assert closer.thread.ident is None  # nothing to finish yet: no thread
+    assert closer.close(1.0)  # closing one that never started is at once, and later jobs run on the caller
+    closer.put(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name]
+
+    # The worker cannot be started (threads exhausted): the job runs on the caller's thread, not left queued.
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    ran.clear()
+    closer = Closer(ran.append)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    closer.put(lambda: ran.append("first"))
+    closer.put(lambda: ran.append("second"))
+    assert ran == ["first", "second"] and closer.queued == 0
+    assert closer.close(1.0)

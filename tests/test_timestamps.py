@@ -234,7 +234,7 @@ def pts_writes(tmp_path: Path, pts_lines: list[str], batch_ms: int) -> list[list
     read_end, write_end = os.pipe()
     try:
         with theirs:
-            proc = subprocess.Popen(["dash", "-c", script], stdin=read_end, stdout=theirs,
+            proc = subprocess.Popen(["dash", "-c", script], stdin=read_end, stdout=theirs.fileno(),
                                     env={**os.environ, "TMPDIR": str(tmp_path)})
         writes = []
         while message := ours.recv(65536):
@@ -290,6 +290,47 @@ def test_nc_gone_first_ends_a_camera_writing_into_the_video_pipe(tmp_path: Path)
     statuses = [parse_status_line(line) for line in lines]
     assert statuses[-1] == (NC_EXIT_MARK, 1)
     assert any(status is not None and status[0] == CAMERA_EXIT_MARK and status[1] != 0 for status in statuses)
+    assert not list(tmp_path.glob("piorch-*"))
+
+
+# A camera that writes a frame's time, then the frame, 100 frames a second (its clock 10 ms a frame), until
+# it is stopped: a 100 ms batch holds several lines at any moment.
+ENDLESS_CAMERA = r"""#!/bin/sh
+exec 7>"$4"
+i=0
+while :; do printf '%d.000\n' $((i * 10)) >&7; printf 'f'; i=$((i + 1)); sleep 0.01; done
+"""
+
+
+@needs_dash
+@pytest.mark.parametrize("batch_ms", [0, 100])
+def test_a_stopped_pipeline_sends_the_times_it_holds(tmp_path: Path, batch_ms: int) -> None:
+    # The kill script TERMs the whole group, the timestamps' reader included: it sends its batch first, so
+    # every frame that reached nc has its time (but the one line the reader may not have read yet).
+    camera = tmp_path / "endless-camera"
+    camera.write_text(ENDLESS_CAMERA)
+    camera.chmod(0o755)
+    received = tmp_path / "received"
+    script = build_pipeline_script([str(camera), "-o", "-", "--save-pts", PTS_PIPE], ["sh", "-c", f"cat > {received}"],
+                                   timestamps=True, pts_batch_ms=batch_ms)
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(["dash", "-c", script], stdin=read_end, stdout=subprocess.PIPE,
+                                env={**os.environ, "TMPDIR": str(tmp_path)})
+        assert proc.stdout is not None
+        status = parse_status_line(proc.stdout.readline().decode())
+        assert status is not None
+        time.sleep(0.5)  # frames flow meanwhile (how many does not matter)
+        subprocess.run(["dash", "-c", build_kill_script(status[1])], capture_output=True, timeout=30, check=True,
+                       env={**os.environ, "TMPDIR": str(tmp_path)})
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    stamps = [stamp for line in out.decode().splitlines() if (stamp := parse_pts_line(line))]
+    frames = received.read_bytes().count(b"f")
+    assert frames > 10 and frames - 1 <= len(stamps) <= frames + 1
+    assert stamps == [f"{n * 10}.000" for n in range(len(stamps))]
     assert not list(tmp_path.glob("piorch-*"))
 
 

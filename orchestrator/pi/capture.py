@@ -261,6 +261,18 @@ class Pipeline:
     def poll(self, wait: float) -> bool:
         """Read the status lines there are (waiting up to `wait` for the first); False once the channel
         closed."""
+        return self._take(wait)[0]
+
+    def read_rest(self) -> None:
+        """Every line still waiting, without waiting for more: the last timestamps (the Pi's reader sends what
+        it holds as it is stopped) and status lines that came after the last poll."""
+        while True:
+            open_still, taken = self._take(0.0)
+            if not open_still or not taken:
+                return
+
+    def _take(self, wait: float) -> tuple[bool, int]:
+        """poll's work: whether the channel is still open, and how many lines were taken."""
         assert self._process is not None, "start() first"
         line = self._process.next_line(wait)
         stamps: list[str] = []
@@ -277,7 +289,7 @@ class Pipeline:
             line = self._process.next_line(0.0)
         if stamps and self.on_timestamps is not None:
             self.on_timestamps(stamps)
-        return line is not None
+        return line is not None, taken
 
     def _read(self, line: str) -> None:
         status = parse_status_line(line)
@@ -305,6 +317,7 @@ class Pipeline:
             return
         if wait_for_exit:
             self.exits.pipeline = self._process.wait(5)
+        self.read_rest()
         self.stderr = self._process.stderr_text()
         self._process.close()
 

@@ -311,16 +311,23 @@ def build_pipeline_script(camera_argv: Sequence[str], nc_argv: Sequence[str], ti
         else:
             # The waiting lines are the reader's own positional parameters; printf repeats its format for
             # each. `m` is a line's whole ms, or empty when the line is not a plain time (the header, a
-            # line cut short, a leading zero that $(( )) would read as octal, more digits than it holds):
-            # such a line goes out at once with those before it. `l` is the time of the last batch.
+            # line cut short, a leading zero that $(( )) would read as octal, more digits than it holds, a
+            # fraction that is not a few digits): such a line goes out at once with those before it, so a
+            # batch stays a few KiB, one write. `l` is the time of the last batch. Stopped (the kill script's
+            # TERM, the watchdog's), the reader sends what it holds first; `w` marks a send under way, which
+            # the trap must not repeat.
+            send = f"w=1; printf '{PTS_MARK} %s\\n' \"$@\" >&3; set --; w=; "
             reader = (
                 f"exec 7<>{PTS_PIPE}; "
-                f"{{ l=-1000000; set --; while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do "
-                'set -- "$@" "$t"; m=${t%%.*}; '
+                f"{{ trap 'if [ -z \"$w\" ] && [ $# -gt 0 ]; then printf \"{PTS_MARK} %s\\n\" \"$@\" >&3; fi; "
+                "exit 0' TERM; "
+                f"l=-1000000; w=; set --; while IFS= read -r t && [ \"$t\" != {PTS_END} ]; do "
+                'set -- "$@" "$t"; m=${t%%.*}; r=${t#"$m"}; '
                 "case $m in ''|0?*|*[!0-9]*|????????????????*) m=;; esac; "
+                "case $r in .*[!0-9]*|.??????????*) m=;; esac; "
                 f'if [ -z "$m" ] || [ $((m - l)) -ge {int(pts_batch_ms)} ] || [ $# -ge {PTS_BATCH_LINES} ]; '
-                f"then printf '{PTS_MARK} %s\\n' \"$@\" >&3; set --; l=${{m:-$l}}; fi; done; "
-                f"if [ $# -gt 0 ]; then printf '{PTS_MARK} %s\\n' \"$@\" >&3; fi; }} "
+                f"then {send}l=${{m:-$l}}; fi; done; "
+                f"if [ $# -gt 0 ]; then {send}fi; }} "
                 f"<&7 >/dev/null 2>&1 & reader=$!; "
             )
         # Written with `1<>`: opening the pipe read-write never waits, even with the reader gone.

@@ -39,10 +39,15 @@ class Closer:
 
     def put(self, job: Job) -> None:
         with self._ready:
+            if not self._exited and self.thread.ident is None and not self._closing:
+                try:
+                    self.thread.start()
+                except RuntimeError:
+                    # No thread to be had (the system's limit, the interpreter ending): every job, this one
+                    # first, runs on its caller's thread, so none is left waiting for a worker.
+                    self._exited = True
             if not self._exited:
                 self._jobs.append(job)
-                if self.thread.ident is None and not self._closing:
-                    self.thread.start()
                 self._ready.notify()
                 return
         self._run(job)
