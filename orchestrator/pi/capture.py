@@ -44,6 +44,8 @@ DRAIN_S = 10.0
 # Lines taken in one poll once the first has come: a camera at 120 fps sends 120 timestamp lines a second,
 # and the caller's loop should not turn once per line; bounded so that its own clocks are still looked at.
 POLL_LINES = 256
+# read_rest's reads at most: every line of minutes of a camera's timestamps, if they all wait.
+REST_READS = 256
 
 T = TypeVar("T")
 E = TypeVar("E")  # the events a job emits (record's, snap's)
@@ -266,7 +268,8 @@ class Pipeline:
     def read_rest(self) -> None:
         """Every line still waiting, without waiting for more: the last timestamps (the Pi's reader sends what
         it holds as it is stopped) and status lines that came after the last poll."""
-        while True:
+        # Bounded: a camera that could not be stopped goes on writing lines, and nothing waits for them here.
+        for _ in range(REST_READS):
             open_still, taken = self._take(0.0)
             if not open_still or not taken:
                 return
