@@ -341,7 +341,9 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
     recorder = _Recorder(settings, host, on_event, stop, None if settings.no_resume else reconnect, guard)
     recorder.frame_times = frame_times
     # Whoever reads the video live wants each frame's timestamp as soon as it comes.
-    recorder.pace_s = 0.0 if receiver.tap is not None else FOLLOW_PACE_S
+    live = receiver.tap is not None
+    recorder.pace_s = 0.0 if live else FOLLOW_PACE_S
+    pts_batch_ms = 0 if live else PTS_BATCH_MS
     end_at = None if duration_s is None else time.monotonic() + duration_s
     camera_argv = add_timestamp_options(build_camera_argv(camera, tool, plan.options), stamps)
     base_context = {"pi": host.name, "tool": camera_argv[0], "settings": _settings_dict(settings, stack),
@@ -363,7 +365,7 @@ def _record(settings: RecordSettings, host: Host, probe: PiProbe, guard: ProbeGu
             if recorder.gaps and "end_utc" not in recorder.gaps[-1]:
                 recorder.gaps[-1]["end_utc"] = utc_now()
             on_event(StateChanged(State.RECORDING, f"{camera_argv[0]} -> {laptop_ip}:{receiver.port}"))
-            script = build_script(camera_argv, nc_argv, stamps, PTS_BATCH_MS if recorder.pace_s else 0)
+            script = build_script(camera_argv, nc_argv, stamps, pts_batch_ms)
             attempt = recorder.run_attempt(script, clock, receiver, limit_s)
             if attempt.ended is Ending.DONE and not busy_retried and camera_busy(attempt.pipeline, tool):
                 busy_retried = True

@@ -287,9 +287,9 @@ class BuiltinReceiver(Receiver):
         if listener >= 0:
             waiting.register(listener, select.POLLIN)
         handed_over = False
-        # Gathering (GATHER_BYTES), where nothing reads live, starts after the first read: the first byte is
-        # written as it comes.
-        gather, gathering = self.tap is None, False
+        # Gathering (GATHER_BYTES), where nothing reads live, is asked for once, after the first read: the
+        # first byte is written as it comes.
+        ask_gather, gathering = self.tap is None, False
         try:
             while True:
                 if self._stopping.is_set():
@@ -317,7 +317,8 @@ class BuiltinReceiver(Receiver):
                     ended_by = self._cut_reason or Ending.DONE
                     break
                 sink.write(view[:count])
-                if gather and not gathering:
+                if ask_gather:
+                    ask_gather = False
                     with contextlib.suppress(OSError):  # where it cannot be set, each arrival wakes the read
                         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, GATHER_BYTES)
                         gathering = True
