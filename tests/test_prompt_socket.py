@@ -3,7 +3,9 @@ than asked, and the rest of a packet (and the packets that came with it) cost no
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -69,3 +71,40 @@ def test_a_send_is_one_write_where_there_is_room_and_waits_for_room_where_there_
     with pytest.raises(TimeoutError):
         while True:
             prompt.send(b"x" * 65536)
+
+
+def test_a_close_by_another_thread_never_lets_a_send_write_into_the_next_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # paramiko's transport thread sends while its owner closes the connection: had the close freed the
+    # descriptor between the send reading its number and writing, the next connection opened (a fleet's next
+    # Pi, bootstrap's key login after its password login) would take the number and the bytes: sshd then
+    # says "Bad packet length" and drops that login. The close waits for the write in progress.
+    ours, theirs = socket.socketpair()
+    prompt = PromptSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    prompt.settimeout(5.0)
+    theirs.settimeout(5.0)  # (only so that a failure is not a hang)
+    others: list[tuple[socket.socket, socket.socket]] = []
+    write = os.write
+
+    def write_while_closed_elsewhere(descriptor: int, data: bytes) -> int:
+        closing = threading.Thread(target=prompt.close)
+        closing.start()
+        closing.join(0.2)  # (the close must wait for this write: it is not expected to end meanwhile)
+        others.append(socket.socketpair())  # the next connection, which may take a freed number
+        return write(descriptor, data)
+
+    monkeypatch.setattr("orchestrator.pi.ssh.os.write", write_while_closed_elsewhere)
+    try:
+        assert prompt.send(b"last words") == len(b"last words")
+        assert theirs.recv(64) == b"last words"
+        _next_ours, next_theirs = others[0]
+        next_theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            next_theirs.recv(64)  # nothing reached the next connection
+    finally:
+        theirs.close()
+        for pair in others:
+            for sock in pair:
+                sock.close()
+    with pytest.raises(OSError):
+        prompt.send(b"after the close")

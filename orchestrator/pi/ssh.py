@@ -182,6 +182,10 @@ class PromptSocket(socket.socket):
         # What the last read brought beyond what was asked for, and how much of it is handed out.
         self._held = b""
         self._held_at = 0
+        # Held from reading the descriptor's number to the end of the write, and by close(): a close by
+        # another thread in between (paramiko's transport sends while its owner closes) would free the
+        # number for the next connection opened, which the write would then corrupt.
+        self._writing = threading.Lock()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if held := self._held:
@@ -204,9 +208,16 @@ class PromptSocket(socket.socket):
         # A send with a timeout polls for room first: one system call and one GIL let-go more per message,
         # for room there nearly always is. Where there is none, the usual way waits for it.
         if not flags:
-            with contextlib.suppress(BlockingIOError):
-                return os.write(self.fileno(), data)
+            with self._writing:
+                descriptor = self.fileno()
+                if descriptor >= 0:
+                    with contextlib.suppress(BlockingIOError):
+                        return os.write(descriptor, data)
         return super().send(data, flags)
+
+    def close(self) -> None:
+        with self._writing:
+            super().close()
 
 
 # Where the system has it (Linux); elsewhere the acknowledgements keep the system's timing.
