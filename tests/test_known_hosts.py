@@ -177,3 +177,19 @@ def test_a_line_with_a_plain_name_and_a_malformed_hashed_one_reads_for_the_plain
     path.write_text(f"pi.local,{_hashed('pi.local', os.urandom(5))} {_public(keys['ed1'])}\n")
     assert _as_seen(read_known_hosts((path,), "pi.local"), "pi.local") == {"ssh-ed25519": keys["ed1"].get_base64()}
     assert read_known_hosts((path,), "other").lookup("other") is None
+
+
+def test_the_first_line_wins_whether_its_name_is_hashed_or_plain(tmp_path: Path,
+                                                                 keys: dict[str, paramiko.PKey]) -> None:
+    """Plain names are found by the index, hashed ones by trying each: the file's order still decides."""
+    name = "[10.0.0.2]:2222"
+    for first, second in (("ed1", "ed2"), ("ed2", "ed1")):
+        for hashed_first in (True, False):
+            one = _hashed(name, os.urandom(20)) if hashed_first else name
+            two = name if hashed_first else _hashed(name, os.urandom(20))
+            path = tmp_path / f"known_hosts_{first}_{hashed_first}"
+            path.write_text(f"other {_public(keys['rsa'])}\n{one} {_public(keys[first])}\n"
+                            f"{two},other2 {_public(keys[second])}\n")
+            whole = paramiko.HostKeys(str(path))
+            assert _as_seen(read_known_hosts((path,), name), name) == _as_seen(whole, name)
+            assert _as_seen(read_known_hosts((path,), name), name) == {"ssh-ed25519": keys[first].get_base64()}

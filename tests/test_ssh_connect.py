@@ -618,3 +618,28 @@ def test_a_revoked_line_for_another_host_or_a_negated_pattern_changes_nothing(tm
                                         f"@revoked [127.0.0.*]:*,!{name} {kind} {blob}\n")
     result = run_piorch(env_for(tmp_path, fake_pi.info.ssh_config), *record_args(tmp_path, "testpi"))
     assert result.returncode == 0, result.stderr
+
+
+def _cipher_of(host: SshHost) -> tuple[str, str]:
+    transport = host._client.get_transport()
+    assert transport is not None
+    return transport.local_cipher, transport.remote_cipher
+
+
+@pytest.mark.parametrize("offered, agreed", [
+    (None, "aes128-gcm@openssh.com"),  # OpenSSH offers it: AES-GCM, one call a packet (ssh.AEAD_CIPHERS)
+    ("aes256-gcm@openssh.com,aes128-ctr", "aes256-gcm@openssh.com"),
+    ("aes128-ctr,aes256-ctr", "aes128-ctr"),  # a server without GCM (dropbear): paramiko's next choice
+])
+def test_the_login_asks_for_aes_gcm_first_and_takes_what_the_server_has(tmp_path: Path, offered: str | None,
+                                                                       agreed: str) -> None:
+    with SshServer(sshd_options={"Ciphers": offered} if offered else None) as server:
+        config = chain_config(tmp_path, [server], {})
+        host = PendingHost(SshSettings(target=server.info.alias, ssh_config=config, connect_timeout=float(PATIENT)),
+                           threading.Event()).result()
+        try:
+            assert isinstance(host, SshHost)
+            assert _cipher_of(host) == (agreed, agreed)
+            assert host.run("echo ok", timeout=float(PATIENT)).stdout.strip() == "ok"
+        finally:
+            host.close()

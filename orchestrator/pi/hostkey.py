@@ -173,18 +173,47 @@ def _read_line(number: int, text: str) -> _KnownLine | None:
     return _KnownLine(number, text, frozenset(names), _decoded_hashes(names), marker, fields[2])
 
 
-def _read_lines(path: Path) -> tuple[_KnownLine, ...]:
+class _KnownFile:
+    """The key lines of one known_hosts file, indexed for asking which of them name a host: a plain name is
+    a dictionary lookup, and only the hashed names are tried one by one (each an HMAC nothing can spare),
+    in one loop, with no call a line beyond the hash's own. A user's known_hosts often has a hundred hosts
+    or more, and each Pi of a fleet asks for itself."""
+
+    def __init__(self, lines: tuple[_KnownLine, ...]) -> None:
+        self.lines = lines
+        plain: dict[str, list[int]] = {}
+        hashed: list[tuple[_HashedName, int]] = []
+        for index, line in enumerate(lines):
+            if line.marker:
+                continue  # their names are patterns (_patterns_match), asked of each marked line
+            for name in line.names:
+                plain.setdefault(name, []).append(index)
+            hashed.extend((item, index) for item in line.hashed)
+        self._plain = plain
+        self._hashed = tuple(hashed)
+        self.marked = tuple(line for line in lines if line.marker)
+
+    def naming(self, name: str) -> list[_KnownLine]:
+        """The unmarked lines for `name`, in the file's order: what `_KnownLine.names_host` says of each."""
+        found = set(self._plain.get(name, ()))
+        if not name.startswith("|1|"):
+            raw = name.encode()
+            found.update(index for item, index in self._hashed if item.names(raw))
+        return [self.lines[index] for index in sorted(found)]
+
+
+def _read_lines(path: Path) -> _KnownFile:
     with open(path, encoding="utf-8", errors="replace") as handle:
-        return tuple(line for number, raw in enumerate(handle, 1)
-                     if (text := raw.strip()) and not text.startswith("#")
-                     and (line := _read_line(number, text)) is not None)
+        return _KnownFile(tuple(line for number, raw in enumerate(handle, 1)
+                                if (text := raw.strip()) and not text.startswith("#")
+                                and (line := _read_line(number, text)) is not None))
 
 
 # Several Pis started at once (and a jump host with its Pi) read the same file once.
-_KNOWN: ReadOnce[tuple[_KnownLine, ...]] = ReadOnce(_read_lines)
+_KNOWN: ReadOnce[_KnownFile] = ReadOnce(_read_lines)
 
 
-def _known_lines(path: Path) -> tuple[_KnownLine, ...] | None:
+def _known_lines(path: Path) -> _KnownFile | None:
     """The key lines of one known_hosts file, None when there is none; read again whenever it changed."""
     try:
         info = path.stat()
@@ -200,7 +229,8 @@ def revoked_keys(paths: tuple[Path, ...], name: str) -> frozenset[bytes]:
     never accepts them, so neither does piorch (paramiko itself does not read marked lines)."""
     revoked: set[bytes] = set()
     for path in paths:
-        for line in _known_lines(path) or ():
+        known = _known_lines(path)
+        for line in known.marked if known is not None else ():
             if line.marker == "@revoked" and line.names_host(name):
                 with contextlib.suppress(binascii.Error, ValueError):
                     revoked.add(base64.b64decode(line.key_base64, validate=True))
@@ -223,9 +253,8 @@ def read_known_hosts(paths: tuple[Path, ...], name: str, into: paramiko.HostKeys
     known = paramiko.HostKeys() if into is None else into
     revoked = revoked_keys(paths, name)
     for path in paths:
-        for line in _known_lines(path) or ():
-            if line.marker or not line.names_host(name):
-                continue
+        lines = _known_lines(path)
+        for line in lines.naming(name) if lines is not None else ():
             try:
                 entry = HostKeyEntry.from_line(line.text, line.number)
             except paramiko.SSHException:
