@@ -21,25 +21,36 @@ class Sample:
     cpu_s: float | None = None
 
 
-def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, object]) -> list[str]:
+def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, object], others: int = 0) -> list[str]:
     """piorch's own CPU up to the (last) first byte, one Pi against `pis`: what each further Pi costs this
     process. Its connections wait in parallel, but their CPU (key exchange, login, the start) runs one
     thread at a time under the GIL, so where the Pis do not share the laptop's cores, `pis` Pis start in
-    about B + (pis - 1) x that."""
-    one = [s.cpu_s for s in by_mode.get("B", []) if s.cpu_s is not None]
-    many = [s.cpu_s for s in by_mode.get("B8", []) if s.cpu_s is not None]
-    first = [s.first_byte_s for s in by_mode.get("B", [])]
-    if not one or not many or not first or pis < 2:
-        return []
-    per_pi = (statistics.median(many) - statistics.median(one)) / (pis - 1)
-    projected = 1 + (pis - 1) * per_pi / statistics.median(first)
-    summary["cpu_per_further_pi_s"] = per_pi
-    summary["projected_fleet_ratio"] = projected
-    return ["",
-            f"piorch's own CPU up to the first byte (all threads): 1 Pi {statistics.median(one) * 1000:.0f} ms, "
-            f"{pis} Pis {statistics.median(many) * 1000:.0f} ms: {per_pi * 1000:.0f} ms for each further Pi",
-            f"  B{pis}/B where the Pis do not share this machine's cores (B + {pis - 1} x that): {projected:.2f}x"
-            f"   target <= {TARGET_FLEET:.2f}x  {verdict(projected <= TARGET_FLEET)}"]
+    about B + (pis - 1) x that. The same for each other piorch (C1 against C1x8, ...): measured in the same
+    rounds, so the two can be compared where a figure moves from run to run by more than they differ."""
+    out: list[str] = []
+    for one_mode, many_mode in (("B", "B8"), *((f"C{n}", f"C{n}x8") for n in range(1, others + 1))):
+        one = [s.cpu_s for s in by_mode.get(one_mode, []) if s.cpu_s is not None]
+        many = [s.cpu_s for s in by_mode.get(many_mode, []) if s.cpu_s is not None]
+        first = [s.first_byte_s for s in by_mode.get(one_mode, [])]
+        if not one or not many or not first or pis < 2:
+            continue
+        per_pi = (statistics.median(many) - statistics.median(one)) / (pis - 1)
+        projected = 1 + (pis - 1) * per_pi / statistics.median(first)
+        if one_mode == "B":
+            summary["cpu_per_further_pi_s"] = per_pi
+            summary["projected_fleet_ratio"] = projected
+        else:
+            summary[f"{one_mode}_cpu_per_further_pi_s"] = per_pi
+            summary[f"{one_mode}_projected_fleet_ratio"] = projected
+        who = "" if one_mode == "B" else f"{one_mode}: "
+        cpu_one, cpu_many = statistics.median(one) * 1000, statistics.median(many) * 1000
+        out += ["",
+                f"{who}piorch's own CPU up to the first byte (all threads): 1 Pi {cpu_one:.0f} ms, "
+                f"{pis} Pis {cpu_many:.0f} ms: {per_pi * 1000:.1f} ms for each further Pi",
+                f"  {many_mode}/{one_mode} where the Pis do not share this machine's cores "
+                f"({one_mode} + {pis - 1} x that): {projected:.2f}x   target <= {TARGET_FLEET:.2f}x  "
+                f"{verdict(projected <= TARGET_FLEET)}"]
+    return out
 
 
 # --- the breakdown ----------------------------------------------------------------------------------------
@@ -143,7 +154,7 @@ def report(where: str, samples: list[Sample], helps: dict[str, list[float]], ref
         goal = f"   target <= {target:.2f}x  {verdict(pair[0] <= target)}" if target else ""
         out.append(f"  {name:<36} {pair[0]:5.2f}x  (median of per-round ratios {pair[1]:.2f}x){goal}")
         summary[name] = pair[0]
-    out += fleet_cpu(by_mode, pis, summary)
+    out += fleet_cpu(by_mode, pis, summary, len(others))
     if helps:
         out.append("\n--help (wall time of the whole process; over the same venv's python -c pass)")
         for name, values in helps.items():

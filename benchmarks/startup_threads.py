@@ -1,7 +1,8 @@
 """Where a further Pi's CPU goes: piorch's CPU per thread at the last first byte, 1 Pi against 8.
 
 Run: `.venv/bin/python benchmarks/startup_threads.py [--rounds 6] [--pis 8] [--known-hosts 150]
-[--other-piorch PATH] [--steady S] [--json]` (root for network namespaces, as startup.py; about a minute a round pair).
+[--other-piorch PATH] [--steady S] [--functions] [--json]` (root for network namespaces, as startup.py; about a
+minute a round pair).
 
 startup.py reads piorch's CPU as one figure (every thread, from the process's CPU-time clock) and from it
 the cost of each further Pi. This splits that figure by thread, on the same fake Pis (startup_lab.py) and
@@ -16,6 +17,13 @@ with the same `piorch record` (an installed copy of this checkout, startup.insta
 - runs alternate 1 Pi and `--pis` Pis (and, with --other-piorch, that piorch's 1 and N), medians per group;
 - `--steady S`: also the CPU a second of the recording that follows, by thread group, read from 0.3 s after
   the last first byte over S seconds (the Pis' per-frame work: timestamps, reads, the progress clock).
+- `--functions`: also the CPU spent inside each of the functions a Pi's start goes through (FUNCTIONS:
+  piorch's and paramiko's), by thread group, up to the last first byte: each is wrapped, as its module is
+  imported, to add up its calls and `time.thread_time()` (CPU only, waits left out; a function that calls
+  another listed one counts it too; a call still running at the last first byte is not counted). A
+  profiler's own cost per call would swamp functions called thousands of times; this costs two clock reads
+  a call of the few listed. The process writes the sums when piorch's runner sends SIGUSR1 at the last
+  first byte.
 
 The thread names are piorch's own (`piorch-pending-...`, `piorch-accept`, ...); a thread piorch no longer
 starts simply has no row. Exit status 0 when every run succeeded, 1 when one failed (MeasurementFailed).
@@ -25,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -63,6 +73,83 @@ if _dir:
                 out.write(f"E {tid} {spent} {_switches(tid)} {self.name}\\n")
     threading.Thread._bootstrap_inner = _noted
 '''
+# --functions: loaded after SITECUSTOMIZE. $PIORCH_FUNCTIONS (JSON: module -> qualified names) are wrapped once
+# their module has run (a finder ahead of the others wraps the loader's exec_module); SIGUSR1 writes
+# {"function @thread group": [calls, CPU seconds]} to $PIORCH_FUNCTIONS_OUT whole (a rename).
+FUNCTIONS_HOOK = '''
+import importlib.abc, importlib.machinery, json, re, signal, sys
+_wanted = json.loads(os.environ.get("PIORCH_FUNCTIONS") or "{}")
+_out = os.environ.get("PIORCH_FUNCTIONS_OUT")
+_spent = {}
+_adding = threading.Lock()
+_groups = [(re.compile(p), r) for p, r in json.loads(os.environ.get("PIORCH_FUNCTIONS_GROUPS") or "[]")]
+def _group(name):
+    for pattern, replacement in _groups:
+        name = pattern.sub(replacement, name)
+    return name
+def _wrap(key, function):
+    def wrapped(*args, **kwargs):
+        start = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - start
+            where = key + " @" + _group(threading.current_thread().name)
+            with _adding:
+                entry = _spent.setdefault(where, [0, 0.0])
+                entry[0] += 1
+                entry[1] += spent
+    return wrapped
+def _patch(module):
+    for qualname in _wanted.get(module.__name__, ()):
+        owner, _, name = qualname.rpartition(".")
+        holder = getattr(module, owner) if owner else module
+        found = (vars(holder) if owner else vars(module)).get(name)
+        if callable(found):
+            setattr(holder, name, _wrap(module.__name__.split(".")[-1] + "." + qualname, found))
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in _wanted:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+            def exec_module(module, run=run):
+                run(module)
+                _patch(module)
+            spec.loader.exec_module = exec_module
+        return spec
+def _write(signum, frame):
+    with _adding:
+        text = json.dumps(_spent)
+    with open(_out + ".tmp", "w") as out:
+        out.write(text)
+    os.rename(_out + ".tmp", _out)
+if _wanted and _out:
+    sys.meta_path.insert(0, _Finder())
+    signal.signal(signal.SIGUSR1, _write)
+'''
+# What a Pi's start goes through (piorch's and paramiko's), for --functions: module -> qualified names. Only
+# functions that return before the first byte: a call still running then (the recording's own loops) has
+# added nothing yet.
+FUNCTIONS = {
+    "orchestrator.pi.ssh": ["_log_in", "_login", "_dial", "SshHost.start", "new_transport"],
+    "orchestrator.pi.hostkey": ["read_known_hosts"],
+    "orchestrator.pi.target": ["resolve_target"],
+    "orchestrator.pi.capture": ["Pipeline.start", "Pipeline.poll"],
+    "orchestrator.pi.probe_memory": ["recall_probe"],
+    "orchestrator.stream.receiver": ["BuiltinReceiver.start", "check_out_dir"],
+    "orchestrator.stream.sinks": ["StreamSink.write"],
+    "orchestrator.stream.writer": ["FileWriter.__init__"],
+    "orchestrator.stream.manifest": ["reserve_manifest"],
+    "orchestrator.ui.log": ["PlainLog.__call__"],
+    "paramiko.client": ["SSHClient.connect", "SSHClient._auth"],
+    "paramiko.transport": ["Transport.start_client", "Transport.open_session", "Transport._send_kex_init",
+                           "Transport._parse_kex_init", "Transport._activate_outbound", "Transport._parse_newkeys"],
+    "paramiko.kex_curve25519": ["KexCurve25519.start_kex", "KexCurve25519.parse_next"],
+    "paramiko.auth_handler": ["AuthHandler._parse_service_accept"],
+    "paramiko.packet": ["Packetizer.read_message", "Packetizer.send_message"],
+}
 GROUPS = ((re.compile(r"pi\d+"), "piN"), (re.compile(r"Thread-\d+"), "Thread-N"),
           (re.compile(r"\d+\.\d+\.\d+\.\d+(:\d+)?|\[[0-9a-fA-F:.]+\](:\d+)?"), "ADDR"))
 
@@ -121,20 +208,41 @@ def per_thread(pid: int, notes: Path) -> dict[str, tuple[float, int]]:
 STEADY_AFTER_S = 0.3
 STEADY_MAX_S = SECONDS - STEADY_AFTER_S - 1.0
 
-# Seconds to the last first byte, the process's CPU then, CPU ms and context switches by thread group, and
-# with --steady the CPU ms a second of recording by thread group.
-Run = tuple[float, float | None, dict[str, tuple[float, int]], dict[str, float]]
+# Seconds to the last first byte, the process's CPU then, CPU ms and context switches by thread group, with
+# --steady the CPU ms a second of recording by thread group, and with --functions each listed function's
+# calls and CPU ms ("function @thread group").
+Run = tuple[float, float | None, dict[str, tuple[float, int]], dict[str, float], dict[str, tuple[int, float]]]
+# How long the process may take to write its function sums after SIGUSR1.
+FUNCTIONS_WRITE_S = 5.0
+
+
+def _functions_env(folder: Path) -> dict[str, str]:
+    return {"PIORCH_FUNCTIONS": json.dumps(FUNCTIONS), "PIORCH_FUNCTIONS_OUT": str(folder / "functions.json"),
+            "PIORCH_FUNCTIONS_GROUPS": json.dumps([(pattern.pattern, name) for pattern, name in GROUPS])}
+
+
+def _read_functions(pid: int, path: Path) -> dict[str, tuple[int, float]]:
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + FUNCTIONS_WRITE_S
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise MeasurementFailed(f"piorch wrote no function sums within {FUNCTIONS_WRITE_S:g} s")
+        time.sleep(0.002)
+    return {key: (int(calls), spent * 1000) for key, (calls, spent) in json.loads(path.read_text()).items()}
 
 
 def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: Install, piorch: str,
-             hooks: Path, steady_s: float = 0.0) -> Run:
+             hooks: Path, steady_s: float = 0.0, functions: bool = False) -> Run:
     """One `piorch record` (startup.run_piorch), read at the last first byte and, with `steady_s`, over that
     many seconds of the recording that follows."""
     threads: dict[str, tuple[float, int]] = {}
     steady: dict[str, float] = {}
+    spent_in: dict[str, tuple[int, float]] = {}
 
     def at_first_byte(pid: int) -> None:
         threads.update(per_thread(pid, folder / str(pid)))
+        if functions:
+            spent_in.update(_read_functions(pid, folder / "functions.json"))
         if steady_s > 0:
             time.sleep(STEADY_AFTER_S)
             before = per_thread(pid, folder / str(pid))
@@ -144,10 +252,30 @@ def run_once(lab: Lab, pis: list[FakePi], folder: Path, scratch: Path, install: 
             for name in set(before) | set(after):
                 steady[name] = (after.get(name, (0.0, 0))[0] - before.get(name, (0.0, 0))[0]) / steady_s
 
-    seen, _, total = run_piorch(lab, pis, folder, scratch, install, piorch=piorch,
-                                extra_env={"PYTHONPATH": str(hooks), "PIORCH_THREADS_DIR": str(folder)},
+    env = {"PYTHONPATH": str(hooks), "PIORCH_THREADS_DIR": str(folder), **(_functions_env(folder) if functions else {})}
+    seen, _, total = run_piorch(lab, pis, folder, scratch, install, piorch=piorch, extra_env=env,
                                 at_first_byte=at_first_byte)
-    return max(seen.values()), total, threads, steady
+    return max(seen.values()), total, threads, steady, spent_in
+
+
+def functions_report(runs: dict[str, list[Run]], pis: int) -> tuple[list[str], dict[str, object]]:
+    """--functions: each listed function's CPU by thread group, 1 Pi against `pis`, medians."""
+    one, many = runs["1"], runs["N"]
+    keys = {key for *_, spent_in in one + many for key in spent_in}
+    if not keys:
+        return [], {}
+    # function -> 1 Pi ms, all Pis ms, a further Pi ms, calls with 1 Pi, calls with all
+    rows: dict[str, tuple[float, float, float, float, float]] = {}
+    for key in keys:
+        spent = [statistics.median(run[4].get(key, (0, 0.0))[1] for run in runs_of) for runs_of in (one, many)]
+        calls = [statistics.median(run[4].get(key, (0, 0.0))[0] for run in runs_of) for runs_of in (one, many)]
+        rows[key] = (spent[0], spent[1], (spent[1] - spent[0]) / (pis - 1), calls[0], calls[1])
+    lines = [f"  {'function @thread (medians, CPU ms, callees included)':<64} {'1 Pi':>7} {f'{pis} Pis':>7} "
+             f"{'further':>8} {'calls':>9}"]
+    for key, (ms_one, ms_all, further, calls_one, calls_all) in sorted(rows.items(), key=lambda item: -item[1][2]):
+        lines.append(f"  {key:<64} {ms_one:7.2f} {ms_all:7.2f} {further:8.3f} {calls_one:4.0f}/{calls_all:<4.0f}")
+    return lines, {"functions": {key: {"one_pi_ms": row[0], "all_pis_ms": row[1], "per_further_pi_ms": row[2],
+                                       "calls": [row[3], row[4]]} for key, row in rows.items()}}
 
 
 def steady_report(runs: dict[str, list[Run]], pis: int) -> tuple[list[str], dict[str, object]]:
@@ -155,14 +283,14 @@ def steady_report(runs: dict[str, list[Run]], pis: int) -> tuple[list[str], dict
     one, many = runs["1"], runs["N"]
     if not one or not one[0][3]:
         return [], {}
-    total_one = statistics.median(sum(steady.values()) for *_, steady in one)
-    total_many = statistics.median(sum(steady.values()) for *_, steady in many)
+    total_one = statistics.median(sum(run[3].values()) for run in one)
+    total_many = statistics.median(sum(run[3].values()) for run in many)
     lines = [f"  recording, from {STEADY_AFTER_S} s after the last first byte: 1 Pi {total_one:.1f} ms/s, {pis} Pis "
              f"{total_many:.1f} ms/s ({(total_many - total_one) / (pis - 1):.2f} ms/s a further Pi)",
              f"  {'thread (medians, ms of CPU a second)':<40} {'1 Pi':>8} {f'{pis} Pis':>8}"]
-    rows = {name: (statistics.median(steady.get(name, 0.0) for *_, steady in one),
-                   statistics.median(steady.get(name, 0.0) for *_, steady in many))
-            for name in {name for *_, steady in one + many for name in steady}}
+    rows = {name: (statistics.median(run[3].get(name, 0.0) for run in one),
+                   statistics.median(run[3].get(name, 0.0) for run in many))
+            for name in {name for run in one + many for name in run[3]}}
     for name, (rate_one, rate_many) in sorted(rows.items(), key=lambda item: -item[1][1]):
         if abs(rate_one) >= 0.05 or abs(rate_many) >= 0.05:
             lines.append(f"  {name:<40} {rate_one:8.2f} {rate_many:8.2f}")
@@ -181,17 +309,17 @@ def report(label: str, piorch: str, runs: dict[str, list[Run]], pis: int) -> tup
     def further(values_one: list[float], values_many: list[float]) -> float:
         return (statistics.median(values_many) - statistics.median(values_one)) / (pis - 1)
 
-    switches = further([sum(n for _, n in threads.values()) for _, _, threads, _ in one],
-                       [sum(n for _, n in threads.values()) for _, _, threads, _ in many])
+    switches = further([sum(n for _, n in threads.values()) for _, _, threads, *_ in one],
+                       [sum(n for _, n in threads.values()) for _, _, threads, *_ in many])
     lines = [f"{label}: {piorch}",
              f"  last first byte: 1 Pi {wall_one:.0f} ms, {pis} Pis {wall_many:.0f} ms; piorch's CPU then (every "
              f"thread): {cpu_one:.1f} / {cpu_many:.1f} ms, {per_pi:.2f} ms a further Pi; B + {pis - 1} x that: "
              f"{1 + (pis - 1) * per_pi / wall_one:.2f}x; context switches a further Pi: {switches:.0f}",
              f"  {'thread (medians, ms)':<40} {'1 Pi':>8} {f'{pis} Pis':>8} {'a further Pi':>13} {'switches':>9}"]
     groups: dict[str, dict[str, float]] = {}
-    for name in sorted({name for _, _, threads, _ in one + many for name in threads}):
-        spent = [[threads.get(name, (0.0, 0))[0] for _, _, threads, _ in runs_of] for runs_of in (one, many)]
-        counts = [[float(threads.get(name, (0.0, 0))[1]) for _, _, threads, _ in runs_of]
+    for name in sorted({name for _, _, threads, *_ in one + many for name in threads}):
+        spent = [[threads.get(name, (0.0, 0))[0] for _, _, threads, *_ in runs_of] for runs_of in (one, many)]
+        counts = [[float(threads.get(name, (0.0, 0))[1]) for _, _, threads, *_ in runs_of]
                   for runs_of in (one, many)]
         groups[name] = {"one_pi_ms": statistics.median(spent[0]), "all_pis_ms": statistics.median(spent[1]),
                         "per_further_pi_ms": further(*spent), "switches_per_further_pi": further(*counts)}
@@ -199,9 +327,10 @@ def report(label: str, piorch: str, runs: dict[str, list[Run]], pis: int) -> tup
         lines.append(f"  {name:<40} {row['one_pi_ms']:8.2f} {row['all_pis_ms']:8.2f} {row['per_further_pi_ms']:13.2f} "
                      f"{row['switches_per_further_pi']:9.1f}")
     steady_lines, steady = steady_report(runs, pis)
-    return lines + steady_lines, {"piorch": piorch, "first_byte_ms": [wall_one, wall_many],
-                                  "cpu_ms": [cpu_one, cpu_many], "cpu_per_further_pi_ms": per_pi,
-                                  "switches_per_further_pi": switches, "threads": groups, **steady}
+    function_lines, spent_in = functions_report(runs, pis)
+    return lines + steady_lines + function_lines, {
+        "piorch": piorch, "first_byte_ms": [wall_one, wall_many], "cpu_ms": [cpu_one, cpu_many],
+        "cpu_per_further_pi_ms": per_pi, "switches_per_further_pi": switches, "threads": groups, **steady, **spent_in}
 
 
 def main() -> int:
@@ -216,6 +345,8 @@ def main() -> int:
     parser.add_argument("--steady", type=float, metavar="S", default=0.0,
                         help=f"also piorch's CPU a second while recording, over S seconds from {STEADY_AFTER_S} s "
                              f"after the last first byte (at most {STEADY_MAX_S:.1f})")
+    parser.add_argument("--functions", action="store_true",
+                        help="also the CPU inside each function a Pi's start goes through (FUNCTIONS), by thread")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = parser.parse_args()
     if args.pis < 2 or args.rounds < 1:
@@ -226,7 +357,7 @@ def main() -> int:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="piorch-threads-")))
         hooks = scratch / "hooks"
         hooks.mkdir()
-        (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE + (FUNCTIONS_HOOK if args.functions else ""))
         try:
             install = install_copy(scratch)
             piorches = {"this checkout": install.piorch}
@@ -239,13 +370,13 @@ def main() -> int:
             for label, piorch in piorches.items():  # untimed: memories of the Pis, page cache, sshd's forks
                 for pis in (one, many):
                     run_once(lab, pis, scratch / f"warm-{label}-{len(pis)}".replace(" ", "-"), scratch, install, piorch,
-                             hooks)
+                             hooks, functions=args.functions)
             for index in range(args.rounds):
                 for label, piorch in piorches.items():
                     for key, pis in (("1", one), ("N", many)):
                         folder = scratch / f"r{index}-{label}-{key}".replace(" ", "-")
                         runs[label][key].append(run_once(lab, pis, folder, scratch, install, piorch, hooks,
-                                                         args.steady))
+                                                         args.steady, args.functions))
                 if not args.json:
                     print(f"round {index + 1} of {args.rounds}", file=sys.stderr)
         except (MeasurementFailed, LabError, NetnsError) as exc:
