@@ -261,7 +261,7 @@ def _deadline_packetizer() -> type:
 # every batch of camera timestamps after it pays that: ~0.1 ms less CPU a login (benchmarks/README.md, ninth
 # round). A server without GCM (dropbear) agrees on paramiko's next choice as before. OpenSSH's own client
 # prefers chacha20-poly1305, which paramiko does not have.
-AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+AEAD_CIPHERS: tuple[str, ...] = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 def prefer_aead(ciphers: tuple[str, ...]) -> tuple[str, ...]:
