@@ -1,7 +1,7 @@
 """What an SSH login costs piorch's process, one after another against all at once (issue 14, the fleet start).
 
-Run: `.venv/bin/python benchmarks/login_cpu.py [--rounds 20] [--pis 8] [--known-hosts 150] [--json]` (root for
-network namespaces, as startup.py; about a minute).
+Run: `.venv/bin/python benchmarks/login_cpu.py [--rounds 20] [--pis 8] [--known-hosts 150] [--ciphers]
+[--loopback] [--json]` (root for network namespaces, as startup.py; about a minute).
 
 A fleet's further Pi costs piorch ~7 ms of CPU before its first byte (startup.py, startup_threads.py), and
 with several Pis the threads of their logins take turns under the GIL. Is that turn-taking (context

@@ -103,10 +103,15 @@ def _wrap(key, function):
 def _patch(module):
     for qualname in _wanted.get(module.__name__, ()):
         owner, _, name = qualname.rpartition(".")
-        holder = getattr(module, owner) if owner else module
-        found = (vars(holder) if owner else vars(module)).get(name)
-        if callable(found):
-            setattr(holder, name, _wrap(module.__name__.split(".")[-1] + "." + qualname, found))
+        holder = getattr(module, owner, None) if owner else module
+        found = vars(holder).get(name) if holder is not None else None
+        key = module.__name__.split(".")[-1] + "." + qualname
+        if isinstance(found, (staticmethod, classmethod)):
+            setattr(holder, name, type(found)(_wrap(key, found.__func__)))
+        elif callable(found):
+            setattr(holder, name, _wrap(key, found))
+        else:  # another version of piorch or paramiko: measured without it, and said
+            sys.stderr.write(f"startup_threads --functions: no {qualname} in {module.__name__}\\n")
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name not in _wanted:
@@ -119,15 +124,19 @@ class _Finder(importlib.abc.MetaPathFinder):
                 _patch(module)
             spec.loader.exec_module = exec_module
         return spec
-def _write(signum, frame):
+def _write():
     with _adding:
         text = json.dumps(_spent)
     with open(_out + ".tmp", "w") as out:
         out.write(text)
     os.rename(_out + ".tmp", _out)
+def _on_signal(signum, frame):
+    # On a thread of its own: the handler runs on the main thread, which may be inside a wrapper holding
+    # _adding just then.
+    threading.Thread(target=_write, name="functions-writer", daemon=True).start()
 if _wanted and _out:
     sys.meta_path.insert(0, _Finder())
-    signal.signal(signal.SIGUSR1, _write)
+    signal.signal(signal.SIGUSR1, _on_signal)
 '''
 # What a Pi's start goes through (piorch's and paramiko's), for --functions: module -> qualified names. Only
 # functions that return before the first byte: a call still running then (the recording's own loops) has
@@ -147,6 +156,8 @@ FUNCTIONS = {
     "paramiko.transport": ["Transport.start_client", "Transport.open_session", "Transport._send_kex_init",
                            "Transport._parse_kex_init", "Transport._activate_outbound", "Transport._parse_newkeys"],
     "paramiko.kex_curve25519": ["KexCurve25519.start_kex", "KexCurve25519.parse_next"],
+    # paramiko 5's first choice where the sshd has it too (OpenSSH 9.9 and later); not in older paramiko.
+    "paramiko.kex_mlkem": ["KexMLKEM768X25519.start_kex", "KexMLKEM768X25519.parse_next"],
     "paramiko.auth_handler": ["AuthHandler._parse_service_accept"],
     "paramiko.packet": ["Packetizer.read_message", "Packetizer.send_message"],
 }

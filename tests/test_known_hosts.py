@@ -193,3 +193,31 @@ def test_the_first_line_wins_whether_its_name_is_hashed_or_plain(tmp_path: Path,
             whole = paramiko.HostKeys(str(path))
             assert _as_seen(read_known_hosts((path,), name), name) == _as_seen(whole, name)
             assert _as_seen(read_known_hosts((path,), name), name) == {"ssh-ed25519": keys[first].get_base64()}
+
+
+def test_the_index_names_the_lines_each_line_would_name_itself(keys: dict[str, paramiko.PKey]) -> None:
+    """_KnownFile.naming (a dictionary for plain names, one loop for hashed ones) against each line's own
+    names_host, on random files: plain, hashed and malformed hashed names, several names a line, marked
+    lines, and asked names that are hashed strings themselves; each asked twice (the second host on a hashed
+    name takes another way through the HMAC)."""
+    import random
+
+    from orchestrator.pi.hostkey import _KnownFile, _read_line
+
+    chance = random.Random(14)
+    hosts = ["pi.local", "[10.0.0.2]:2222", "10.0.0.2", "other", "[pi.local]:22"]
+    hashed_strings = [_hashed(name, os.urandom(20)) for name in hosts]
+    names = [*hosts, *hashed_strings, "|1|bad|salt", "|1|" + base64.b64encode(os.urandom(8)).decode() + "|x",
+             "!other", "*.local"]
+    for _ in range(60):
+        texts = []
+        for _ in range(chance.randint(1, 12)):
+            own = [chance.choice(names) if chance.random() < 0.5 else _hashed(chance.choice(hosts), os.urandom(20))
+                   for _ in range(chance.randint(1, 3))]
+            marker = chance.choice(["", "", "", "@revoked ", "@cert-authority "])
+            texts.append(f"{marker}{','.join(own)} {_public(keys['ed1'])}")
+        lines = tuple(line for number, text in enumerate(texts, 1) if (line := _read_line(number, text)) is not None)
+        indexed = _KnownFile(lines)
+        for asked in [*hosts, *hashed_strings] * 2:
+            assert indexed.naming(asked) == [line for line in lines if not line.marker and line.names_host(asked)]
+        assert indexed.marked == tuple(line for line in lines if line.marker)

@@ -626,9 +626,13 @@ def _cipher_of(host: SshHost) -> tuple[str, str]:
     return transport.local_cipher, transport.remote_cipher
 
 
+# paramiko has AES-GCM since 3.5 (pyproject allows 3.4, where the login keeps paramiko's own order).
+PARAMIKO_GCM = "aes128-gcm@openssh.com" in paramiko.Transport._cipher_info
+
+
 @pytest.mark.parametrize("offered, agreed", [
-    (None, "aes128-gcm@openssh.com"),  # OpenSSH offers it: AES-GCM, one call a packet (ssh.AEAD_CIPHERS)
-    ("aes256-gcm@openssh.com,aes128-ctr", "aes256-gcm@openssh.com"),
+    (None, "aes128-gcm@openssh.com" if PARAMIKO_GCM else "aes128-ctr"),  # AES-GCM: one call a packet
+    ("aes256-gcm@openssh.com,aes128-ctr", "aes256-gcm@openssh.com" if PARAMIKO_GCM else "aes128-ctr"),
     ("aes128-ctr,aes256-ctr", "aes128-ctr"),  # a server without GCM (dropbear): paramiko's next choice
 ])
 def test_the_login_asks_for_aes_gcm_first_and_takes_what_the_server_has(tmp_path: Path, offered: str | None,
@@ -643,3 +647,18 @@ def test_the_login_asks_for_aes_gcm_first_and_takes_what_the_server_has(tmp_path
             assert host.run("echo ok", timeout=float(PATIENT)).stdout.strip() == "ok"
         finally:
             host.close()
+
+
+def test_aes_gcm_goes_first_only_where_paramiko_has_it_and_a_disabled_cipher_stays_out() -> None:
+    from orchestrator.pi.ssh import AEAD_CIPHERS, new_transport, prefer_aead
+
+    assert prefer_aead(("aes128-ctr", "aes256-ctr")) == ("aes128-ctr", "aes256-ctr")  # paramiko 3.4's kind
+    assert prefer_aead(("aes128-ctr", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com")) == \
+        ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
+    left, right = socket.socketpair()
+    with left, right:
+        transport = new_transport(left, disabled_algorithms={"ciphers": [AEAD_CIPHERS[0]]})
+        offered = tuple(transport.preferred_ciphers)
+        assert AEAD_CIPHERS[0] not in offered
+        if PARAMIKO_GCM:
+            assert offered[0] == AEAD_CIPHERS[1]

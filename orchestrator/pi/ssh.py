@@ -255,7 +255,7 @@ def _deadline_packetizer() -> type:
     return DeadlinePacketizer
 
 
-# Asked for first, where this paramiko has them (GCM came with paramiko 3.x): authenticated encryption, one
+# Asked for first, where this paramiko has them (since paramiko 3.5): authenticated encryption, one
 # call into the cryptography library a packet, where paramiko's first choice (aes128-ctr with hmac-sha2-256)
 # adds an HMAC object and a byte-by-byte comparison in Python to each packet. Every message of the login and
 # every batch of camera timestamps after it pays that: ~0.1 ms less CPU a login (benchmarks/README.md, ninth
