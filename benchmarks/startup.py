@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -217,6 +218,11 @@ def run_by_hand(lab: Lab, pis: list[FakePi], folder: Path, master: Path | None =
 
 def piorch_env(lab: Lab, scratch: Path) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PIORCH_")}
+    # As a login sets them (a terminal, an ssh session, sudo): without them paramiko's ssh_config lookup asks
+    # /etc/passwd for the user's name ~16 times a Pi (getpass.getuser, once a config value it expands).
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    env.setdefault("USER", user)
+    env.setdefault("LOGNAME", user)
     # Never the developer's own config: no user file, the lab's ssh_config and known_hosts.
     env["PIORCH_CONFIG"] = str(scratch / "no-user-config.toml")
     env["PIORCH_SSH_CONFIG"] = str(lab.ssh_config)

@@ -212,6 +212,33 @@ def _hashed_name(name: str) -> str:
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
 
 
+def share_user_key(pis: list[FakePi]) -> list[FakePi]:
+    """One key for every Pi, as a user has (`ssh-copy-id` to each): the first Pi's user key is authorized on
+    every Pi beside its own, and every Pi's ssh_config block names it. Each fake Pi's own key, as the sshd
+    fixture makes it, would have a fleet's logins read 8 key files where a user's read one."""
+    if not pis:
+        return pis
+    shared = _identity_file(pis[0])
+    public = shared.with_name(shared.name + ".pub").read_text()
+    changed = [pis[0]]
+    for pi in pis[1:]:
+        own = _identity_file(pi)
+        # Both layouts (start_netns_pi's root, SshServer's temp dir) keep authorized_keys beside keys/.
+        with (own.parent.parent / "authorized_keys").open("a") as authorized:
+            authorized.write(public)
+        changed.append(replace(pi, client_config=pi.client_config.replace(f"IdentityFile {own}\n",
+                                                                          f"IdentityFile {shared}\n")))
+    return changed
+
+
+def _identity_file(pi: FakePi) -> Path:
+    lines = [line.split(None, 1)[1] for line in pi.client_config.splitlines()
+             if line.strip().startswith("IdentityFile")]
+    if len(lines) != 1:
+        raise LabError(f"expected one IdentityFile line in {pi.alias}'s ssh_config block")
+    return Path(lines[0].strip())
+
+
 def share_known_hosts(scratch: Path, pis: list[FakePi], others: int) -> list[FakePi]:
     """One known_hosts for every Pi, as a user has: their keys under hashed names among `others` other hosts
     (ed25519, ECDSA and RSA keys in turn), each Pi's line where it would be had it been added in turn. The
@@ -262,6 +289,7 @@ def open_lab(stack: ExitStack, scratch: Path, count: int, force_loopback: bool,
         where = f"loopback 127.0.0.1 (no network namespaces: {reason})"
         pis = [start_loopback_pi(stack, scratch / alias, alias) for alias in aliases]
         laptop_ip = LOOPBACK
+    pis = share_user_key(pis)
     if known_hosts_others is not None:
         pis = share_known_hosts(scratch, pis, known_hosts_others)
     ssh_config = scratch / "ssh_config"

@@ -329,6 +329,32 @@ def test_a_login_starts_no_thread_but_paramikos_transport(tmp_path: Path, fake_p
     assert sorted(type(t).__name__ for t in started) == ["Thread", "Transport"]
 
 
+def test_a_second_login_in_the_process_reads_no_key_file(tmp_path: Path, fake_pi: FakePi,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fleet's Pis log in with the user's one key: paramiko's tries of the file (as RSA, ECDSA, then
+    # Ed25519) are made once a process (pi/keys.py), and the second login still gets in with the key.
+    reads: list[str] = []
+    for klass in (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key):
+        own = klass.from_private_key_file.__func__
+
+        def counted(cls: type, *args: object, _own: object = own, **kwargs: object) -> object:
+            reads.append(cls.__name__)
+            return _own(cls, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(klass, "from_private_key_file", classmethod(counted))
+    config = chain_config(tmp_path, [fake_pi.server], {})
+    settings = SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT))
+    for login in range(2):
+        host = SshHost.connect(settings)
+        try:
+            assert host.run("echo ok", timeout=float(PATIENT)).stdout.strip() == "ok"
+        finally:
+            host.close()
+        if login == 0:
+            assert reads == ["RSAKey", "ECDSAKey", "Ed25519Key"], "the fixture's key is an Ed25519 one"
+    assert reads == ["RSAKey", "ECDSAKey", "Ed25519Key"]
+
+
 def test_the_handshake_deadline_is_read_from_the_clock_as_paramikos_timer_flag_was() -> None:
     left, right = socket.socketpair()
     with left, right:

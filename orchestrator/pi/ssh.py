@@ -34,6 +34,7 @@ from orchestrator.pi.hostkey import (
     revoked_key_error,
     revoked_keys,
 )
+from orchestrator.pi.keys import kept_keys_client
 from orchestrator.pi.mux import may_have_master, open_master_host
 from orchestrator.pi.proxy import ProxyProcess
 from orchestrator.pi.target import SshTarget, resolve_target
@@ -377,7 +378,7 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
 
     who = _named(target, jump)
     timeout = settings.connect_timeout
-    client = opened.add(paramiko.SSHClient())
+    client = opened.add(kept_keys_client()())
     read_known_hosts(target.known_hosts, target.known_hosts_name, client.get_host_keys())
     # Only the Pi's key is recorded on request; a jump host's key is vouched for by the user's own known_hosts.
     client.set_missing_host_key_policy(_make_policy(target, settings.accept_new_host_key and not jump, jump))
