@@ -9,7 +9,8 @@ Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--
 
 The fake Pi is the project's own OpenSSH sshd fixture with the camera simulator as `raspivid`, behind a veth
 pair shaped to 100 Mbit/s in network namespaces where the machine allows (see startup_lab.py; where not,
-on loopback, and the output says which). Modes, interleaved round after round (A B F T AM BM A8 B8 A B ...):
+on loopback, and the output says which). As a user has them: one user key authorized on every Pi, and
+piorch run with USER and LOGNAME set, as a login sets them. Modes, interleaved round after round (A B F T AM BM A8 B8 A B ...):
 
 - A: by hand. A waiting `nc -l LAPTOP PORT > file`, then, timed from its start,
   `ssh -F CONFIG pi1 'raspivid -o - -t 3000 ... | nc -N LAPTOP PORT'` (the OpenSSH client).
@@ -28,7 +29,8 @@ on loopback, and the output says which). Modes, interleaved round after round (A
   ... --pi pi8`), timed to the first byte of the LAST Pi. A8 is the control: the 8 simulators, sshd
   sessions and shells share this machine's cores, which 8 real Pis would not. So piorch's own CPU time is
   read too when the last first byte is seen (B and B8): its cost for each further Pi, and from it B8/B
-  where the Pis would not share the laptop's cores (startup_report.fleet_cpu).
+  where the Pis would not share the laptop's cores (startup_report.fleet_cpu), with a 95% interval over the
+  run's own rounds (a bootstrap): whether the target lies inside it.
 - C1, C2, ... (with --other-piorch PATH, repeatable): B run by another installation's piorch, e.g. a venv
   with other dependency versions, so their effect is measured in the same run.
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 TARGET_RATIO, TARGET_HELP_MS, TARGET_FLEET = 1.3, 150.0, 1.2
+# The interval of a further Pi's CPU: resamples of the rounds, and a fixed seed, so a run's tables are the same
+# when printed again from its JSON.
+RESAMPLES, SEED = 2000, 14
 
 
 @dataclass
@@ -42,6 +46,12 @@ def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, obj
         else:
             summary[f"{one_mode}_cpu_per_further_pi_s"] = per_pi
             summary[f"{one_mode}_projected_fleet_ratio"] = projected
+        low, high = further_pi_interval(one, many, pis)
+        first_s = statistics.median(first)
+        low_ratio, high_ratio = (1 + (pis - 1) * value / first_s for value in (low, high))
+        prefix = "" if one_mode == "B" else f"{one_mode}_"
+        summary[f"{prefix}cpu_per_further_pi_interval_s"] = [low, high]
+        summary[f"{prefix}projected_fleet_ratio_interval"] = [low_ratio, high_ratio]
         who = "" if one_mode == "B" else f"{one_mode}: "
         cpu_one, cpu_many = statistics.median(one) * 1000, statistics.median(many) * 1000
         out += ["",
@@ -49,8 +59,28 @@ def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, obj
                 f"{pis} Pis {cpu_many:.0f} ms: {per_pi * 1000:.1f} ms for each further Pi",
                 f"  {many_mode}/{one_mode} where the Pis do not share this machine's cores "
                 f"({one_mode} + {pis - 1} x that): {projected:.2f}x   target <= {TARGET_FLEET:.2f}x  "
-                f"{verdict(projected <= TARGET_FLEET)}"]
+                f"{verdict(projected <= TARGET_FLEET)}",
+                f"  95% interval over this run's rounds: {low * 1000:.1f}-{high * 1000:.1f} ms a further Pi, "
+                f"{low_ratio:.2f}-{high_ratio:.2f}x: {where_target(low_ratio, high_ratio, TARGET_FLEET)}"]
     return out
+
+
+def further_pi_interval(one: list[float], many: list[float], pis: int) -> tuple[float, float]:
+    """A 95% interval of (median(many) - median(one)) / (pis - 1), by resampling each mode's rounds (a
+    bootstrap): how far this run's own round-to-round noise lets the figure move. It says nothing of the
+    larger moves between runs (the machine's state), which only more runs show."""
+    pick = random.Random(SEED)
+    values = sorted((statistics.median(pick.choices(many, k=len(many)))
+                     - statistics.median(pick.choices(one, k=len(one)))) / (pis - 1) for _ in range(RESAMPLES))
+    return values[int(0.025 * RESAMPLES)], values[int(0.975 * RESAMPLES) - 1]
+
+
+def where_target(low: float, high: float, target: float) -> str:
+    if high <= target:
+        return "the whole interval meets the target"
+    if low > target:
+        return "the whole interval misses the target"
+    return "the target is inside the interval: this run cannot tell"
 
 
 # --- the breakdown ----------------------------------------------------------------------------------------
