@@ -10,7 +10,8 @@ Run: `.venv/bin/python benchmarks/startup.py [--rounds 7] [--help-rounds 10] [--
 The fake Pi is the project's own OpenSSH sshd fixture with the camera simulator as `raspivid`, behind a veth
 pair shaped to 100 Mbit/s in network namespaces where the machine allows (see startup_lab.py; where not,
 on loopback, and the output says which). As a user has them: one user key authorized on every Pi, and
-piorch run with USER and LOGNAME set, as a login sets them. Modes, interleaved round after round (A B F T AM BM A8 B8 A B ...):
+piorch run with USER and LOGNAME set, as a login sets them. Modes, interleaved round after round
+(A B F T AM BM A8 B8 A B ...):
 
 - A: by hand. A waiting `nc -l LAPTOP PORT > file`, then, timed from its start,
   `ssh -F CONFIG pi1 'raspivid -o - -t 3000 ... | nc -N LAPTOP PORT'` (the OpenSSH client).
