@@ -226,8 +226,10 @@ def share_user_key(pis: list[FakePi]) -> list[FakePi]:
         # Both layouts (start_netns_pi's root, SshServer's temp dir) keep authorized_keys beside keys/.
         with (own.parent.parent / "authorized_keys").open("a") as authorized:
             authorized.write(public)
-        changed.append(replace(pi, client_config=pi.client_config.replace(f"IdentityFile {own}\n",
-                                                                          f"IdentityFile {shared}\n")))
+        config = pi.client_config.replace(f"IdentityFile {own}\n", f"IdentityFile {shared}\n")
+        if config == pi.client_config:
+            raise LabError(f"could not name the shared key in {pi.alias}'s ssh_config block")
+        changed.append(replace(pi, client_config=config))
     return changed
 
 

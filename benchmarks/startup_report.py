@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -46,9 +47,7 @@ def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, obj
         else:
             summary[f"{one_mode}_cpu_per_further_pi_s"] = per_pi
             summary[f"{one_mode}_projected_fleet_ratio"] = projected
-        low, high = further_pi_interval(one, many, pis)
-        first_s = statistics.median(first)
-        low_ratio, high_ratio = (1 + (pis - 1) * value / first_s for value in (low, high))
+        (low, high), (low_ratio, high_ratio) = further_pi_interval(by_mode[one_mode], by_mode[many_mode], pis)
         prefix = "" if one_mode == "B" else f"{one_mode}_"
         summary[f"{prefix}cpu_per_further_pi_interval_s"] = [low, high]
         summary[f"{prefix}projected_fleet_ratio_interval"] = [low_ratio, high_ratio]
@@ -65,14 +64,31 @@ def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, obj
     return out
 
 
-def further_pi_interval(one: list[float], many: list[float], pis: int) -> tuple[float, float]:
-    """A 95% interval of (median(many) - median(one)) / (pis - 1), by resampling each mode's rounds (a
-    bootstrap): how far this run's own round-to-round noise lets the figure move. It says nothing of the
-    larger moves between runs (the machine's state), which only more runs show."""
+def further_pi_interval(one: list[Sample], many: list[Sample], pis: int
+                        ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """95% intervals of a further Pi's CPU, (median(many) - median(one)) / (pis - 1), and of the projection
+    1 + (pis - 1) x that / median(one's first byte), by resampling the rounds (a bootstrap). A round is
+    drawn whole, its 1-Pi and its many-Pi run together, since the machine drifts from round to round and
+    both runs of a round share its state. It says how far this run's own noise lets the figures move, not
+    the larger moves between runs (the machine's state), which only more runs show."""
+    cpu_one = {s.round: s.cpu_s for s in one if s.cpu_s is not None}
+    cpu_many = {s.round: s.cpu_s for s in many if s.cpu_s is not None}
+    first = {s.round: s.first_byte_s for s in one}
+    rounds = sorted(set(cpu_one) & set(cpu_many))
+    if not rounds:
+        return (math.nan, math.nan), (math.nan, math.nan)
     pick = random.Random(SEED)
-    values = sorted((statistics.median(pick.choices(many, k=len(many)))
-                     - statistics.median(pick.choices(one, k=len(one)))) / (pis - 1) for _ in range(RESAMPLES))
-    return values[int(0.025 * RESAMPLES)], values[int(0.975 * RESAMPLES) - 1]
+    per_pi, ratios = [], []
+    for _ in range(RESAMPLES):
+        drawn = pick.choices(rounds, k=len(rounds))
+        value = (statistics.median(cpu_many[r] for r in drawn)
+                 - statistics.median(cpu_one[r] for r in drawn)) / (pis - 1)
+        per_pi.append(value)
+        ratios.append(1 + (pis - 1) * value / statistics.median(first[r] for r in drawn))
+    low, high = int(0.025 * RESAMPLES), int(0.975 * RESAMPLES) - 1
+    per_pi.sort()
+    ratios.sort()
+    return (per_pi[low], per_pi[high]), (ratios[low], ratios[high])
 
 
 def where_target(low: float, high: float, target: float) -> str:

@@ -130,6 +130,27 @@ def test_logins_at_the_same_moment_read_the_file_once(key_files: dict[str, Path]
     assert read.calls == 1 and len(got) == 8 and all(key is got[0] for key in got)
 
 
+def test_a_read_that_hangs_holds_up_only_its_own_file(key_files: dict[str, Path]) -> None:
+    # A key on a stuck mount: the logins with another key file go on (they wait only for their own file).
+    kept, release, reading = KeptKeys(), threading.Event(), threading.Event()
+    stuck_path, other_path = key_files["ecdsa"], key_files["ed25519"]
+
+    def stuck_read() -> Any:
+        reading.set()
+        assert release.wait(30), "never released"
+        return paramiko.ECDSAKey.from_private_key_file(str(stuck_path))
+
+    stuck = threading.Thread(target=kept.load, args=(str(stuck_path), paramiko.ECDSAKey, None, stuck_read))
+    stuck.start()
+    try:
+        assert reading.wait(10)
+        other = kept.load(str(other_path), paramiko.Ed25519Key, None, Counted(other_path, paramiko.Ed25519Key))
+        assert other.get_name() == "ssh-ed25519" and not release.is_set() and stuck.is_alive()
+    finally:
+        release.set()
+        stuck.join(10)
+
+
 def test_a_changed_key_file_is_read_again(tmp_path: Path) -> None:
     path = keygen(tmp_path / "id_ed25519", "ed25519")
     kept = KeptKeys()
@@ -165,8 +186,8 @@ def test_the_client_keeps_the_certificate_with_its_key_and_reads_a_new_one(tmp_p
     by_cert = client._key_from_filepath(str(cert), paramiko.Ed25519Key, None)
     assert by_cert.public_blob.key_blob == first.public_blob.key_blob
     # A certificate renewed beside the key is read with it.
-    os.utime(cert, ns=(0, 0))  # the renewal below must change the stat even within the clock's resolution
     sign(ca, key.with_name("id_ed25519.pub"), serial=2)
+    os.utime(cert, ns=(1, 1))  # rewritten in place, same size: its times differ even on a coarse clock
     renewed = client._key_from_filepath(str(key), paramiko.Ed25519Key, None)
     assert renewed is not first and renewed.public_blob.key_blob != first.public_blob.key_blob
     assert renewed.public_blob.key_blob == paramiko.PublicBlob.from_file(str(cert)).key_blob

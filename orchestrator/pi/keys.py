@@ -10,7 +10,12 @@ each outcome, so the login tries exactly what it tried before.
 
 Not kept: a try with a passphrase (piorch never passes one; nothing secret is held as a key of a table), an
 encrypted key's "passphrase needed", a file that cannot be read. Those are tried again each time, as before.
-A key file, or its `-cert.pub`, whose stat changed since is read again.
+A key file, or its `-cert.pub`, whose stat changed since is read again; a deleted one is not served.
+
+What that changes besides: an unencrypted key stays in this process's memory once read (paramiko's own
+objects, as while a connection is open), and paramiko's debug lines "Trying discovered key" and "Adding
+public certificate" are logged for the first read only (piorch's CLI shows no paramiko log; the Python API
+shows it only where the caller turned it on).
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ if TYPE_CHECKING:
 
 CERT_SUFFIX = "-cert.pub"  # paramiko's and OpenSSH's name for a key's certificate beside it
 
-# (st_dev, st_ino, st_size, st_mtime_ns) of the key file and of its certificate (None where there is none).
-_Signature = tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]
+# (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the key file and of its certificate (None where there
+# is none). The change time too: a key copied over the old one with its time kept (`cp -p`) still changes it.
+_Stat = tuple[int, int, int, int, int]
+_Signature = tuple[_Stat | None, _Stat | None]
 
 
-def _stat_of(path: str) -> tuple[int, int, int, int] | None:
+def _stat_of(path: str) -> _Stat | None:
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def key_paths(filename: str) -> tuple[str, str]:
@@ -51,6 +58,9 @@ class KeptKeys:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # One lock a key file, held while it is read: a fleet's logins reach the same file at the same moment,
+        # and the first read then serves them all, while a file on a stuck mount holds up only its own logins.
+        self._file_locks: dict[str, threading.Lock] = {}
         # (file, type) -> (signature, the key) or (signature, the error's words)
         self._kept: dict[tuple[str, type], tuple[_Signature, Any, tuple[object, ...] | None]] = {}
 
@@ -64,10 +74,11 @@ class KeptKeys:
         signature = (_stat_of(key_path), _stat_of(cert_path))
         if signature[0] is None:
             return read()  # no such file (or unreadable): paramiko says so, in its words
-        # Under the lock, reading included: a fleet's Pis reach this at the same moment, and the first read
-        # then serves them all (a read is ~40 us; a file that is not there is not tried under the lock).
         with self._lock:
-            kept = self._kept.get((filename, klass))
+            file_lock = self._file_locks.setdefault(key_path, threading.Lock())
+        with file_lock:
+            with self._lock:
+                kept = self._kept.get((filename, klass))
             if kept is not None and kept[0] == signature:
                 _, key, words = kept
                 if words is not None:
@@ -78,9 +89,11 @@ class KeptKeys:
             except SSHException as exc:
                 # Only the plain "not a key of this type": a subclass (a passphrase needed) is tried again.
                 if type(exc) is SSHException:
-                    self._kept[(filename, klass)] = (signature, None, exc.args)
+                    with self._lock:
+                        self._kept[(filename, klass)] = (signature, None, exc.args)
                 raise
-            self._kept[(filename, klass)] = (signature, key, None)
+            with self._lock:
+                self._kept[(filename, klass)] = (signature, key, None)
             return key
 
 
