@@ -53,6 +53,7 @@ noisy): exit 0 when everything was measured, 1 when a run failed or a deadline p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -223,12 +224,10 @@ def piorch_env(lab: Lab, scratch: Path) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("PIORCH_")}
     # As a login sets them (a terminal, an ssh session, sudo): without them paramiko's ssh_config lookup asks
     # /etc/passwd for the user's name ~16 times a Pi (getpass.getuser, once a config value it expands).
-    try:
+    with contextlib.suppress(KeyError):  # a user id with no passwd entry (some containers): left as it is
         user = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:  # a user id with no passwd entry (some containers): the environment as it is
-        return env
-    env.setdefault("USER", user)
-    env.setdefault("LOGNAME", user)
+        env.setdefault("USER", user)
+        env.setdefault("LOGNAME", user)
     # Never the developer's own config: no user file, the lab's ssh_config and known_hosts.
     env["PIORCH_CONFIG"] = str(scratch / "no-user-config.toml")
     env["PIORCH_SSH_CONFIG"] = str(lab.ssh_config)

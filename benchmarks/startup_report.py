@@ -41,14 +41,10 @@ def fleet_cpu(by_mode: dict[str, list[Sample]], pis: int, summary: dict[str, obj
             continue
         per_pi = (statistics.median(many) - statistics.median(one)) / (pis - 1)
         projected = 1 + (pis - 1) * per_pi / statistics.median(first)
-        if one_mode == "B":
-            summary["cpu_per_further_pi_s"] = per_pi
-            summary["projected_fleet_ratio"] = projected
-        else:
-            summary[f"{one_mode}_cpu_per_further_pi_s"] = per_pi
-            summary[f"{one_mode}_projected_fleet_ratio"] = projected
         (low, high), (low_ratio, high_ratio) = further_pi_interval(by_mode[one_mode], by_mode[many_mode], pis)
         prefix = "" if one_mode == "B" else f"{one_mode}_"
+        summary[f"{prefix}cpu_per_further_pi_s"] = per_pi
+        summary[f"{prefix}projected_fleet_ratio"] = projected
         summary[f"{prefix}cpu_per_further_pi_interval_s"] = [low, high]
         summary[f"{prefix}projected_fleet_ratio_interval"] = [low_ratio, high_ratio]
         who = "" if one_mode == "B" else f"{one_mode}: "

@@ -44,7 +44,7 @@ def _stat_of(path: str) -> _Stat | None:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def key_paths(filename: str) -> tuple[str, str]:
+def _key_paths(filename: str) -> tuple[str, str]:
     """The private key and its certificate, as paramiko names them: an identity given as its `-cert.pub`
     is that certificate's key."""
     if filename.endswith(CERT_SUFFIX):
@@ -57,7 +57,7 @@ class KeptKeys:
     at once."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for _file_locks
         # One lock a key file, held while it is read: a fleet's logins reach the same file at the same moment,
         # and the first read then serves them all, while a file on a stuck mount holds up only its own logins.
         self._file_locks: dict[str, threading.Lock] = {}
@@ -70,15 +70,15 @@ class KeptKeys:
 
         if password is not None:
             return read()
-        key_path, cert_path = key_paths(filename)
+        key_path, cert_path = _key_paths(filename)
         signature = (_stat_of(key_path), _stat_of(cert_path))
         if signature[0] is None:
-            return read()  # no such file (or unreadable): paramiko says so, in its words
+            return read()  # no such file: paramiko says so, in its words
         with self._lock:
             file_lock = self._file_locks.setdefault(key_path, threading.Lock())
+        # Every try of this file, kept or read, happens under its lock (its entries are no other lock's).
         with file_lock:
-            with self._lock:
-                kept = self._kept.get((filename, klass))
+            kept = self._kept.get((filename, klass))
             if kept is not None and kept[0] == signature:
                 _, key, words = kept
                 if words is not None:
@@ -89,11 +89,9 @@ class KeptKeys:
             except SSHException as exc:
                 # Only the plain "not a key of this type": a subclass (a passphrase needed) is tried again.
                 if type(exc) is SSHException:
-                    with self._lock:
-                        self._kept[(filename, klass)] = (signature, None, exc.args)
+                    self._kept[(filename, klass)] = (signature, None, exc.args)
                 raise
-            with self._lock:
-                self._kept[(filename, klass)] = (signature, key, None)
+            self._kept[(filename, klass)] = (signature, key, None)
             return key
 
 
