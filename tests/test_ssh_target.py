@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,9 @@ import pytest
 
 from orchestrator.errors import ConnectError
 from orchestrator.pi.target import SshTarget, installed_version, parse_target, resolve_target
+from tests.system_tools import cannot_run, find_tool
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
@@ -158,3 +163,123 @@ def test_the_ssh_config_is_parsed_once_for_every_pi_and_again_when_it_changes(tm
     assert resolve_target("cam1", config).hostname == "10.0.0.11"
     assert resolve_target("cam2", config).hostname == "cam2"
     assert parsed == [str(config)] * 2
+
+
+# Pieces of ssh_config for test_the_lookup_answers_as_paramikos_own: patterns and values with and without
+# every token paramiko knows, `~` where it is a token and where it is not (UserKnownHostsFile).
+_PATTERNS = ("cam1", "cam*", "!cam2", "cam?", "*.lab", "*", "other", "cam1 cam3", "!*.lab *")
+_MATCHES = ("host cam1", "originalhost cam*", "user pi", "user !pi", "localuser tester", "localuser !tester",
+            "all", "host cam2 user root")
+_VALUES = (
+    ("HostName", ("10.0.0.%h", "%h.lab", "10.0.0.2", "pi-%h")),
+    ("User", ("pi", "root", "%u")),
+    ("Port", ("2222", "22")),
+    ("IdentityFile", ("~/.ssh/id_ed25519", "%d/.ssh/%u-%h", "/keys/%C", "/keys/%r@%l", "/keys/plain",
+                      "~/%%h/%h", "/k/~x")),
+    ("ControlPath", ("none", "~/.ssh/cm-%C", "/tmp/%r@%h:%p", "/tmp/%L-%n-%l-%u")),
+    ("ProxyJump", ("none", "jump@%h:%p", "hop1,hop2")),
+    ("ProxyCommand", ("none", "nc %h %p", "~/bin/tunnel %h %r")),
+    ("UserKnownHostsFile", ("~/.ssh/known_%h", "/kh/plain")),
+    ("IdentitiesOnly", ("yes", "no")),
+)
+
+
+def _random_config(rng: random.Random) -> str:
+    blocks = []
+    for _ in range(rng.randint(1, 6)):
+        head = f"Host {rng.choice(_PATTERNS)}" if rng.random() < 0.7 else f"Match {rng.choice(_MATCHES)}"
+        lines = [f"    {key} {rng.choice(values)}" for key, values in rng.sample(_VALUES, rng.randint(1, 5))]
+        blocks.append("\n".join([head, *lines]))
+    return "\n".join(blocks) + "\n"
+
+
+def test_the_lookup_answers_as_paramikos_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """piorch's SSHConfig leaves out work (target._lean_config_class): on 300 random configs, every host
+    asked gets what paramiko's own lookup gives, or the same error."""
+    import socket
+
+    import paramiko
+
+    from orchestrator.pi.target import _lean_config_class
+
+    monkeypatch.setenv("USER", "tester")
+    monkeypatch.setenv("LOGNAME", "tester")
+    # %l is the laptop's FQDN: a fixed one, so no name lookup leaves this machine.
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "laptop.example")
+    rng = random.Random(14)
+    lean = _lean_config_class()
+    compared = 0
+    for _ in range(300):
+        text = _random_config(rng)
+        own, ours = paramiko.SSHConfig.from_text(text), lean.from_text(text)
+        for host in ("cam1", "cam2", "cam3", "pi.lab", "other", "x"):
+            try:
+                expected: object = dict(own.lookup(host))
+            except Exception as exc:  # noqa: BLE001 - the same failure is what is compared
+                expected = type(exc)
+            try:
+                got: object = dict(ours.lookup(host))
+            except Exception as exc:  # noqa: BLE001
+                got = type(exc)
+            assert got == expected, f"{host} in:\n{text}"
+            compared += 1
+    assert compared == 1800
+
+
+def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str) -> str:
+    """resolve_target and login_name as a uid with no passwd entry and no USER (a container's `-u 12345`),
+    in a user namespace; what they gave or the error's message and fix."""
+    if find_tool("unshare") is None:
+        cannot_run("unshare not found: install util-linux")
+    config = tmp_path / "ssh_config"
+    config.write_text(config_text)
+    tmp_path.chmod(0o755)
+    config.chmod(0o644)
+    code = (
+        "import getpass, os; from pathlib import Path\n"
+        "from orchestrator.errors import ConnectError\n"
+        "from orchestrator.pi.target import login_name, resolve_target\n"
+        "try:\n"
+        "    getpass.getuser()\n"
+        "except (KeyError, OSError):\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('this uid has a name')\n"
+        "try:\n"
+        f"    target = resolve_target({target!r}, Path({str(config)!r}))\n"
+        "    print('target', target.hostname, login_name(target))\n"
+        "except ConnectError as exc:\n"
+        "    print('error', exc.message, '|', exc.fix)\n"
+    )
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(["unshare", "--user", "--map-user=12345", "--map-group=12345", sys.executable, "-c", code],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    if done.returncode != 0 and "unshare:" in done.stderr:
+        cannot_run(f"no user namespace for the test: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_laptop_user_without_a_name_reads_a_config_that_never_needs_it(tmp_path: Path) -> None:
+    """paramiko's own lookup asks the laptop's user name for every block and fails for such a uid; a
+    config that names the Pi's user and no %u needs none."""
+    config = "Host cam1\n    HostName 10.0.0.2\n    User pi\n    IdentityFile ~/.ssh/id_ed25519\nHost *\n    Port 22\n"
+    assert _resolve_without_a_user_name(tmp_path, config, "cam1") == "target 10.0.0.2 pi"
+
+
+@pytest.mark.parametrize(("config", "target", "says"), [
+    # The config asks for the name: one line naming what is missing and how to give it.
+    ("Host cam1\n    HostName 10.0.0.2\n    IdentityFile /keys/%u\n", "cam1",
+     "error SSH config {config} needs this laptop's user name (a Match on the user, or %u/%r/%C), and uid 12345 "
+     "has none: no USER, no passwd entry | set USER (USER=name piorch ...)"),
+    ("Match localuser bob\n    User x\n", "cam1",
+     "error SSH config {config} needs this laptop's user name (a Match on the user, or %u/%r/%C), and uid 12345 "
+     "has none: no USER, no passwd entry | set USER (USER=name piorch ...)"),
+    # Nothing names the Pi's user: the login cannot guess one (as ssh, which refuses such a uid outright).
+    ("Host cam1\n    HostName 10.0.0.2\n", "cam1",
+     "error no user to log in to 10.0.0.2 as: this laptop's uid 12345 has no name (no USER, no passwd entry) | "
+     "name the Pi's user: user@10.0.0.2, or User in ~/.ssh/config"),
+])
+def test_a_laptop_user_without_a_name_is_told_what_to_set(tmp_path: Path, config: str, target: str,
+                                                         says: str) -> None:
+    assert _resolve_without_a_user_name(tmp_path, config, target) == says.format(config=tmp_path / "ssh_config")

@@ -21,7 +21,8 @@ from pathlib import Path
 from orchestrator.errors import ConnectError, PiorchError, UsageError
 from orchestrator.pi.host import Host
 from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix
-from orchestrator.pi.login import ensure_laptop_key, is_login_refused, login_name, open_password_client, pick_key_path
+from orchestrator.pi.login import ensure_laptop_key, is_login_refused, open_password_client, pick_key_path
+from orchestrator.pi.target import login_name
 from orchestrator.settings import SshSettings
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "pi" / "sh"

@@ -28,9 +28,10 @@ from orchestrator.pi.detect import CameraReport, build_camera_check_script, pars
 from orchestrator.pi.health import MEM_WARN_MB, SKEW_WARN_S, TEMP_HOT_C, TEMP_WARN_C, PiHealth, read_health
 from orchestrator.pi.host import Host
 from orchestrator.pi.hostkey import HostKeyState, check_host_key, host_key_fix
-from orchestrator.pi.login import is_login_refused, login_name
+from orchestrator.pi.login import is_login_refused
 from orchestrator.pi.scripts import PiProbe
 from orchestrator.pi.stack import CameraStack, H264Encoder
+from orchestrator.pi.target import login_name
 from orchestrator.settings import Backend, CameraSettings, CameraTool, SshSettings
 
 

@@ -7,7 +7,6 @@ message, and never sent to anything but the Pi's sshd.
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConnectError, HostKeyError, PiorchError
 from orchestrator.pi.hostkey import fingerprint, read_known_hosts
-from orchestrator.pi.target import SshTarget
+from orchestrator.pi.target import SshTarget, login_name
 from orchestrator.settings import SshSettings
 
 if TYPE_CHECKING:
@@ -40,11 +39,6 @@ def is_login_refused(exc: ConnectError) -> bool:
     # No key file, no agent and no password: paramiko gives up before asking the Pi anything, and says so
     # only in this message (client.py, SSHClient._auth). For the user it is the same: no key works.
     return isinstance(cause, paramiko.SSHException) and "No authentication methods available" in str(cause)
-
-
-def login_name(target: SshTarget) -> str:
-    """The user paramiko logs in as: the target's, else the laptop user's (as ssh does)."""
-    return target.user or getpass.getuser()
 
 
 @dataclass(frozen=True)

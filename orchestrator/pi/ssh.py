@@ -37,7 +37,7 @@ from orchestrator.pi.hostkey import (
 from orchestrator.pi.keys import kept_keys_client
 from orchestrator.pi.mux import may_have_master, open_master_host
 from orchestrator.pi.proxy import ProxyProcess
-from orchestrator.pi.target import SshTarget, resolve_target
+from orchestrator.pi.target import SshTarget, login_name, resolve_target
 from orchestrator.settings import SshSettings
 
 if TYPE_CHECKING:
@@ -385,7 +385,7 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
     keys = [str(p) for p in target.identity_files if p.is_file()]
     try:
         client.connect(
-            target.hostname, port=target.port, username=target.user, key_filename=keys or None,  # type: ignore[arg-type]
+            target.hostname, port=target.port, username=login_name(target), key_filename=keys or None,  # type: ignore[arg-type]
             look_for_keys=not target.identities_only, allow_agent=not target.identities_only,
             timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
             transport_factory=new_transport,

@@ -7,6 +7,8 @@ supported by it). paramiko is imported here, the first thing a connection needs 
 
 from __future__ import annotations
 
+import functools
+import getpass
 import importlib
 import importlib.machinery
 import os
@@ -191,10 +193,63 @@ class ReadOnce(Generic[T]):
             return kept[1]
 
 
+def login_name(target: SshTarget) -> str:
+    """The user to log in as: the target's, else the laptop user's, as ssh does."""
+    if target.user:
+        return target.user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such user: KeyError up to Python 3.12, OSError since
+        raise ConnectError(f"no user to log in to {target.display} as: this laptop's uid {os.getuid()} has no "
+                           "name (no USER, no passwd entry)", f"name the Pi's user: user@{target.hostname}, "
+                           "or User in ~/.ssh/config") from None
+
+
+def _laptop_user_has_no_name() -> bool:
+    """getpass.getuser() fails: a uid with no passwd entry and none of LOGNAME, USER, LNAME, USERNAME."""
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        return True
+    return False
+
+
 def _parse_config(path: Path) -> Any:
+    return _lean_config_class().from_path(str(path))
+
+
+@functools.cache
+def _lean_config_class() -> Any:
+    """paramiko's SSHConfig, minus work whose result its lookup then throws away. Each lookup goes through
+    every Host block twice, and for each one paramiko asks the laptop's user name (getpass) before it looks
+    at the block's `Match` conditions, even when it has none. Then, for each value that may hold `%` tokens
+    or `~`, it asks the user name and the host name and builds every token's replacement (the local FQDN by
+    two name lookups for IdentityFile and ControlPath) before it looks whether the value holds any. A
+    lookup costs ~90 us and ~40 system calls that way (a fleet makes one per Pi, each letting go of the
+    GIL while the other Pis log in), ~30 us and none without it.
+
+    The answers are the same: a block without `Match` never matches through it, and a value without `%`
+    has no token but `~`, the last one paramiko replaces. It also means a laptop user with no name (a
+    container's uid with no passwd entry and no USER) can use a config that never needs the name; paramiko
+    would fail every lookup."""
     import paramiko  # resolve_target has loaded it (load_paramiko)
 
-    return paramiko.SSHConfig.from_path(str(path))
+    class LeanConfig(paramiko.SSHConfig):
+        def _does_match(self, match_list: list[dict[str, Any]], target_hostname: str, canonical: bool,
+                        final: bool, options: dict[str, Any]) -> Any:
+            if not match_list:
+                return []  # what paramiko's loop gives for no conditions, without asking the user name
+            return super()._does_match(  # type: ignore[misc]  # private: not in paramiko's stubs
+                match_list, target_hostname, canonical, final, options)
+
+        def _tokenize(self, config: dict[str, Any], target_hostname: str, key: str, value: Any) -> Any:
+            if isinstance(value, str) and "%" not in value:
+                if "~" not in value or "~" not in self._allowed_tokens(key):  # type: ignore[attr-defined]
+                    return value
+                return value.replace("~", os.path.expanduser("~"))  # as paramiko's own `~` token
+            return super()._tokenize(config, target_hostname, key, value)  # type: ignore[misc]
+
+    return LeanConfig
 
 
 # paramiko's SSHConfig of each file: a lookup only reads it, so the threads of several Pis share one.
@@ -211,6 +266,10 @@ def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
             path = ssh_config.expanduser()
             looked = dict(_CONFIGS.get(path, path.stat()).lookup(host))
         except Exception as exc:  # paramiko raises several unrelated types for a bad file
+            if isinstance(exc, (KeyError, OSError)) and _laptop_user_has_no_name():
+                raise ConnectError(f"SSH config {ssh_config} needs this laptop's user name (a Match on the user, "
+                                   f"or %u/%r/%C), and uid {os.getuid()} has none: no USER, no passwd entry",
+                                   "set USER (USER=name piorch ...)") from None
             raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
                                "fix that file or point ssh_config elsewhere") from None
     try:
