@@ -11,6 +11,7 @@ listed: without them no test could run at all.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from pathlib import Path
 from typing import NoReturn
@@ -77,3 +78,23 @@ def require_reference(name: str) -> Path:
     if not path.is_file():
         cannot_run(f"{path} not found: the workspace's shared/ folder belongs beside the checkout")
     return path
+
+
+def nameless_uid() -> int:
+    """A uid this machine has no passwd entry for (a container's `-u 12345`)."""
+    uid = 12345
+    while True:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+        uid += 1
+
+
+def as_nameless_user(argv: list[str]) -> list[str]:
+    """`argv` run as a nameless uid in a user namespace (the uid maps back to this one, so files read the same)."""
+    unshare = find_tool("unshare")
+    if unshare is None:
+        cannot_run("unshare not found: install util-linux")
+    uid = nameless_uid()
+    return [unshare, "--user", f"--map-user={uid}", f"--map-group={uid}", *argv]

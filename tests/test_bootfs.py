@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,8 @@ from orchestrator.link.bootfs import (
 from orchestrator.link.plan import LinkError
 from orchestrator.pi.host import LocalHost
 from orchestrator.stream.manifest import write_bytes_atomically
-from tests.e2e_helpers import piorch_env, run_piorch
+from tests.e2e_helpers import ROOT, piorch_env, run_piorch
+from tests.system_tools import as_nameless_user, cannot_run
 
 BOOKWORM = (b"console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "
             b"rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot")
@@ -252,3 +255,17 @@ def test_remote_scripts_in_a_real_shell(tmp_path: Path) -> None:
     assert (boot / "cmdline.txt").read_bytes() == STUB
     assert (tmp_path / "sudo.log").read_text().splitlines() == ["sudo -n sh -c"] * 3
     assert os.access(firmware / "cmdline.txt", os.R_OK)
+
+
+def test_a_nameless_laptop_user_still_gets_the_card_mounts_looked_for(tmp_path: Path) -> None:
+    """A uid with no passwd entry and no USER (a container's `-u 12345`): the search for the card goes on with
+    SUDO_USER's mounts, where getpass used to raise."""
+    code = "from orchestrator.link.bootfs import default_boot_users; print(default_boot_users())"
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "SUDO_USER": "alice"}
+    done = subprocess.run(as_nameless_user([sys.executable, "-c", code]), capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    if done.returncode != 0 and done.stderr.startswith("unshare:"):
+        cannot_run(f"no user namespace for the test: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['', 'alice']"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi, wait_for_bytes
-from tests.system_tools import cannot_run, find_tool, require_tool
+from tests.system_tools import as_nameless_user, cannot_run, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -264,15 +264,15 @@ def test_record_through_proxyjump(tmp_path: Path, fake_pi: FakePi) -> None:
 
 def test_a_laptop_user_without_a_name_records_from_a_pi_whose_user_is_named(fake_pi: FakePi, tmp_path: Path) -> None:
     """A container's `-u 12345`: no passwd entry, no USER or LOGNAME. paramiko's own ssh_config lookup asked
-    that name for every Host block and failed; the config here names the Pi's user, so none is needed."""
-    if find_tool("unshare") is None:
-        cannot_run("unshare not found: install util-linux")
+    that name as soon as a Host block did not match, and failed; the config here names the Pi's user."""
     env = {name: value for name, value in piorch_env(tmp_path, fake_pi.info.ssh_config).items()
            if name not in ("USER", "LOGNAME", "LNAME", "USERNAME")}
+    config = fake_pi.info.ssh_config
+    config.write_text("Host some-other-pi\n    Port 2222\n" + config.read_text())
     out = tmp_path / "recv"
-    argv = ["unshare", "--user", "--map-user=12345", "--map-group=12345", *piorch_argv(
+    argv = as_nameless_user(piorch_argv(
         "record", "--pi", fake_pi.info.alias, "--seconds", "1", "--out", str(out), "--container", "h264",
-        "--port", "0", "--width", "640", "--height", "480", "--fps", "15")]
+        "--port", "0", "--width", "640", "--height", "480", "--fps", "15"))
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0 and done.stderr.startswith("unshare:"):
         cannot_run(f"no user namespace for the test: {done.stderr.strip()}")

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.errors import ConnectError
 from orchestrator.pi.target import SshTarget, installed_version, parse_target, resolve_target
-from tests.system_tools import cannot_run, find_tool
+from tests.system_tools import as_nameless_user, cannot_run, nameless_uid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,20 +166,22 @@ def test_the_ssh_config_is_parsed_once_for_every_pi_and_again_when_it_changes(tm
 
 
 # Pieces of ssh_config for test_the_lookup_answers_as_paramikos_own: patterns and values with and without
-# every token paramiko knows, `~` where it is a token and where it is not (UserKnownHostsFile).
+# every token paramiko knows, and `~` alone where it is a token (IdentityFile, ProxyCommand) and where it is
+# not (HostName, ControlPath, ProxyJump, UserKnownHostsFile, LocalCommand).
 _PATTERNS = ("cam1", "cam*", "!cam2", "cam?", "*.lab", "*", "other", "cam1 cam3", "!*.lab *")
 _MATCHES = ("host cam1", "originalhost cam*", "user pi", "user !pi", "localuser tester", "localuser !tester",
             "all", "host cam2 user root")
 _VALUES = (
-    ("HostName", ("10.0.0.%h", "%h.lab", "10.0.0.2", "pi-%h")),
+    ("HostName", ("10.0.0.%h", "%h.lab", "10.0.0.2", "pi-%h", "~h")),
     ("User", ("pi", "root", "%u")),
     ("Port", ("2222", "22")),
     ("IdentityFile", ("~/.ssh/id_ed25519", "%d/.ssh/%u-%h", "/keys/%C", "/keys/%r@%l", "/keys/plain",
                       "~/%%h/%h", "/k/~x")),
-    ("ControlPath", ("none", "~/.ssh/cm-%C", "/tmp/%r@%h:%p", "/tmp/%L-%n-%l-%u")),
-    ("ProxyJump", ("none", "jump@%h:%p", "hop1,hop2")),
-    ("ProxyCommand", ("none", "nc %h %p", "~/bin/tunnel %h %r")),
-    ("UserKnownHostsFile", ("~/.ssh/known_%h", "/kh/plain")),
+    ("ControlPath", ("none", "~/.ssh/cm-%C", "/tmp/%r@%h:%p", "/tmp/%L-%n-%l-%u", "~/cm")),
+    ("ProxyJump", ("none", "jump@%h:%p", "hop1,hop2", "~j")),
+    ("ProxyCommand", ("none", "nc %h %p", "~/bin/tunnel %h %r", "~/bin/tunnel")),
+    ("UserKnownHostsFile", ("~/.ssh/known_%h", "/kh/plain", "~/.ssh/known_hosts2")),
+    ("LocalCommand", ("~/bin/hello", "echo %h")),
     ("IdentitiesOnly", ("yes", "no")),
 )
 
@@ -227,24 +229,14 @@ def test_the_lookup_answers_as_paramikos_own(tmp_path: Path, monkeypatch: pytest
 
 
 def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str) -> str:
-    """resolve_target and login_name as a uid with no passwd entry and no USER (a container's `-u 12345`),
-    in a user namespace; what they gave or the error's message and fix."""
-    if find_tool("unshare") is None:
-        cannot_run("unshare not found: install util-linux")
+    """resolve_target and login_name as a uid with no passwd entry and no USER, in a user namespace; what they
+    gave or the error's message and fix."""
     config = tmp_path / "ssh_config"
     config.write_text(config_text)
-    tmp_path.chmod(0o755)
-    config.chmod(0o644)
     code = (
         "import getpass, os; from pathlib import Path\n"
         "from orchestrator.errors import ConnectError\n"
         "from orchestrator.pi.target import login_name, resolve_target\n"
-        "try:\n"
-        "    getpass.getuser()\n"
-        "except (KeyError, OSError):\n"
-        "    pass\n"
-        "else:\n"
-        "    raise SystemExit('this uid has a name')\n"
         "try:\n"
         f"    target = resolve_target({target!r}, Path({str(config)!r}))\n"
         "    print('target', target.hostname, login_name(target))\n"
@@ -252,34 +244,47 @@ def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str) 
         "    print('error', exc.message, '|', exc.fix)\n"
     )
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(["unshare", "--user", "--map-user=12345", "--map-group=12345", sys.executable, "-c", code],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
-    if done.returncode != 0 and "unshare:" in done.stderr:
+    done = subprocess.run(as_nameless_user([sys.executable, "-c", code]), capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    if done.returncode != 0 and done.stderr.startswith("unshare:"):
         cannot_run(f"no user namespace for the test: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return done.stdout.strip().replace(f"uid {nameless_uid()} ", "uid UID ")
 
 
 def test_a_laptop_user_without_a_name_reads_a_config_that_never_needs_it(tmp_path: Path) -> None:
     """paramiko's own lookup asks the laptop's user name for every block and fails for such a uid; a
     config that names the Pi's user and no %u needs none."""
-    config = "Host cam1\n    HostName 10.0.0.2\n    User pi\n    IdentityFile ~/.ssh/id_ed25519\nHost *\n    Port 22\n"
+    # `Host other` does not match cam1: paramiko asked the user name right there.
+    config = ("Host other\n    Port 2\nHost cam1\n    HostName 10.0.0.2\n    User pi\n"
+              "    IdentityFile ~/.ssh/id_ed25519\nHost *\n    Port 22\n")
     assert _resolve_without_a_user_name(tmp_path, config, "cam1") == "target 10.0.0.2 pi"
+
+
+NEEDS_NAME = ("error SSH config {config} needs this laptop's user name (for a Match block, or a %-token in "
+              "HostName, IdentityFile, ControlPath, ProxyCommand or ProxyJump), and uid UID has none: no USER, no "
+              "passwd entry | set USER (USER=name piorch ...)")
 
 
 @pytest.mark.parametrize(("config", "target", "says"), [
     # The config asks for the name: one line naming what is missing and how to give it.
-    ("Host cam1\n    HostName 10.0.0.2\n    IdentityFile /keys/%u\n", "cam1",
-     "error SSH config {config} needs this laptop's user name (a Match on the user, or %u/%r/%C), and uid 12345 "
-     "has none: no USER, no passwd entry | set USER (USER=name piorch ...)"),
-    ("Match localuser bob\n    User x\n", "cam1",
-     "error SSH config {config} needs this laptop's user name (a Match on the user, or %u/%r/%C), and uid 12345 "
-     "has none: no USER, no passwd entry | set USER (USER=name piorch ...)"),
-    # Nothing names the Pi's user: the login cannot guess one (as ssh, which refuses such a uid outright).
-    ("Host cam1\n    HostName 10.0.0.2\n", "cam1",
-     "error no user to log in to 10.0.0.2 as: this laptop's uid 12345 has no name (no USER, no passwd entry) | "
-     "name the Pi's user: user@10.0.0.2, or User in ~/.ssh/config"),
+    ("Host cam1\n    HostName 10.0.0.2\n    IdentityFile /keys/%u\n", "cam1", NEEDS_NAME),
+    ("Match localuser bob\n    User x\n", "cam1", NEEDS_NAME),
+    ("Host cam1\n    HostName %h.lan\n    User pi\n", "cam1", NEEDS_NAME),
+    # Nothing names the user to log in as: it cannot be guessed (ssh refuses such a uid outright).
+    ("Host other\n    User x\nHost cam1\n    HostName 10.0.0.2\n", "cam1",
+     "error no user to log in to 10.0.0.2 as: this laptop's uid UID has no name (no USER, no passwd entry) | "
+     "name the user: NAME@cam1 (in ProxyJump for a jump host), or a User line for it in the ssh_config"),
 ])
 def test_a_laptop_user_without_a_name_is_told_what_to_set(tmp_path: Path, config: str, target: str,
                                                          says: str) -> None:
     assert _resolve_without_a_user_name(tmp_path, config, target) == says.format(config=tmp_path / "ssh_config")
+
+
+def test_another_failure_of_the_lookup_is_not_blamed_on_a_nameless_user(tmp_path: Path) -> None:
+    """CanonicalizeHostname without CanonicalDomains makes paramiko raise a KeyError of its own: that is the
+    config's fault, said as such, even for a uid with no name."""
+    config = "Host other\n    Port 2\nHost cam1\n    CanonicalizeHostname yes\n    User pi\n"
+    said = _resolve_without_a_user_name(tmp_path, config, "cam1")
+    assert said == f"error cannot read SSH config {tmp_path / 'ssh_config'} ('canonicaldomains') | fix that file or " \
+        "point ssh_config elsewhere"

@@ -98,7 +98,11 @@ def pick_boot_dir(candidates: Sequence[Path]) -> Path:
 
 def default_boot_users() -> list[str]:
     # Under `sudo piorch`, the card is mounted for the user who ran sudo, not for root.
-    return [getpass.getuser(), os.environ.get("SUDO_USER", "")]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name (no passwd entry, no USER): its mounts have none either
+        user = ""
+    return [user, os.environ.get("SUDO_USER", "")]
 
 
 class LocalBootFiles:

@@ -414,6 +414,7 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
 
 def _log_in(target: SshTarget, settings: SshSettings, opened: _Opened) -> SshHost:
     """The connection and the login, on the calling thread; whatever it opened is closed when it fails."""
+    login_name(target)  # no user to log in as: said before anything is reached (a jump host's at its own turn)
     try:
         client, _ = _login(target, settings, opened, _reach(target, settings, opened, jump=False), jump=False)
         return SshHost(client, target, opened)

@@ -197,21 +197,28 @@ def login_name(target: SshTarget) -> str:
     """The user to log in as: the target's, else the laptop user's, as ssh does."""
     if target.user:
         return target.user
-    try:
+    if _nameless_user_error() is None:
         return getpass.getuser()
-    except (KeyError, OSError):  # no such user: KeyError up to Python 3.12, OSError since
-        raise ConnectError(f"no user to log in to {target.display} as: this laptop's uid {os.getuid()} has no "
-                           "name (no USER, no passwd entry)", f"name the Pi's user: user@{target.hostname}, "
-                           "or User in ~/.ssh/config") from None
+    raise ConnectError(f"no user to log in to {target.display} as: this laptop's uid {os.getuid()} has no name "
+                       "(no USER, no passwd entry)",
+                       f"name the user: NAME@{target.alias} (in ProxyJump for a jump host), or a User line for "
+                       "it in the ssh_config")
 
 
-def _laptop_user_has_no_name() -> bool:
-    """getpass.getuser() fails: a uid with no passwd entry and none of LOGNAME, USER, LNAME, USERNAME."""
+def _nameless_user_error() -> BaseException | None:
+    """What getpass.getuser() raises for a uid with no passwd entry and none of LOGNAME, USER, LNAME and
+    USERNAME (KeyError up to Python 3.12, OSError since), or None when the laptop's user has a name."""
     try:
         getpass.getuser()
-    except (KeyError, OSError):
-        return True
-    return False
+    except (KeyError, OSError) as exc:
+        return exc
+    return None
+
+
+def _is_nameless_user_error(exc: BaseException) -> bool:
+    """`exc` is getuser's own failure, not another KeyError or OSError of the lookup (an unreadable file)."""
+    own = _nameless_user_error()
+    return own is not None and type(own) is type(exc) and own.args == exc.args
 
 
 def _parse_config(path: Path) -> Any:
@@ -221,17 +228,17 @@ def _parse_config(path: Path) -> Any:
 @functools.cache
 def _lean_config_class() -> Any:
     """paramiko's SSHConfig, minus work whose result its lookup then throws away. Each lookup goes through
-    every Host block twice, and for each one paramiko asks the laptop's user name (getpass) before it looks
-    at the block's `Match` conditions, even when it has none. Then, for each value that may hold `%` tokens
-    or `~`, it asks the user name and the host name and builds every token's replacement (the local FQDN by
-    two name lookups for IdentityFile and ControlPath) before it looks whether the value holds any. A
-    lookup costs ~90 us and ~40 system calls that way (a fleet makes one per Pi, each letting go of the
-    GIL while the other Pis log in), ~30 us and none without it.
+    every Host block twice, and for each block whose patterns do not match, paramiko asks the laptop's user
+    name (getpass) before it looks at the block's `Match` conditions, even when it has none. Then, for each
+    value that may hold `%` tokens or `~`, it asks the user name and the host name and builds every token's
+    replacement (the local FQDN by two name lookups for IdentityFile and ControlPath) before it looks
+    whether the value holds any. A lookup costs ~90 us and ~40 system calls that way (a fleet makes one per
+    Pi, each letting go of the GIL while the other Pis log in), ~30 us and none without it.
 
     The answers are the same: a block without `Match` never matches through it, and a value without `%`
     has no token but `~`, the last one paramiko replaces. It also means a laptop user with no name (a
-    container's uid with no passwd entry and no USER) can use a config that never needs the name; paramiko
-    would fail every lookup."""
+    container's uid with no passwd entry and no USER) can use a config with no Match block and no %-token;
+    paramiko's own lookup failed as soon as one block did not match the host."""
     import paramiko  # resolve_target has loaded it (load_paramiko)
 
     class LeanConfig(paramiko.SSHConfig):
@@ -266,9 +273,10 @@ def resolve_target(text: str, ssh_config: Path | None) -> SshTarget:
             path = ssh_config.expanduser()
             looked = dict(_CONFIGS.get(path, path.stat()).lookup(host))
         except Exception as exc:  # paramiko raises several unrelated types for a bad file
-            if isinstance(exc, (KeyError, OSError)) and _laptop_user_has_no_name():
-                raise ConnectError(f"SSH config {ssh_config} needs this laptop's user name (a Match on the user, "
-                                   f"or %u/%r/%C), and uid {os.getuid()} has none: no USER, no passwd entry",
+            if _is_nameless_user_error(exc):
+                raise ConnectError(f"SSH config {ssh_config} needs this laptop's user name (for a Match block, or "
+                                   f"a %-token in HostName, IdentityFile, ControlPath, ProxyCommand or ProxyJump), "
+                                   f"and uid {os.getuid()} has none: no USER, no passwd entry",
                                    "set USER (USER=name piorch ...)") from None
             raise ConnectError(f"cannot read SSH config {ssh_config} ({exc})",
                                "fix that file or point ssh_config elsewhere") from None
