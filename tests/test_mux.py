@@ -12,12 +12,14 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from orchestrator.pi.host import CommandResult
 from orchestrator.pi.mux import MuxHost, find_master, open_master_host
 from orchestrator.pi.ssh import PendingHost
 from orchestrator.settings import SshSettings
@@ -155,6 +157,34 @@ def pi_behind_master(tmp_path: Path) -> Iterator[tuple[FakePi, Path]]:
     finally:
         subprocess.run([*master, "-O", "exit", pi.info.alias], timeout=30, capture_output=True, check=False)
         pi.server.stop()
+
+
+@pytest.mark.e2e
+def test_a_connection_begun_early_learns_the_laptops_address_while_the_caller_imports(
+        pi_behind_master: tuple[FakePi, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a master, the laptop's address as the Pi sees it is a command of its own (`echo
+    "$SSH_CONNECTION"`): record's PendingHost asks it on its own thread, right after finding the master, so
+    that it overlaps the recorder's imports instead of following them."""
+    pi, config = pi_behind_master
+    asked: list[tuple[str, str]] = []
+    real_run = MuxHost.run
+
+    def noting_run(self: MuxHost, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
+        asked.append((command, threading.current_thread().name))
+        return real_run(self, command, timeout, stop)
+
+    monkeypatch.setattr(MuxHost, "run", noting_run)
+    pending = PendingHost(SshSettings(target=pi.info.alias, ssh_config=config))
+    host = pending.result()
+    assert isinstance(host, MuxHost)
+    deadline = time.monotonic() + 20
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The caller has not asked anything yet: the command ran on the login's own thread.
+    assert asked == [('echo "$SSH_CONNECTION"', f"piorch-pending-{pi.info.alias}")]
+    assert (host.local_address(), host.peer_address()) == ("127.0.0.1", "127.0.0.1")
+    assert len(asked) == 1  # the caller's questions are answered from that one command
+    host.close()
 
 
 @pytest.mark.e2e

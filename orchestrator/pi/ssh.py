@@ -35,7 +35,7 @@ from orchestrator.pi.hostkey import (
     revoked_keys,
 )
 from orchestrator.pi.keys import kept_keys_client
-from orchestrator.pi.mux import may_have_master, open_master_host
+from orchestrator.pi.mux import MuxHost, may_have_master, open_master_host
 from orchestrator.pi.proxy import ProxyProcess
 from orchestrator.pi.target import SshTarget, login_name, resolve_target
 from orchestrator.settings import SshSettings
@@ -607,6 +607,12 @@ class PendingHost:
         except BaseException as exc:  # raised in the caller's thread by result()
             self._outcome.append(exc)
         self._done.set()
+        host = self._outcome[0]
+        if isinstance(host, MuxHost) and not self._abandoned:
+            # Through a master, this laptop's address as the Pi sees it (what record's receiver binds and nc
+            # dials) is one more command, `ssh -S` and a shell on the Pi: ~17 ms here. Asked now, it overlaps
+            # the caller's imports; the caller asking meanwhile waits for this one answer (MuxHost._ends).
+            host.local_address()
         if self._hold:
             self._given.wait(HOLD_S)
         with self._lock:
