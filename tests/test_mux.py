@@ -73,6 +73,24 @@ def test_a_connection_begun_early_goes_through_the_master_too(tmp_path: Path, un
     host.close()
 
 
+def test_ctrl_c_cuts_short_the_early_question_of_a_master_that_does_not_answer(tmp_path: Path,
+                                                                            unix_socket: Path) -> None:
+    """The login's thread asks the laptop's address through the master at once (PendingHost); a master that
+    never answers (this one is a bare socket) holds that question up to its timeout, unless the stop event
+    (Ctrl+C) is set: then the thread ends within a poll."""
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket)
+    stop = threading.Event()
+    host = PendingHost(SshSettings(target="cam1", ssh_config=config), stop).result()
+    assert isinstance(host, MuxHost)
+    [login] = [thread for thread in threading.enumerate() if thread.name == "piorch-pending-cam1"]
+    assert login.is_alive()  # still waiting for the master's answer
+    stop.set()
+    login.join(3)  # the question's own timeout is 5 s (mux.CONFIG_TIMEOUT_S)
+    assert not login.is_alive()
+    host.close()
+
+
 def test_no_socket_no_master(tmp_path: Path) -> None:
     require_tool("ssh")
     config = write_config(tmp_path / "config", "cam1", tmp_path / "not-there.sock")

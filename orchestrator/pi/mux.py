@@ -186,7 +186,12 @@ class MuxHost:
     def run(self, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
         return run_to_end(self, command, timeout, stop)
 
-    def _ends(self) -> tuple[str | None, str | None]:
+    def learn_addresses(self, stop: threading.Event | None = None) -> None:
+        """Ask `_ends` now (one command), so that local_address and peer_address answer at once later;
+        `stop` cuts it short (Ctrl+C while record still imports)."""
+        self._ends(stop)
+
+    def _ends(self, stop: threading.Event | None = None) -> tuple[str | None, str | None]:
         """(this laptop's address, the Pi's) of the master's own connection, as the Pi's sshd saw it
         (`$SSH_CONNECTION`: client address, client port, server address, server port). Through jump hosts
         or a ProxyCommand the client is not this laptop: none."""
@@ -195,7 +200,7 @@ class MuxHost:
                 self._local = (None, None)
                 if not self.master.proxied:
                     with contextlib.suppress(PiorchError):
-                        said = self.run('echo "$SSH_CONNECTION"', timeout=CONFIG_TIMEOUT_S).stdout.split()
+                        said = self.run('echo "$SSH_CONNECTION"', CONFIG_TIMEOUT_S, stop).stdout.split()
                         if len(said) == 4:
                             self._local = (said[0], said[2])
             return self._local

@@ -612,7 +612,7 @@ class PendingHost:
             # Through a master, this laptop's address as the Pi sees it (what record's receiver binds and nc
             # dials) is one more command, `ssh -S` and a shell on the Pi: ~17 ms here. Asked now, it overlaps
             # the caller's imports; the caller asking meanwhile waits for this one answer (MuxHost._ends).
-            host.local_address()
+            host.learn_addresses(self._stop)
         if self._hold:
             self._given.wait(HOLD_S)
         with self._lock:
