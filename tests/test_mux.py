@@ -67,9 +67,11 @@ def test_a_connection_begun_early_goes_through_the_master_too(tmp_path: Path, un
     # back is the master, as connect_pi would, and no paramiko connection (this "master" is a bare socket).
     require_tool("ssh")
     config = write_config(tmp_path / "config", "cam1", unix_socket)
-    host = PendingHost(SshSettings(target="cam1", ssh_config=config)).result()
+    stop = threading.Event()
+    host = PendingHost(SshSettings(target="cam1", ssh_config=config), stop).result()
     assert isinstance(host, MuxHost)
     assert host.master.control_path == unix_socket
+    stop.set()  # its thread still asks this "master" the laptop's address, which it never answers
     host.close()
 
 
@@ -81,9 +83,10 @@ def test_ctrl_c_cuts_short_the_early_question_of_a_master_that_does_not_answer(t
     require_tool("ssh")
     config = write_config(tmp_path / "config", "cam1", unix_socket)
     stop = threading.Event()
+    before = set(threading.enumerate())
     host = PendingHost(SshSettings(target="cam1", ssh_config=config), stop).result()
     assert isinstance(host, MuxHost)
-    [login] = [thread for thread in threading.enumerate() if thread.name == "piorch-pending-cam1"]
+    [login] = [thread for thread in set(threading.enumerate()) - before if thread.name == "piorch-pending-cam1"]
     assert login.is_alive()  # still waiting for the master's answer
     stop.set()
     login.join(3)  # the question's own timeout is 5 s (mux.CONFIG_TIMEOUT_S)
