@@ -94,6 +94,28 @@ def test_ctrl_c_cuts_short_the_early_question_of_a_master_that_does_not_answer(t
     host.close()
 
 
+def test_a_held_login_thread_still_runs_its_work_when_the_early_question_fails(
+        tmp_path: Path, unix_socket: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet's login thread is held for the Pi's recording (continue_with); the early question through the
+    master is optional, so a fault in it (here: any exception from the command) must not leave the work
+    unrun, and the caller who asks meets the fault itself."""
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket)
+
+    def failing_run(self: MuxHost, command: str, timeout: float, stop: threading.Event | None = None) -> CommandResult:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(MuxHost, "run", failing_run)
+    pending = PendingHost(SshSettings(target="cam1", ssh_config=config), threading.Event(), hold=True)
+    host = pending.result()
+    assert isinstance(host, MuxHost)
+    ran: list[str] = []
+    pending.continue_with(lambda: ran.append(threading.current_thread().name), "piorch-cam1").join(10)
+    assert ran == ["piorch-pending-cam1"]
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        host.local_address()
+
+
 def test_no_socket_no_master(tmp_path: Path) -> None:
     require_tool("ssh")
     config = write_config(tmp_path / "config", "cam1", tmp_path / "not-there.sock")
@@ -205,6 +227,21 @@ def test_a_connection_begun_early_learns_the_laptops_address_while_the_caller_im
     assert asked == [('echo "$SSH_CONNECTION"', f"piorch-pending-{pi.info.alias}")]
     assert (host.local_address(), host.peer_address()) == ("127.0.0.1", "127.0.0.1")
     assert len(asked) == 1  # the caller's questions are answered from that one command
+    host.close()
+
+
+@pytest.mark.e2e
+def test_a_question_cut_short_by_ctrl_c_is_asked_again_by_whoever_still_wants_it(
+        pi_behind_master: tuple[FakePi, Path]) -> None:
+    """Ctrl+C during the early question: it ends at once and keeps nothing, so a later caller gets the real
+    address (not "unknown", which would tell the user to pass --laptop-ip instead of exiting 130)."""
+    pi, config = pi_behind_master
+    host = open_master_host(SshSettings(target=pi.info.alias, ssh_config=config))
+    assert host is not None
+    stop = threading.Event()
+    stop.set()
+    host.learn_addresses(stop)
+    assert (host.local_address(), host.peer_address()) == ("127.0.0.1", "127.0.0.1")
     host.close()
 
 

@@ -112,8 +112,10 @@ class PumpedProcess(Process):
                 batch, pending = split_lines(pending, chunk)
                 if batch:
                     self._lines.put(batch)
-        except OSError:
-            pass  # the stream broke: treated as its end, the exit status tells the rest
+        except (OSError, ValueError):
+            # The stream broke, or close() closed it under the read (a command cut short: Ctrl+C, a
+            # deadline; the file then says ValueError): its end either way, the exit status tells the rest.
+            pass
         finally:
             if pending.strip():
                 self._lines.put([pending.decode("utf-8", "replace")])
@@ -125,8 +127,8 @@ class PumpedProcess(Process):
                 with self._stderr_lock:
                     self._stderr += chunk
                     del self._stderr[:-STDERR_KEEP]
-        except OSError:
-            pass  # as above: a broken stderr stream just ends
+        except (OSError, ValueError):
+            pass  # as above: a broken or closed stderr stream just ends
 
     def next_line(self, timeout: float) -> str | None:
         if self._ready:

@@ -14,7 +14,6 @@ passes through SSH either way. `ControlMaster=no` on each command: piorch never 
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import re
 import shutil
@@ -25,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import ConnectError, PiorchError
+from orchestrator.errors import ConnectError, Interrupted, PiorchError
 from orchestrator.pi.host import CommandResult, Process, run_to_end, start_process
 from orchestrator.pi.target import parse_target
 from orchestrator.settings import SshSettings
@@ -188,7 +187,8 @@ class MuxHost:
 
     def learn_addresses(self, stop: threading.Event | None = None) -> None:
         """Ask `_ends` now (one command), so that local_address and peer_address answer at once later;
-        `stop` cuts it short (Ctrl+C while record still imports)."""
+        `stop` cuts it short (Ctrl+C while record still imports), and then nothing is kept: whoever still
+        wants the answer asks again."""
         self._ends(stop)
 
     def _ends(self, stop: threading.Event | None = None) -> tuple[str | None, str | None]:
@@ -196,14 +196,20 @@ class MuxHost:
         (`$SSH_CONNECTION`: client address, client port, server address, server port). Through jump hosts
         or a ProxyCommand the client is not this laptop: none."""
         with self._lock:
-            if self._local is None:
-                self._local = (None, None)
-                if not self.master.proxied:
-                    with contextlib.suppress(PiorchError):
-                        said = self.run('echo "$SSH_CONNECTION"', CONFIG_TIMEOUT_S, stop).stdout.split()
-                        if len(said) == 4:
-                            self._local = (said[0], said[2])
-            return self._local
+            if self._local is not None:
+                return self._local
+            ends: tuple[str | None, str | None] = (None, None)
+            if not self.master.proxied:
+                try:
+                    said = self.run('echo "$SSH_CONNECTION"', CONFIG_TIMEOUT_S, stop).stdout.split()
+                except Interrupted:
+                    return ends  # cut short, not an answer: kept for no one
+                except PiorchError:
+                    said = []  # no answer through the master: the caller says what to pass instead
+                if len(said) == 4:
+                    ends = (said[0], said[2])
+            self._local = ends
+            return ends
 
     def local_address(self) -> str | None:
         return self._ends()[0]

@@ -608,11 +608,13 @@ class PendingHost:
             self._outcome.append(exc)
         self._done.set()
         host = self._outcome[0]
-        if isinstance(host, MuxHost) and not self._abandoned:
+        if isinstance(host, MuxHost) and not self._abandoned and not (self._stop is not None and self._stop.is_set()):
             # Through a master, this laptop's address as the Pi sees it (what record's receiver binds and nc
             # dials) is one more command, `ssh -S` and a shell on the Pi: ~17 ms here. Asked now, it overlaps
             # the caller's imports; the caller asking meanwhile waits for this one answer (MuxHost._ends).
-            host.learn_addresses(self._stop)
+            # Not an answer this thread needs: a failure keeps nothing, so the caller asks again and meets it there.
+            with contextlib.suppress(Exception):
+                host.learn_addresses(self._stop)
         if self._hold:
             self._given.wait(HOLD_S)
         with self._lock:
