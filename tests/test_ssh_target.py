@@ -228,11 +228,12 @@ def test_the_lookup_answers_as_paramikos_own(tmp_path: Path, monkeypatch: pytest
     assert compared == 1800
 
 
-def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str) -> str:
-    """resolve_target and login_name as a uid with no passwd entry and no USER, in a user namespace; what they
-    gave or the error's message and fix."""
+def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str, mode: int = 0o644) -> str:
+    """resolve_target and login_name as a uid with no passwd entry and no USER, in a user namespace (where
+    the uid has no capabilities: a file's mode holds for it); what they gave or the error's message and fix."""
     config = tmp_path / "ssh_config"
     config.write_text(config_text)
+    config.chmod(mode)
     code = (
         "import getpass, os; from pathlib import Path\n"
         "from orchestrator.errors import ConnectError\n"
@@ -288,3 +289,10 @@ def test_another_failure_of_the_lookup_is_not_blamed_on_a_nameless_user(tmp_path
     said = _resolve_without_a_user_name(tmp_path, config, "cam1")
     assert said == f"error cannot read SSH config {tmp_path / 'ssh_config'} ('canonicaldomains') | fix that file or " \
         "point ssh_config elsewhere"
+
+
+def test_an_unreadable_config_is_not_blamed_on_a_nameless_user(tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    said = _resolve_without_a_user_name(tmp_path, "Host cam1\n    User pi\n", "cam1", mode=0o000)
+    assert said == f"error cannot read SSH config {config} ([Errno 13] Permission denied: '{config}') | fix that " \
+        "file or point ssh_config elsewhere"
