@@ -111,6 +111,12 @@ class RecordSettings:
     # the encoder ignores it (rpicam-vid's MJPEG).
     bitrate_given: bool = False
 
+    @property
+    def needs_link_addresses(self) -> bool:
+        """The recording asks the SSH connection's own addresses (jobs/record.py): this laptop's, where the Pi
+        sends when no --laptop-ip is given, or the Pi's, the one peer the builtin receiver lets in."""
+        return self.laptop_ip is None or (self.receive.backend is Backend.BUILTIN and self.receive.allowed_peer is None)
+
 
 class StillTool(str, enum.Enum):
     """The still-camera tools; AUTO takes the Pi's own (rpicam-still, then libcamera-still, then raspistill)."""

@@ -22,7 +22,7 @@ import pytest
 from orchestrator.pi.host import CommandResult
 from orchestrator.pi.mux import MuxHost, find_master, open_master_host
 from orchestrator.pi.ssh import PendingHost
-from orchestrator.settings import SshSettings
+from orchestrator.settings import Backend, CameraSettings, ReceiveSettings, RecordSettings, SshSettings
 from orchestrator.sim.stand_in import install_stand_ins
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi, wait_for_bytes
 from tests.system_tools import require_tool
@@ -114,6 +114,35 @@ def test_a_held_login_thread_still_runs_its_work_when_the_early_question_fails(
     assert ran == ["piorch-pending-cam1"]
     with pytest.raises(RuntimeError, match="can't start new thread"):
         host.local_address()
+
+
+def test_no_early_question_where_the_recording_needs_no_address(tmp_path: Path, unix_socket: Path) -> None:
+    """`--laptop-ip` with the nc backend needs neither of the link's addresses: the login's thread asks
+    nothing through the master (this one would hold the question up to its 5 s timeout) and ends."""
+    require_tool("ssh")
+    config = write_config(tmp_path / "config", "cam1", unix_socket)
+    before = set(threading.enumerate())
+    host = PendingHost(SshSettings(target="cam1", ssh_config=config), threading.Event(),
+                       learn_addresses=False).result()
+    assert isinstance(host, MuxHost)
+    for login in [thread for thread in set(threading.enumerate()) - before if thread.name == "piorch-pending-cam1"]:
+        login.join(3)
+        assert not login.is_alive()
+    host.close()
+
+
+@pytest.mark.parametrize(("laptop_ip", "backend", "allowed_peer", "needed"), [
+    (None, Backend.BUILTIN, None, True),          # the default: both addresses
+    (None, Backend.NC, None, True),               # where the Pi sends
+    ("10.0.0.1", Backend.BUILTIN, None, True),    # the one peer the receiver lets in
+    ("10.0.0.1", Backend.BUILTIN, "10.0.0.2", False),
+    ("10.0.0.1", Backend.NC, None, False),
+])
+def test_which_recordings_need_the_links_addresses(laptop_ip: str | None, backend: Backend,
+                                                   allowed_peer: str | None, needed: bool) -> None:
+    settings = RecordSettings(CameraSettings(), ReceiveSettings(out_dir=Path("out"), backend=backend,
+                                                                allowed_peer=allowed_peer), laptop_ip=laptop_ip)
+    assert settings.needs_link_addresses is needed
 
 
 def test_no_socket_no_master(tmp_path: Path) -> None:

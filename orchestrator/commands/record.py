@@ -126,7 +126,7 @@ def record(
 
     with stop_on_signals() as stop:
         # The Pi answers over the network while this process imports the recorder and builds the display.
-        pending = PendingHost(ssh, stop)
+        pending = PendingHost(ssh, stop, learn_addresses=settings.needs_link_addresses)
         try:
             from orchestrator.jobs.record import run_recording
 
@@ -156,8 +156,9 @@ def record_fleet(targets: list[str], settings: RecordSettings, ssh: SshSettings,
         pending: dict[str, PendingHost] = {}
         try:
             master_possible = may_have_master(ssh)  # the same for every Pi: the files, not the target
-            for target, _ in plan:
-                pending[target] = PendingHost(replace(ssh, target=target), stop, master_possible, hold=True)
+            for target, pi_settings in plan:
+                pending[target] = PendingHost(replace(ssh, target=target), stop, master_possible, hold=True,
+                                              learn_addresses=pi_settings.needs_link_addresses)
             from orchestrator.commands.common import fleet_display
             from orchestrator.jobs.fleet import run_fleet
 

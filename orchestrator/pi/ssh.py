@@ -565,10 +565,12 @@ class PendingHost:
     for) and connects as connect_pi does."""
 
     def __init__(self, settings: SshSettings, stop: threading.Event | None = None,
-                 master_possible: bool | None = None, hold: bool = False) -> None:
+                 master_possible: bool | None = None, hold: bool = False, learn_addresses: bool = True) -> None:
         """`master_possible`: mux.may_have_master(settings), when the caller already knows it (several Pis
         of one ssh_config share the answer: it reads files, not the target). `hold`: after the login the
-        thread waits (up to HOLD_S) for the work continue_with will give it, instead of ending."""
+        thread waits (up to HOLD_S) for the work continue_with will give it, instead of ending.
+        `learn_addresses`: through a master, ask the link's addresses right away (the caller will need them:
+        RecordSettings.needs_link_addresses)."""
         self._outcome: list[Host | BaseException] = []
         self._thread: threading.Thread | None = None
         self._stop = stop
@@ -584,6 +586,7 @@ class PendingHost:
         self._then: Callable[[], None] | None = None
         self._takes_work = True
         self._hold = hold
+        self._learn_addresses = learn_addresses
         self._given = threading.Event()
         work: Callable[[], Host]
         if may_have_master(settings) if master_possible is None else master_possible:
@@ -608,7 +611,8 @@ class PendingHost:
             self._outcome.append(exc)
         self._done.set()
         host = self._outcome[0]
-        if isinstance(host, MuxHost) and not self._abandoned and not (self._stop is not None and self._stop.is_set()):
+        stopped = self._stop is not None and self._stop.is_set()
+        if self._learn_addresses and isinstance(host, MuxHost) and not self._abandoned and not stopped:
             # Through a master, this laptop's address as the Pi sees it (what record's receiver binds and nc
             # dials) is one more command, `ssh -S` and a shell on the Pi: ~17 ms here. Asked now, it overlaps
             # the caller's imports; the caller asking meanwhile waits for this one answer (MuxHost._ends).
