@@ -197,12 +197,13 @@ def login_name(target: SshTarget) -> str:
     """The user to log in as: the target's, else the laptop user's, as ssh does."""
     if target.user:
         return target.user
-    if _nameless_user_error() is None:
+    try:
         return getpass.getuser()
-    raise ConnectError(f"no user to log in to {target.display} as: this laptop's uid {os.getuid()} has no name "
-                       "(no USER, no passwd entry)",
-                       f"name the user: NAME@{target.alias} (in ProxyJump for a jump host), or a User line for "
-                       "it in the ssh_config")
+    except (KeyError, OSError):  # a uid with no name: see _nameless_user_error
+        raise ConnectError(f"no user to log in to {target.display} as: this laptop's uid {os.getuid()} has no "
+                           "name (no USER, no passwd entry)",
+                           f"name the user: NAME@{target.alias} (in ProxyJump for a jump host), or a User line "
+                           "for it in the ssh_config") from None
 
 
 def _nameless_user_error() -> BaseException | None:
