@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -91,10 +93,17 @@ def nameless_uid() -> int:
         uid += 1
 
 
-def as_nameless_user(argv: list[str]) -> list[str]:
-    """`argv` run as a nameless uid in a user namespace (the uid maps back to this one, so files read the same)."""
+def run_as_nameless_user(argv: list[str], env: Mapping[str, str], timeout: float = 60
+                         ) -> subprocess.CompletedProcess[str]:
+    """`argv` run as a nameless uid (no passwd entry: a container's `-u 12345`) in a user namespace, where
+    the uid maps back to this one (files read the same) and has no capabilities (a file's mode holds for
+    it). Skips (or fails, see cannot_run) where the machine allows no user namespace."""
     unshare = find_tool("unshare")
     if unshare is None:
         cannot_run("unshare not found: install util-linux")
     uid = nameless_uid()
-    return [unshare, "--user", f"--map-user={uid}", f"--map-group={uid}", *argv]
+    done = subprocess.run([unshare, "--user", f"--map-user={uid}", f"--map-group={uid}", *argv], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0 and done.stderr.startswith("unshare:"):
+        cannot_run(f"no user namespace for the test: {done.stderr.strip()}")
+    return done

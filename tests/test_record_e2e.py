@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import FakePi, manifests, piorch_argv, piorch_env, run_piorch, start_fake_pi, wait_for_bytes
-from tests.system_tools import as_nameless_user, cannot_run, require_tool
+from tests.system_tools import require_tool, run_as_nameless_user
 
 pytestmark = pytest.mark.e2e
 
@@ -270,12 +270,9 @@ def test_a_laptop_user_without_a_name_records_from_a_pi_whose_user_is_named(fake
     config = fake_pi.info.ssh_config
     config.write_text("Host some-other-pi\n    Port 2222\n" + config.read_text())
     out = tmp_path / "recv"
-    argv = as_nameless_user(piorch_argv(
+    done = run_as_nameless_user(piorch_argv(
         "record", "--pi", fake_pi.info.alias, "--seconds", "1", "--out", str(out), "--container", "h264",
-        "--port", "0", "--width", "640", "--height", "480", "--fps", "15"))
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
-    if done.returncode != 0 and done.stderr.startswith("unshare:"):
-        cannot_run(f"no user namespace for the test: {done.stderr.strip()}")
+        "--port", "0", "--width", "640", "--height", "480", "--fps", "15"), env)
     assert done.returncode == 0, done.stderr
     [run] = fake_pi.runs()
     [manifest] = manifests(out)

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.errors import ConnectError
 from orchestrator.pi.target import SshTarget, installed_version, parse_target, resolve_target
-from tests.system_tools import as_nameless_user, cannot_run, nameless_uid
+from tests.system_tools import nameless_uid, run_as_nameless_user
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,8 +229,8 @@ def test_the_lookup_answers_as_paramikos_own(tmp_path: Path, monkeypatch: pytest
 
 
 def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str, mode: int = 0o644) -> str:
-    """resolve_target and login_name as a uid with no passwd entry and no USER, in a user namespace (where
-    the uid has no capabilities: a file's mode holds for it); what they gave or the error's message and fix."""
+    """resolve_target and login_name as a uid with no passwd entry and no USER (run_as_nameless_user); what
+    they gave or the error's message and fix."""
     config = tmp_path / "ssh_config"
     config.write_text(config_text)
     config.chmod(mode)
@@ -245,10 +245,7 @@ def _resolve_without_a_user_name(tmp_path: Path, config_text: str, target: str, 
         "    print('error', exc.message, '|', exc.fix)\n"
     )
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(as_nameless_user([sys.executable, "-c", code]), capture_output=True, text=True, env=env,
-                          timeout=60, check=False)
-    if done.returncode != 0 and done.stderr.startswith("unshare:"):
-        cannot_run(f"no user namespace for the test: {done.stderr.strip()}")
+    done = run_as_nameless_user([sys.executable, "-c", code], env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().replace(f"uid {nameless_uid()} ", "uid UID ")
 
