@@ -193,3 +193,28 @@ def test_the_client_keeps_the_certificate_with_its_key_and_reads_a_new_one(tmp_p
     assert renewed.public_blob.key_blob == paramiko.PublicBlob.from_file(str(cert)).key_blob
     with pytest.raises(paramiko.SSHException):
         client._key_from_filepath(str(key), paramiko.RSAKey, None)
+
+
+def test_one_login_stats_each_key_file_once_for_all_its_tries(key_files: dict[str, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """paramiko's _auth tries a file as RSA, ECDSA, then Ed25519: the key and its certificate are looked at
+    once for the three (each stat a let-go of the GIL while a fleet's Pis log in); the next login looks again."""
+    import orchestrator.pi.keys as keys
+
+    stats: list[str] = []
+    real_stat = keys._stat_of
+    monkeypatch.setattr(keys, "_stat_of", lambda path: stats.append(path) or real_stat(path))
+    path = str(key_files["ed25519"])
+
+    def tries(self: Any, *args: Any, **kwargs: Any) -> list[tuple[object, ...]]:  # paramiko's order, as _auth tries
+        return [outcome(functools.partial(self._key_from_filepath, path, klass, None)) for klass in CLASSES]
+
+    monkeypatch.setattr(paramiko.SSHClient, "_auth", tries)
+    client = quiet_client()
+    first = client._auth("pi", None, None, [path], False, False, None)
+    assert stats == [path, path + "-cert.pub"]
+    assert first == [outcome(Counted(Path(path), klass)) for klass in CLASSES]
+    assert client._seen is None, "outside a login every call looks afresh"
+    client._key_from_filepath(path, paramiko.Ed25519Key, None)
+    client._auth("pi", None, None, [path], False, False, None)
+    assert stats == [path, path + "-cert.pub"] * 3

@@ -64,14 +64,20 @@ class KeptKeys:
         # (file, type) -> (signature, the key) or (signature, the error's words)
         self._kept: dict[tuple[str, type], tuple[_Signature, Any, tuple[object, ...] | None]] = {}
 
-    def load(self, filename: str, klass: type, password: str | None, read: Any) -> Any:
-        """`read()` (paramiko's own try) unless the same try of the same unchanged file is kept."""
+    def load(self, filename: str, klass: type, password: str | None, read: Any,
+             seen: dict[str, _Signature] | None = None) -> Any:
+        """`read()` (paramiko's own try) unless the same try of the same unchanged file is kept. `seen`: the
+        files' stats already taken in this login (one login tries a file as each type in turn)."""
         from paramiko.ssh_exception import SSHException
 
         if password is not None:
             return read()
         key_path, cert_path = _key_paths(filename)
-        signature = (_stat_of(key_path), _stat_of(cert_path))
+        signature = seen.get(filename) if seen is not None else None
+        if signature is None:
+            signature = (_stat_of(key_path), _stat_of(cert_path))
+            if seen is not None:
+                seen[filename] = signature
         if signature[0] is None:
             return read()  # no such file: paramiko says so, in its words
         with self._lock:
@@ -104,11 +110,23 @@ def kept_keys_client() -> type[paramiko.SSHClient]:
     import paramiko
 
     class KeptKeysClient(paramiko.SSHClient):
+        # The key files' stats taken during one `_auth` (a login): it tries each file as RSA, ECDSA and
+        # Ed25519 in turn, and each try would stat the key and its certificate again, each stat a let-go of
+        # the GIL while a fleet's other Pis want it. Outside a login every call looks afresh.
+        _seen: dict[str, _Signature] | None = None
+
+        def _auth(self, *args: Any, **kwargs: Any) -> Any:
+            self._seen = {}
+            try:
+                return super()._auth(*args, **kwargs)  # type: ignore[misc]
+            finally:
+                self._seen = None
+
         # paramiko's one place where SSHClient._auth reads a key file (identity files and look_for_keys alike),
         # since paramiko 2.x; a paramiko without it reads the files itself, as before. (Private, so the type
         # stubs do not list it.)
         def _key_from_filepath(self, filename: str, klass: type, password: str | None) -> Any:
             own = super()._key_from_filepath  # type: ignore[misc]
-            return _KEYS.load(filename, klass, password, functools.partial(own, filename, klass, password))
+            return _KEYS.load(filename, klass, password, functools.partial(own, filename, klass, password), self._seen)
 
     return KeptKeysClient

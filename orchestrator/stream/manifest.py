@@ -143,11 +143,20 @@ def reserve_manifest(path: Path, file_id: str, receiving: str, started_utc: str,
     # ASCII (json.dumps escapes the rest), padded from bytes made once: no 64 KiB string to build and encode
     # again for each file, which each Pi of a fleet pays while the others start.
     text = (json.dumps(said) + "\n").encode("ascii")
+    # os.open and os.write: three system calls where open() makes six (its stat, tty check and seek too), each a
+    # let-go of the GIL while a fleet's other Pis want it (benchmarks/README.md, twelfth round).
     try:
-        with open(path, "xb") as handle:
-            handle.write(text + _PADDING[len(text):])
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError:
+        return  # no placeholder (a name taken, no room): the final manifest is tried all the same
+    try:
+        view = memoryview(text + _PADDING[len(text):])
+        while view and (written := os.write(descriptor, view)) > 0:
+            view = view[written:]
     except OSError:
         pass  # no room even for that: the final manifest is tried all the same
+    finally:
+        os.close(descriptor)
 
 
 def read_placeholder(path: Path) -> dict[str, Any] | None:

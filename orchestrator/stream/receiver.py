@@ -39,6 +39,12 @@ FileSink = Callable[[ReceivedFile], None]
 
 
 def check_out_dir(out_dir: Path) -> None:
+    # A writable folder that is there already (a folder used before; the receiver's check after record's): one
+    # system call, each a let-go of the GIL while a fleet's other Pis want it, where mkdir, its stat and the
+    # access check make three.
+    # `DIR/`: a file of that name is no folder, and goes on to mkdir's own error.
+    if os.access(os.path.join(out_dir, ""), os.W_OK):
+        return
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
