@@ -11,10 +11,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
 
+import orchestrator.pi.ssh as ssh_module
 from orchestrator.errors import ConnectError, Interrupted
 from orchestrator.pi.ssh import PendingHost, PromptSocket, SshHost, _deadline_packetizer
 from orchestrator.settings import SshSettings
@@ -353,6 +355,53 @@ def test_a_second_login_in_the_process_reads_no_key_file(tmp_path: Path, fake_pi
         if login == 0:
             assert reads == ["RSAKey", "ECDSAKey", "Ed25519Key"], "the fixture's key is an Ed25519 one"
     assert reads == ["RSAKey", "ECDSAKey", "Ed25519Key"]
+
+
+def test_a_quiet_connection_wakes_paramikos_thread_about_once_a_second_and_keepalives_still_go(
+        tmp_path: Path, fake_pi: FakePi, monkeypatch: pytest.MonkeyPatch) -> None:
+    # paramiko's transport thread read with a 0.1 s timeout: 10 wake-ups a second a Pi while it was quiet.
+    # Once logged in it waits up to IDLE_WAKE_S; the keepalive (checked at each wake-up) still goes out.
+    reads: list[float] = []
+    own_recv = PromptSocket.recv
+
+    def counted(self: PromptSocket, *args: Any) -> bytes:
+        reads.append(time.monotonic())
+        return own_recv(self, *args)
+
+    monkeypatch.setattr(PromptSocket, "recv", counted)
+    monkeypatch.setattr(ssh_module, "KEEPALIVE_S", 1)
+    config = chain_config(tmp_path, [fake_pi.server], {})
+    host = SshHost.connect(SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT)))
+    try:
+        transport = host._client.get_transport()
+        assert transport is not None and transport.sock.gettimeout() == ssh_module.IDLE_WAKE_S
+        keepalives: list[str] = []
+        own_request = transport.global_request
+        transport.global_request = lambda kind, *args, **kwargs: (  # type: ignore[method-assign]
+            keepalives.append(kind) or own_request(kind, *args, **kwargs))
+        reads.clear()
+        quiet_s = 3.0
+        time.sleep(quiet_s)
+        # A wake-up a second, and one for each keepalive's answer (sshd refuses the request): ~6; 0.1 s made 30.
+        assert len(reads) <= 2 * quiet_s / ssh_module.IDLE_WAKE_S + 2, reads
+        assert keepalives and set(keepalives) == {"keepalive@lag.net"}
+        assert host.run("echo ok", timeout=float(PATIENT)).stdout.strip() == "ok"
+    finally:
+        host.close()
+
+
+def test_a_close_ends_paramikos_thread_at_once_however_long_it_waits_for_the_pi(
+        tmp_path: Path, fake_pi: FakePi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssh_module, "IDLE_WAKE_S", 600.0)
+    config = chain_config(tmp_path, [fake_pi.server], {})
+    host = SshHost.connect(SshSettings(target=fake_pi.info.alias, ssh_config=config, connect_timeout=float(PATIENT)))
+    transport = host._client.get_transport()
+    assert transport is not None
+    assert host.run("echo ok", timeout=float(PATIENT)).stdout.strip() == "ok"
+    time.sleep(0.3)  # the thread is waiting for the Pi's next message
+    host.close()
+    transport.join(EXIT_WITHIN_S)
+    assert not transport.is_alive(), "the close woke the read (a shutdown), not the end of its wait"
 
 
 def test_the_handshake_deadline_is_read_from_the_clock_as_paramikos_timer_flag_was() -> None:

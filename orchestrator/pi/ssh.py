@@ -58,6 +58,11 @@ ABORT_JOIN_S = 1.0
 HOLD_S = 30.0
 # Keepalives keep NAT/firewall state warm; they never declare the peer dead (piorch watches that itself).
 KEEPALIVE_S = 5
+# How long paramiko's transport thread waits for the Pi's next message once logged in, before it looks at its
+# own flags (keepalive due, a rekey asked for by a send) and waits again. paramiko's 0.1 s woke each Pi's
+# thread 10 times a second for nothing while the Pi was quiet (~3 ms of CPU a second a Pi here, timer wake-ups
+# from an idle CPU being the dear ones); a close no longer waits for it (PromptSocket.close).
+IDLE_WAKE_S = 1.0
 LINK_FIX = "check the cable and address; `piorch setup-link --check` tests the link"
 JUMP_FIX = "check that jump host and the ProxyJump line in the SSH config"
 
@@ -218,6 +223,10 @@ class PromptSocket(socket.socket):
 
     def close(self) -> None:
         with self._writing:
+            # A shutdown first wakes a read waiting on this socket in another thread (paramiko's transport
+            # thread, IDLE_WAKE_S): it reads the end at once. A close alone would leave it waiting.
+            with contextlib.suppress(OSError):
+                self.shutdown(socket.SHUT_RDWR)
             super().close()
 
 
@@ -409,6 +418,8 @@ def _login(target: SshTarget, settings: SshSettings, opened: _Opened, sock: Any,
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(KEEPALIVE_S)
+    # Logged in: the handshake's deadline (read at each wake-up) is behind it.
+    transport.sock.settimeout(IDLE_WAKE_S)
     return client, who
 
 
