@@ -105,13 +105,14 @@ class ReceivedFile:
 
 class _HashFollower(threading.Thread):
     """Hashes the file behind the writer, reading only bytes the writer has finished writing. The thread
-    starts at the first poke (a whole CHUNK written, or the file's end), and opens the file then: a
-    recording's start (several Pis' at once) has one thread less to start a Pi, and four system calls less
-    before its first byte, and a file's first MiB is hashed all the same."""
+    starts at the first poke (a whole CHUNK written, or the file's end): a recording's start (several Pis'
+    at once) has one thread less to start a Pi, and a file's first MiB is hashed all the same. The file is
+    opened here, so the hash follows this file whatever happens to its name meanwhile; one `os.open`, where
+    a buffered `open()` adds its stat, tty check and seek before the Pi's first byte."""
 
     def __init__(self, path: Path, writer: FileWriter) -> None:
         super().__init__(daemon=True, name="piorch-hasher")
-        self._path = path
+        self._descriptor = os.open(path, os.O_RDONLY)  # owned by the thread, closed at the end of run()
         self._writer = writer
         self._more = threading.Event()
         # The receiving thread (a chunk, the end) and the closer (hexdigest) may both poke first.
@@ -128,10 +129,8 @@ class _HashFollower(threading.Thread):
         self._more.set()
 
     def run(self) -> None:
-        descriptor = -1
+        descriptor = self._descriptor
         try:
-            # Still under its .tmp name: finalize() waits for this thread's hash before it renames the file.
-            descriptor = os.open(self._path, os.O_RDONLY)
             while True:
                 target = self._writer.bytes_written
                 if self.hashed < target:
@@ -153,8 +152,7 @@ class _HashFollower(threading.Thread):
         except OSError as exc:
             self.error = f"reading it back for the hash failed ({exc.strerror or exc})"
         finally:
-            if descriptor >= 0:
-                os.close(descriptor)
+            os.close(descriptor)
 
     def hexdigest(self, timeout: float) -> str:
         """The SHA-256 of every byte written; raises OSError when it cannot be had by the deadline."""
